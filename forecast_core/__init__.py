@@ -1,0 +1,1 @@
+"""Framework-free core shared by training and serving: network, scaling, artifact, step."""

@@ -1,0 +1,54 @@
+"""The one definition of the forecasting network, for any batch size.
+
+Training builds it with batch size N, serving with batch size 1; both call :func:`build_network`
+so the two can never drift apart. TensorFlow is imported lazily so that importing this package
+(for example from the app at test-collection time) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import keras
+
+LSTM_LAYER_NAME = "lstm"
+DENSE_LAYER_NAME = "dense"
+
+
+def build_network(batch_size: int, units: int = 10, *, dtype: str = "float32") -> keras.Model:
+    """Build the stateful LSTM(units, tanh) -> Dense(1) network for inputs of shape (batch, 1, 1).
+
+    Initial weights come from Keras' global seed: call ``keras.utils.set_random_seed`` first for
+    reproducible training.
+    """
+    import keras
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if units < 1:
+        raise ValueError(f"units must be at least 1, got {units}")
+    inputs = keras.Input(batch_shape=(batch_size, 1, 1), dtype=dtype)
+    # unroll=True is exact for a single time step and roughly halves training time.
+    hidden = keras.layers.LSTM(
+        units,
+        activation="tanh",
+        stateful=True,
+        unroll=True,
+        dtype=dtype,
+        name=LSTM_LAYER_NAME,
+    )(inputs)
+    outputs = keras.layers.Dense(1, dtype=dtype, name=DENSE_LAYER_NAME)(hidden)
+    return keras.Model(inputs, outputs, name=f"stateful_lstm_b{batch_size}")
+
+
+def reset_states(model: keras.Model) -> None:
+    """Zero the (h, c) state of every stateful layer (Keras 3 has no Model.reset_states)."""
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_state()
+
+
+def copy_weights(source_weights: list[Any], target: keras.Model) -> None:
+    """Copy trained weights (in get_weights() order) into a network of another batch size."""
+    target.set_weights([weight.astype(target.dtype) for weight in source_weights])

@@ -1,0 +1,24 @@
+"""Shared fixtures: trained artifacts made once per test session, in temporary folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DATA_DIR = Path(__file__).parent / "data"
+NILE_CSV = DATA_DIR / "nile.csv"
+TUTORIAL_VALUES = [round(0.1 * i, 1) for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def tutorial_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the default model (tutorial sequence, N=3, 1000 epochs)."""
+    from training.cli import main
+
+    models = tmp_path_factory.mktemp("models")
+    assert main(["--out", str(models), "--quiet"]) == 0
+    return models

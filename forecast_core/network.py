@@ -51,4 +51,10 @@ def reset_states(model: keras.Model) -> None:
 
 def copy_weights(source_weights: list[Any], target: keras.Model) -> None:
     """Copy trained weights (in get_weights() order) into a network of another batch size."""
-    target.set_weights([weight.astype(target.dtype) for weight in source_weights])
+    current = target.get_weights()
+    if len(current) != len(source_weights):
+        raise ValueError(f"expected {len(current)} weight arrays, got {len(source_weights)}")
+    # Cast to the target's own dtypes: serving may rebuild the network in float64.
+    target.set_weights(
+        [weight.astype(old.dtype) for weight, old in zip(source_weights, current, strict=True)]
+    )

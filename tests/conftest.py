@@ -22,3 +22,22 @@ def tutorial_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = tmp_path_factory.mktemp("models")
     assert main(["--out", str(models), "--quiet"]) == 0
     return models
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tutorial_artifact(tutorial_models_dir: Path):
+    from forecast_core.artifact import load_artifact
+
+    return load_artifact(tutorial_models_dir)
+
+
+@pytest.fixture(scope="session")
+def forecaster(tutorial_artifact):
+    from app.forecaster import Forecaster
+
+    return Forecaster.from_artifact(tutorial_artifact, tolerance=1e-5)

@@ -1,0 +1,98 @@
+"""The batch-1 copy of the trained network, stepped in numpy, checked against Keras at start."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.errors import ModelCheckFailed
+from forecast_core.artifact import Artifact, Manifest
+from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step
+from forecast_core.scaling import MinMaxScaler
+
+logger = logging.getLogger(__name__)
+
+# Probe inputs for the start-up check, in scaled units: the training range and beyond it, both
+# smooth and jumpy, so that a wrong gate order or a missing bias cannot pass by luck.
+_PROBE_LENGTH = 64
+
+
+def _probe_inputs() -> FloatArray:
+    ramp = np.linspace(-0.5, 1.5, _PROBE_LENGTH // 2)
+    jumps = np.random.default_rng(12345).uniform(-0.5, 1.5, _PROBE_LENGTH // 2)
+    return np.concatenate([ramp, jumps])
+
+
+@dataclass(frozen=True)
+class LstmState:
+    """A session's (h, c)."""
+
+    h: FloatArray
+    c: FloatArray
+
+
+class Forecaster:
+    """One-step forecasts in raw units from a session's state; pure, thread-safe, microseconds."""
+
+    def __init__(self, weights: LstmWeights, scaler: MinMaxScaler, manifest: Manifest) -> None:
+        self.weights = weights
+        self.scaler = scaler
+        self.manifest = manifest
+        self.version = manifest.version
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, tolerance: float) -> Forecaster:
+        """Rebuild with batch size 1, copy the weights, and check the numpy step agrees with it."""
+        forecaster = cls(artifact.lstm_weights(), artifact.manifest.scaler(), artifact.manifest)
+        worst = forecaster.compare_with_keras(artifact)
+        if not worst <= tolerance:
+            raise ModelCheckFailed(
+                f"numpy step disagrees with the batch-1 Keras copy of {artifact.version} by "
+                f"{worst:.3g} (tolerance {tolerance:g}); refusing to serve"
+            )
+        logger.info("model %s checked: numpy step within %.2g of Keras", artifact.version, worst)
+        return forecaster
+
+    def compare_with_keras(self, artifact: Artifact) -> float:
+        """Largest numpy-vs-Keras difference on the probe inputs, state carried."""
+        import tensorflow as tf
+
+        from forecast_core.network import build_network, copy_weights, reset_states
+
+        # float64 on both sides: a float32 reference alone differs by ~1e-5 on large weights.
+        model = build_network(1, artifact.manifest.architecture.units, dtype="float64")
+        copy_weights(artifact.weights, model)
+        reset_states(model)
+        state = self.zero_state()
+        worst = 0.0
+        for x in _probe_inputs():
+            keras_output = float(model(tf.constant(x, shape=(1, 1, 1), dtype=tf.float64))[0, 0])
+            h, c, numpy_output = lstm_step(self.weights, state.h, state.c, float(x))
+            state = LstmState(h, c)
+            worst = max(worst, abs(keras_output - numpy_output))
+        return worst
+
+    def zero_state(self) -> LstmState:
+        units = self.weights.units
+        return LstmState(np.zeros(units), np.zeros(units))
+
+    def feed(self, state: LstmState, values: Sequence[float]) -> tuple[LstmState, list[float]]:
+        """Feed raw values in order; return the new state and the raw forecast after each."""
+        h, c = state.h, state.c
+        scale, unscale = self.scaler.scale, self.scaler.unscale
+        predictions = []
+        for value in values:
+            h, c, y = lstm_step(self.weights, h, c, scale(value))
+            predictions.append(float(unscale(y)))
+        return LstmState(h, c), predictions
+
+    def forecast_ahead(self, state: LstmState, last_prediction: float, horizon: int) -> list[float]:
+        """Forecast ``horizon`` values, feeding each forecast back as the next input."""
+        forecasts = [last_prediction]
+        for _ in range(horizon - 1):
+            state, (next_value,) = self.feed(state, [forecasts[-1]])
+            forecasts.append(next_value)
+        return forecasts

@@ -1,0 +1,54 @@
+"""Service settings, all from ``FORECAST_*`` environment variables (see README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; nonsense is refused at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="FORECAST_", extra="ignore", frozen=True)
+
+    model_dir: Path = Field(
+        default=Path("models"),
+        description="models folder (its 'latest' is served) or one artifact folder",
+    )
+    store: Literal["memory", "sqlite", "redis"] = Field(
+        default="sqlite", description="where session state lives"
+    )
+    data_dir: Path = Field(default=Path("data"), description="folder of the SQLite session file")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis store URL")
+    redis_prefix: str = Field(default="forecast", description="prefix of the service's Redis keys")
+    session_ttl_s: int = Field(default=3600, ge=1, description="idle sessions expire after this")
+    max_sessions: int = Field(default=100_000, ge=1, description="live sessions at most")
+    max_values_per_request: int = Field(default=1000, ge=1, le=100_000)
+    max_horizon: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="larger bodies get 413")
+    check_tolerance: float = Field(
+        default=1e-5, gt=0, description="start-up agreement needed between numpy and Keras steps"
+    )
+    api_keys: str = Field(
+        default="",
+        description="comma-separated API keys or sha256:<hex> of keys; empty: open",
+    )
+    store_retry_attempts: int = Field(default=50, ge=1, description="compare-and-set attempts")
+
+    @model_validator(mode="after")
+    def _check_redis_url(self) -> Settings:
+        if self.store == "redis" and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("FORECAST_REDIS_URL must start with redis://, rediss:// or unix://")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

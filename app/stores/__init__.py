@@ -1,0 +1,1 @@
+"""Session stores: where session records live (memory, SQLite, Redis)."""

@@ -1,0 +1,71 @@
+"""The session-store interface, and the compare-and-set loop the optimistic stores share."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import anyio.to_thread
+
+from app.errors import SessionBusy
+from app.sessions import SessionRecord
+
+T = TypeVar("T")
+
+# compute(record or None) -> (record to write or None for no change, answer). Pure, raises
+# domain errors to refuse; it may run more than once when another writer got there first.
+Compute = Callable[[SessionRecord | None], tuple[SessionRecord | None, T]]
+
+
+class SessionStore(Protocol):
+    """Keeps session records; applies each change atomically across threads and processes."""
+
+    name: str
+
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        """Read, compute, write back atomically; ``offload`` computes in a worker thread."""
+        ...
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """The live record, or None (unknown or expired)."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove a session; True if it existed."""
+        ...
+
+    async def count(self) -> int:
+        """Live sessions."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store can serve."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+async def compare_and_set_loop(
+    read: Callable[[], Awaitable[SessionRecord | None]],
+    write: Callable[[SessionRecord | None, SessionRecord], Awaitable[bool]],
+    compute: Compute[T],
+    *,
+    offload: bool,
+    attempts: int,
+) -> T:
+    """Read, compute, write-if-unchanged; on a lost race read again, with a short jittered pause."""
+    for attempt in range(attempts):
+        record = await read()
+        if offload:
+            new, answer = await anyio.to_thread.run_sync(compute, record)
+        else:
+            new, answer = compute(record)
+        if new is None or await write(record, new):
+            return answer
+        # Back off a little so that contending writers spread out instead of colliding again.
+        await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
+    raise SessionBusy(
+        f"the session changed under {attempts} attempts in a row; retry the request",
+    )

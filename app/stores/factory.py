@@ -1,0 +1,36 @@
+"""Build the session store that the settings name."""
+
+from __future__ import annotations
+
+from app.settings import Settings
+from app.stores.base import SessionStore
+from app.stores.memory import MemoryStore
+
+
+async def open_store(settings: Settings) -> SessionStore:
+    """Open (and for durable stores, prepare) the configured store."""
+    if settings.store == "memory":
+        return MemoryStore(
+            ttl_s=settings.session_ttl_s,
+            max_sessions=settings.max_sessions,
+            attempts=settings.store_retry_attempts,
+        )
+    if settings.store == "sqlite":
+        from app.stores.sqlite import SqliteStore
+
+        sqlite_store: SessionStore = await SqliteStore.open(
+            settings.data_dir / "sessions.sqlite3",
+            ttl_s=settings.session_ttl_s,
+            max_sessions=settings.max_sessions,
+        )
+        return sqlite_store
+    from app.stores.redis import RedisStore
+
+    redis_store: SessionStore = RedisStore(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        ttl_s=settings.session_ttl_s,
+        max_sessions=settings.max_sessions,
+        attempts=settings.store_retry_attempts,
+    )
+    return redis_store

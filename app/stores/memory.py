@@ -1,0 +1,97 @@
+"""In-process session store: for tests and throwaway runs (lost on restart, one process only)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+
+from app.errors import SessionLimitReached
+from app.sessions import SessionRecord
+from app.stores.base import Compute, T, compare_and_set_loop
+
+
+class MemoryStore:
+    """Records in an OrderedDict kept in last-used order, so expiry pops from the front."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_sessions: int,
+        attempts: int = 50,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max_sessions = max_sessions
+        self._attempts = attempts
+        self._clock = clock
+        self._records: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._revisions = itertools.count(1)
+        # Routes run on the event loop, but a lock keeps the store right if called from threads.
+        self._lock = threading.Lock()
+
+    def _purge_expired(self, now: float) -> None:
+        records = self._records
+        while records:
+            key, oldest = next(iter(records.items()))
+            if oldest.last_used_at + self._ttl_s > now:
+                break
+            del records[key]
+
+    def _read(self, key: str) -> SessionRecord | None:
+        with self._lock:
+            self._purge_expired(self._clock())
+            return self._records.get(key)
+
+    async def _read_async(self, key: str) -> SessionRecord | None:
+        return self._read(key)
+
+    async def _write_if_unchanged(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> bool:
+        with self._lock:
+            current = self._records.get(key)
+            if current is not expected:
+                return False
+            if current is None and len(self._records) >= self._max_sessions:
+                self._purge_expired(self._clock())
+                if len(self._records) >= self._max_sessions:
+                    raise SessionLimitReached(
+                        f"the service holds its maximum of {self._max_sessions} sessions; "
+                        "delete or let idle sessions expire, or retry later"
+                    )
+            self._records[key] = replace(new, revision=next(self._revisions))
+            self._records.move_to_end(key)
+            return True
+
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        return await compare_and_set_loop(
+            lambda: self._read_async(key),
+            lambda expected, new: self._write_if_unchanged(key, expected, new),
+            compute,
+            offload=offload,
+            attempts=self._attempts,
+        )
+
+    async def get(self, key: str) -> SessionRecord | None:
+        return self._read(key)
+
+    async def delete(self, key: str) -> bool:
+        with self._lock:
+            return self._records.pop(key, None) is not None
+
+    async def count(self) -> int:
+        with self._lock:
+            self._purge_expired(self._clock())
+            return len(self._records)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

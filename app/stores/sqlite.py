@@ -1,0 +1,237 @@
+"""SQLite session store: one file, WAL, every applied step on disk before its response.
+
+One writer thread owns the connection. Requests queue their changes; the thread applies all that
+are waiting inside one ``BEGIN IMMEDIATE`` transaction and commits once (group commit), so one
+fsync serves many requests. ``BEGIN IMMEDIATE`` also serializes writers in other processes that
+share the file, which makes read-compute-write atomic across processes without compare-and-set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from app.errors import SessionLimitReached, StoreUnavailable
+from app.sessions import SessionRecord
+from app.stores.base import Compute, T
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY,
+    record BLOB NOT NULL,
+    last_used_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_last_use ON sessions (last_used_at);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+"""
+# Changes applied in one transaction at most; bounds the latency one commit adds.
+_MAX_GROUP = 256
+
+
+@dataclass
+class _Job:
+    """One request's work for the writer thread, with the future that carries its answer."""
+
+    run: Callable[[sqlite3.Connection, float], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    error: BaseException | None = field(default=None)
+    result: Any = None
+
+
+class SqliteStore:
+    """Durable, multi-process-safe session store in a single SQLite file."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, ttl_s: float, max_sessions: int) -> None:
+        self.path = path
+        self._ttl_s = ttl_s
+        self._max_sessions = max_sessions
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._connection: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    async def open(cls, path: Path, *, ttl_s: float, max_sessions: int) -> SqliteStore:
+        """Start the store; a file that cannot be opened yet makes it unavailable, not fatal."""
+        store = cls(path, ttl_s=ttl_s, max_sessions=max_sessions)
+        try:
+            await store.ping()
+        except StoreUnavailable as error:
+            logger.error("session store not available yet: %s", error.message)
+        return store
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                # FULL: the WAL is fsynced at every commit, so an acknowledged step survives a
+                # power cut, not only a process crash.
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.executescript(_SCHEMA)
+            except sqlite3.Error:
+                connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            group = [job]
+            while len(group) < _MAX_GROUP:
+                try:
+                    extra = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if extra is None:
+                    self._jobs.put(None)  # finish this group, then stop
+                    break
+                group.append(extra)
+            self._run_group(group)
+        if self._connection is not None:
+            self._connection.close()
+
+    def _run_group(self, group: list[_Job]) -> None:
+        now = time.time()
+        try:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for job in group:
+                    try:
+                        job.result = job.run(connection, now)
+                    except sqlite3.Error:
+                        raise
+                    except Exception as error:  # a refusal (conflict, cap): nothing written
+                        job.error = error
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            self._drop_connection()
+            failure = StoreUnavailable(
+                f"SQLite session file {self.path} is not usable ({error}); check that the "
+                "folder exists, is writable and has space",
+            )
+            for job in group:
+                job.error = failure
+        for job in group:
+            job.loop.call_soon_threadsafe(_settle, job)
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except sqlite3.Error:
+                pass
+            self._connection = None
+
+    async def _submit(self, run: Callable[[sqlite3.Connection, float], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        job = _Job(run=run, loop=loop, future=loop.create_future())
+        self._jobs.put(job)
+        return await job.future
+
+    # -- operations, run inside the writer's transaction --------------------------------------
+
+    def _read(self, connection: sqlite3.Connection, key: str, now: float) -> SessionRecord | None:
+        row = connection.execute(
+            "SELECT record FROM sessions WHERE key = ? AND last_used_at > ?",
+            (key, now - self._ttl_s),
+        ).fetchone()
+        return SessionRecord.decode(row[0]) if row is not None else None
+
+    def _next_revision(self, connection: sqlite3.Connection) -> int:
+        row = connection.execute(
+            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    def _ensure_room(self, connection: sqlite3.Connection, now: float) -> None:
+        connection.execute("DELETE FROM sessions WHERE last_used_at <= ?", (now - self._ttl_s,))
+        (live,) = connection.execute("SELECT COUNT(*) FROM sessions").fetchone()
+        if live >= self._max_sessions:
+            raise SessionLimitReached(
+                f"the service holds its maximum of {self._max_sessions} sessions; "
+                "delete or let idle sessions expire, or retry later"
+            )
+
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        def run(connection: sqlite3.Connection, now: float) -> T:
+            record = self._read(connection, key, now)
+            new, answer = compute(record)
+            if new is not None:
+                if record is None:
+                    self._ensure_room(connection, now)
+                stored = replace(new, revision=self._next_revision(connection))
+                connection.execute(
+                    "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
+                    (key, stored.encode(), stored.last_used_at),
+                )
+            return answer
+
+        result: T = await self._submit(run)
+        return result
+
+    async def get(self, key: str) -> SessionRecord | None:
+        record: SessionRecord | None = await self._submit(
+            lambda connection, now: self._read(connection, key, now)
+        )
+        return record
+
+    async def delete(self, key: str) -> bool:
+        def run(connection: sqlite3.Connection, _now: float) -> bool:
+            return connection.execute("DELETE FROM sessions WHERE key = ?", (key,)).rowcount > 0
+
+        deleted: bool = await self._submit(run)
+        return deleted
+
+    async def count(self) -> int:
+        def run(connection: sqlite3.Connection, now: float) -> int:
+            (live,) = connection.execute(
+                "SELECT COUNT(*) FROM sessions WHERE last_used_at > ?", (now - self._ttl_s,)
+            ).fetchone()
+            return int(live)
+
+        live: int = await self._submit(run)
+        return live
+
+    async def ping(self) -> None:
+        # A real write: a file that became read-only must show up here, not at the next step.
+        await self._submit(lambda connection, _now: self._next_revision(connection))
+
+    async def close(self) -> None:
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join, 10.0)
+
+
+def _settle(job: _Job) -> None:
+    if job.future.cancelled():
+        return
+    if job.error is not None:
+        job.future.set_exception(job.error)
+    else:
+        job.future.set_result(job.result)

@@ -1,0 +1,76 @@
+"""The rules that advance a session: steps, retries, conflicts, model changes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from app.errors import StepConflict
+from app.sessions import SessionRecord, feed, reset
+
+
+def _feed(record, forecaster, values, step=None):
+    return feed(record, forecaster, values, step, now=1000.0)
+
+
+def test_unknown_session_starts_from_zero(forecaster):
+    record, outcome = _feed(None, forecaster, [0.0])
+    assert record is not None and record.step == 1 and outcome.step == 1
+    _, expected = forecaster.feed(forecaster.zero_state(), [0.0])
+    assert outcome.predictions == expected
+
+
+def test_matching_step_applies_and_other_steps_conflict(forecaster):
+    record, _ = _feed(None, forecaster, [0.0, 0.1])
+    advanced, outcome = _feed(record, forecaster, [0.2], step=2)
+    assert advanced is not None and outcome.step == 3
+    for wrong in (0, 1, 2, 4):  # 2 with another value than the last one is no retry
+        with pytest.raises(StepConflict) as conflict:
+            _feed(advanced, forecaster, [0.3], step=wrong)
+        assert conflict.value.details == {"expected_step": 3}
+
+
+def test_resending_the_last_request_replays_its_answer(forecaster):
+    record, first = _feed(None, forecaster, [0.0, 0.1], step=0)
+    unchanged, again = _feed(record, forecaster, [0.0, 0.1], step=0)
+    assert unchanged is None
+    assert again.replayed and again.predictions == first.predictions and again.step == 2
+    with pytest.raises(StepConflict):  # same step, different values: not a retry
+        _feed(record, forecaster, [0.0, 0.2], step=0)
+
+
+def test_reset_forgets_the_last_request(forecaster):
+    record, _ = _feed(None, forecaster, [0.1])
+    record, _ = _feed(record, forecaster, [0.5], step=1)
+    cleared = reset(record, forecaster, now=2000.0)
+    assert cleared.step == 0 and cleared.created_at == record.created_at
+    assert not np.any(cleared.state.h) and not np.any(cleared.state.c)
+    with pytest.raises(StepConflict) as conflict:  # the pre-reset request is no retry now
+        _feed(cleared, forecaster, [0.5], step=1)
+    assert conflict.value.details == {"expected_step": 0}
+
+
+def test_session_under_another_model_restarts_its_state_and_says_so(forecaster):
+    record, _ = _feed(None, forecaster, [0.0, 0.1, 0.2])
+    old = dataclasses.replace(record, model_version="older-model")
+    updated, outcome = _feed(old, forecaster, [0.3], step=3)
+    assert outcome.previous_model_version == "older-model"
+    assert outcome.step == 4 and updated is not None and updated.model_version == forecaster.version
+    _, from_zero = forecaster.feed(forecaster.zero_state(), [0.3])
+    assert outcome.predictions == from_zero
+
+
+def test_record_round_trips_through_bytes(forecaster):
+    record, _ = _feed(None, forecaster, [0.0, 0.1, 0.2])
+    record = dataclasses.replace(record, revision=42)
+    decoded = SessionRecord.decode(record.encode())
+    assert decoded.step == 3 and decoded.revision == 42
+    assert decoded.model_version == record.model_version
+    assert np.array_equal(decoded.state.h, record.state.h)
+    assert np.array_equal(decoded.state.c, record.state.c)
+    assert decoded.last_values == record.last_values
+    assert decoded.last_predictions == record.last_predictions
+    with pytest.raises(ValueError, match="truncated"):
+        SessionRecord.decode(record.encode()[:-3])

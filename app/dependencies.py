@@ -1,52 +1,46 @@
-"""Small dependencies through which routes get what the lifespan built."""
+"""The one dependency through which routes get what the lifespan built.
+
+Every FastAPI dependency costs microseconds to resolve per request (comparable to the LSTM step),
+and a plain ``def`` one also a threadpool hop; so routes take a single ``async`` dependency,
+:func:`get_caller`: the caller's session namespace and the services, built once by the lifespan.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
-from app.auth import ApiKeys
+from app.auth import session_key
 from app.errors import ModelNotReady
 from app.forecaster import Forecaster
-from app.metrics import ServiceMetrics
-from app.settings import Settings
-from app.stores.base import SessionStore
+from app.state import Services
 
 
-def get_forecaster(request: Request) -> Forecaster:
-    slot = request.state.model
-    if slot.forecaster is None:
-        raise ModelNotReady(f"no model is being served: {slot.problem}")
-    forecaster: Forecaster = slot.forecaster
-    return forecaster
+class Caller(NamedTuple):
+    """An authenticated request's view of the service."""
+
+    tenant: str
+    services: Services
+
+    def session_key(self, session_id: str) -> str:
+        return session_key(self.tenant, session_id)
+
+    @property
+    def forecaster(self) -> Forecaster:
+        """The served model; 503 while none is loaded."""
+        slot = self.services.model
+        if slot.forecaster is None:
+            raise ModelNotReady(f"no model is being served: {slot.problem}")
+        return slot.forecaster
 
 
-def get_store(request: Request) -> SessionStore:
-    store: SessionStore = request.state.store
-    return store
+async def get_caller(request: Request) -> Caller:
+    """Authenticate (401 when keys are configured and no valid one is sent); hand out services."""
+    services: Services = request.state.services
+    api_keys = services.api_keys
+    authorization = request.headers.get("authorization") if api_keys.enabled else None
+    return Caller(api_keys.tenant_for(authorization), services)
 
 
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
-
-
-def get_metrics(request: Request) -> ServiceMetrics:
-    metrics: ServiceMetrics = request.state.metrics
-    return metrics
-
-
-def get_tenant(
-    request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> str:
-    """The caller's session namespace (401 when keys are configured and none valid is sent)."""
-    api_keys: ApiKeys = request.state.api_keys
-    return api_keys.tenant_for(authorization)
-
-
-ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]
-StoreDep = Annotated[SessionStore, Depends(get_store)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-TenantDep = Annotated[str, Depends(get_tenant)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ def _probe_inputs() -> FloatArray:
     return np.concatenate([ramp, jumps])
 
 
-@dataclass(frozen=True)
-class LstmState:
+class LstmState(NamedTuple):
     """A session's (h, c)."""
 
     h: FloatArray

@@ -18,7 +18,7 @@ from app.limits import BodySizeLimitMiddleware
 from app.metrics import MetricsMiddleware, ServiceMetrics
 from app.routes import all_routers
 from app.settings import Settings, get_settings
-from app.state import AppState, ModelSlot
+from app.state import AppState, ModelSlot, Services
 from app.stores.factory import open_store
 from forecast_core.artifact import ArtifactError
 
@@ -59,9 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            yield AppState(
+            services = Services(
                 settings=settings, model=model, store=store, metrics=metrics, api_keys=api_keys
             )
+            yield AppState(services=services)
         finally:
             await store.close()
             gc.unfreeze()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,9 +20,8 @@ _HEADER = struct.Struct("<BqqddHHH")
 _RECORD_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class SessionRecord:
-    """Everything the service keeps about one session."""
+class SessionRecord(NamedTuple):
+    """Everything the service keeps about one session (a NamedTuple: cheap to build and copy)."""
 
     state: LstmState
     step: int  # values consumed since creation or the last reset
@@ -84,8 +83,7 @@ class SessionRecord:
         )
 
 
-@dataclass(frozen=True)
-class FeedOutcome:
+class FeedOutcome(NamedTuple):
     """What a feed request answers."""
 
     predictions: list[float]
@@ -139,8 +137,7 @@ def feed(
         previous_model = current.model_version
         state = forecaster.zero_state()
     new_state, predictions = forecaster.feed(state, values)
-    updated = replace(
-        current,
+    updated = current._replace(
         state=new_state,
         step=current.step + len(values),
         model_version=forecaster.version,
@@ -169,4 +166,4 @@ def _is_retry_of_last(record: SessionRecord, values: Sequence[float], expected_s
 def reset(record: SessionRecord | None, forecaster: Forecaster, now: float) -> SessionRecord:
     """Zero state, step 0; kept as a record so its revision keeps increasing."""
     created = record.created_at if record is not None else now
-    return replace(fresh_record(forecaster, now), created_at=created)
+    return fresh_record(forecaster, now)._replace(created_at=created)

@@ -20,9 +20,16 @@ class ModelSlot:
     problem: str | None
 
 
-class AppState(TypedDict):
+@dataclass(frozen=True)
+class Services:
+    """Everything a route may need, built once per app by the lifespan."""
+
     settings: Settings
     model: ModelSlot
     store: SessionStore
     metrics: ServiceMetrics
     api_keys: ApiKeys
+
+
+class AppState(TypedDict):
+    services: Services

@@ -7,7 +7,7 @@ same network, not a second model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,22 @@ class LstmWeights:
     bias: FloatArray  # (4 * units,)
     dense_kernel: FloatArray  # (units, 1)
     dense_bias: FloatArray  # (1,)
+    # Derived once, for a step of as few numpy calls as possible (each costs ~0.5 µs, far more
+    # than its arithmetic): the input row, and gate pre-activations halved where a sigmoid is
+    # computed as 0.5 * tanh(0.5 * z) + 0.5, so that one tanh call covers all four gates.
+    _input_row: FloatArray = field(init=False, repr=False, compare=False)
+    _recurrent: FloatArray = field(init=False, repr=False, compare=False)
+    _bias: FloatArray = field(init=False, repr=False, compare=False)
+    _dense: FloatArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        units = self.recurrent_kernel.shape[0]
+        scale = np.full(4 * units, 0.5)
+        scale[2 * units : 3 * units] = 1.0  # the candidate gate is a plain tanh
+        object.__setattr__(self, "_input_row", np.ascontiguousarray(self.kernel[0] * scale))
+        object.__setattr__(self, "_recurrent", np.ascontiguousarray(self.recurrent_kernel * scale))
+        object.__setattr__(self, "_bias", np.ascontiguousarray(self.bias * scale))
+        object.__setattr__(self, "_dense", np.ascontiguousarray(self.dense_kernel[:, 0]))
 
     @classmethod
     def from_list(cls, arrays: list[npt.NDArray[np.floating]]) -> LstmWeights:
@@ -36,7 +52,7 @@ class LstmWeights:
         kernel, recurrent, bias, dense_kernel, dense_bias = (
             np.asarray(a, dtype=np.float64) for a in arrays
         )
-        units = recurrent.shape[0]
+        units = recurrent.shape[0] if recurrent.ndim == 2 else -1
         expected = {
             "lstm/kernel": (1, 4 * units),
             "lstm/recurrent_kernel": (units, 4 * units),
@@ -58,23 +74,20 @@ class LstmWeights:
         return int(self.recurrent_kernel.shape[0])
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
-    result: FloatArray = 1.0 / (1.0 + np.exp(-x))
-    return result
-
-
 def lstm_step(
     weights: LstmWeights, h: FloatArray, c: FloatArray, x_scaled: float
 ) -> tuple[FloatArray, FloatArray, float]:
-    """Advance (h, c) by one scaled input; return the new state and the scaled forecast."""
-    units = weights.units
-    z = x_scaled * weights.kernel[0] + h @ weights.recurrent_kernel + weights.bias
-    gates = _sigmoid(z)
-    input_gate = gates[:units]
-    forget_gate = gates[units : 2 * units]
-    output_gate = gates[3 * units :]
-    candidate = np.tanh(z[2 * units : 3 * units])
-    c_next = forget_gate * c + input_gate * candidate
-    h_next = output_gate * np.tanh(c_next)
-    y = float(h_next @ weights.dense_kernel[:, 0] + weights.dense_bias[0])
+    """Advance (h, c) by one scaled input; return the new state and the scaled forecast.
+
+    Keras' LSTM: z = x W + h U + b; i, f, o = sigmoid(z_i, z_f, z_o); g = tanh(z_c);
+    c' = f c + i g; h' = o tanh(c'); then Dense: y = h' w + b_d.
+    """
+    units = len(h)
+    # ndarray.dot: a third of the per-call cost of the @ operator on arrays this small.
+    t = np.tanh(h.dot(weights._recurrent) + (x_scaled * weights._input_row + weights._bias))
+    # sigmoid(z) = 0.5 * tanh(z / 2) + 0.5 for the i, f, o gates (their z was pre-halved).
+    gates = 0.5 * t + 0.5
+    c_next = gates[units : 2 * units] * c + gates[:units] * t[2 * units : 3 * units]
+    h_next = gates[3 * units :] * np.tanh(c_next)
+    y = float(h_next.dot(weights._dense)) + float(weights.dense_bias[0])
     return h_next, c_next, y

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -54,7 +52,7 @@ def test_reset_forgets_the_last_request(forecaster):
 
 def test_session_under_another_model_restarts_its_state_and_says_so(forecaster):
     record, _ = _feed(None, forecaster, [0.0, 0.1, 0.2])
-    old = dataclasses.replace(record, model_version="older-model")
+    old = record._replace(model_version="older-model")
     updated, outcome = _feed(old, forecaster, [0.3], step=3)
     assert outcome.previous_model_version == "older-model"
     assert outcome.step == 4 and updated is not None and updated.model_version == forecaster.version
@@ -64,7 +62,7 @@ def test_session_under_another_model_restarts_its_state_and_says_so(forecaster):
 
 def test_record_round_trips_through_bytes(forecaster):
     record, _ = _feed(None, forecaster, [0.0, 0.1, 0.2])
-    record = dataclasses.replace(record, revision=42)
+    record = record._replace(revision=42)
     decoded = SessionRecord.decode(record.encode())
     assert decoded.step == 3 and decoded.revision == 42
     assert decoded.model_version == record.model_version

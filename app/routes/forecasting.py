@@ -6,19 +6,10 @@ import time
 from collections.abc import Sequence
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from app.auth import session_key
-from app.dependencies import (
-    ForecasterDep,
-    MetricsDep,
-    SettingsDep,
-    StoreDep,
-    TenantDep,
-    get_tenant,
-)
+from app.dependencies import Caller, CallerDep
 from app.errors import ServiceError, SessionNotFound
-from app.forecaster import Forecaster
 from app.schemas import (
     ErrorResponse,
     ForecastRequest,
@@ -29,17 +20,15 @@ from app.schemas import (
     PredictResponse,
 )
 from app.sessions import FeedOutcome, SessionRecord, feed
-from app.stores.base import SessionStore
 
 # Above this many LSTM steps in one request, compute in a worker thread: ~12 µs a step inline
 # is fine, milliseconds on the event loop are not.
 INLINE_STEPS = 64
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (401, 409, 413, 422, 503)
-}
-
-router = APIRouter(tags=["forecasting"], dependencies=[Depends(get_tenant)], responses=_ERRORS)
+router = APIRouter(
+    tags=["forecasting"],
+    responses={status: {"model": ErrorResponse} for status in (401, 409, 413, 422, 503)},
+)
 
 
 class TooManyValues(ServiceError):
@@ -47,32 +36,31 @@ class TooManyValues(ServiceError):
     code = "too_many_values"
 
 
+class NothingToForecastFrom(ServiceError):
+    status_code = 409
+    code = "no_values_yet"
+
+
 async def _feed(
-    store: SessionStore,
-    forecaster: Forecaster,
-    key: str,
-    values: Sequence[float],
-    step: int | None,
+    caller: Caller, session_id: str, values: Sequence[float], step: int | None
 ) -> FeedOutcome:
+    forecaster = caller.forecaster
+
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
         return feed(record, forecaster, values, step, time.time())
 
-    return await store.apply(key, compute, offload=len(values) > INLINE_STEPS)
+    outcome = await caller.services.store.apply(
+        caller.session_key(session_id), compute, offload=len(values) > INLINE_STEPS
+    )
+    if not outcome.replayed:
+        caller.services.metrics.steps.inc(len(values))
+    return outcome
 
 
 @router.post("/predict")
-async def predict(
-    body: PredictRequest,
-    forecaster: ForecasterDep,
-    store: StoreDep,
-    tenant: TenantDep,
-    metrics: MetricsDep,
-) -> PredictResponse:
+async def predict(body: PredictRequest, caller: CallerDep) -> PredictResponse:
     """Feed one value to a session; get the forecast of its next value."""
-    key = session_key(tenant, body.session_id)
-    outcome = await _feed(store, forecaster, key, (body.value,), body.step)
-    if not outcome.replayed:
-        metrics.steps.inc()
+    outcome = await _feed(caller, body.session_id, (body.value,), body.step)
     return PredictResponse(
         session_id=body.session_id,
         prediction=outcome.predictions[-1],
@@ -84,25 +72,15 @@ async def predict(
 
 
 @router.post("/predict/batch")
-async def predict_batch(
-    body: PredictBatchRequest,
-    forecaster: ForecasterDep,
-    store: StoreDep,
-    tenant: TenantDep,
-    metrics: MetricsDep,
-    settings: SettingsDep,
-) -> PredictBatchResponse:
+async def predict_batch(body: PredictBatchRequest, caller: CallerDep) -> PredictBatchResponse:
     """Feed several values in order (warm-up, backfill); one forecast per value."""
-    if len(body.values) > settings.max_values_per_request:
+    limit = caller.services.settings.max_values_per_request
+    if len(body.values) > limit:
         raise TooManyValues(
-            f"values has {len(body.values)} items; send at most "
-            f"{settings.max_values_per_request} per request",
-            max_values_per_request=settings.max_values_per_request,
+            f"values has {len(body.values)} items; send at most {limit} per request",
+            max_values_per_request=limit,
         )
-    key = session_key(tenant, body.session_id)
-    outcome = await _feed(store, forecaster, key, body.values, body.step)
-    if not outcome.replayed:
-        metrics.steps.inc(len(body.values))
+    outcome = await _feed(caller, body.session_id, body.values, body.step)
     return PredictBatchResponse(
         session_id=body.session_id,
         predictions=outcome.predictions,
@@ -113,26 +91,16 @@ async def predict_batch(
     )
 
 
-class NothingToForecastFrom(ServiceError):
-    status_code = 409
-    code = "no_values_yet"
-
-
 @router.post("/forecast", responses={404: {"model": ErrorResponse}})
-async def forecast(
-    body: ForecastRequest,
-    forecaster: ForecasterDep,
-    store: StoreDep,
-    tenant: TenantDep,
-    settings: SettingsDep,
-) -> ForecastResponse:
+async def forecast(body: ForecastRequest, caller: CallerDep) -> ForecastResponse:
     """Forecast ``horizon`` values ahead from a session's state, without changing it."""
-    if body.horizon > settings.max_horizon:
+    limit = caller.services.settings.max_horizon
+    if body.horizon > limit:
         raise TooManyValues(
-            f"horizon {body.horizon} is above the limit of {settings.max_horizon}",
-            max_horizon=settings.max_horizon,
+            f"horizon {body.horizon} is above the limit of {limit}", max_horizon=limit
         )
-    record = await store.get(session_key(tenant, body.session_id))
+    forecaster = caller.forecaster
+    record = await caller.services.store.get(caller.session_key(body.session_id))
     if record is None:
         raise SessionNotFound(f"no session {body.session_id!r}; feed it a value with /predict")
     if record.step == 0 or not record.last_predictions:

@@ -4,61 +4,59 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from app.dependencies import ForecasterDep, MetricsDep, StoreDep, get_tenant
+from app.dependencies import CallerDep
 from app.errors import StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
-router = APIRouter(tags=["operations"])
-# Everything but /health needs a key when keys are configured.
-guarded = APIRouter(
+router = APIRouter(
     tags=["operations"],
-    dependencies=[Depends(get_tenant)],
     responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 
 
 @router.get("/health")
 async def health() -> HealthResponse:
-    """The process is up (it may still be loading or unable to serve: see /ready)."""
+    """The process is up (it may still be unable to serve: see /ready). Needs no API key."""
     return HealthResponse(status="ok")
 
 
-@guarded.get("/ready", responses={503: {"model": ReadyResponse}})
-async def ready(request: Request, store: StoreDep) -> JSONResponse:
+@router.get("/ready", responses={503: {"model": ReadyResponse}})
+async def ready(caller: CallerDep) -> JSONResponse:
     """200 when a checked model is loaded and the session store answers; 503 with why not."""
     problems: list[str] = []
-    slot = request.state.model
-    if slot.forecaster is None:
-        problems.append(f"model: {slot.problem}")
+    forecaster = caller.services.model.forecaster
+    if forecaster is None:
+        problems.append(f"model: {caller.services.model.problem}")
     try:
-        await store.ping()
+        await caller.services.store.ping()
     except StoreUnavailable as error:
         problems.append(f"store: {error.message}")
     body = ReadyResponse(
         ready=not problems,
-        model_version=slot.forecaster.version if slot.forecaster is not None else None,
-        store=store.name,
+        model_version=forecaster.version if forecaster is not None else None,
+        store=caller.services.store.name,
         problems=problems,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@guarded.get("/model")
-async def model(forecaster: ForecasterDep) -> dict[str, Any]:
+@router.get("/model")
+async def model(caller: CallerDep) -> dict[str, Any]:
     """The served model's manifest: version, hyperparameters, training metrics."""
-    return forecaster.manifest.model_dump()
+    return caller.forecaster.manifest.model_dump()
 
 
-@guarded.get("/metrics", response_class=Response)
-async def metrics(request: Request, service_metrics: MetricsDep, store: StoreDep) -> Response:
+@router.get("/metrics", response_class=Response)
+async def metrics(caller: CallerDep) -> Response:
     """Prometheus text format."""
     try:
-        service_metrics.active_sessions.set(await store.count())
+        caller.services.metrics.active_sessions.set(await caller.services.store.count())
     except StoreUnavailable:
         pass  # the gauge keeps its last value; /ready reports the outage
-    service_metrics.model_ready.set(1 if request.state.model.forecaster is not None else 0)
+    service_metrics = caller.services.metrics
+    service_metrics.model_ready.set(0 if caller.services.model.forecaster is None else 1)
     return Response(service_metrics.render(), media_type=CONTENT_TYPE)

@@ -6,10 +6,9 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
-from app.auth import session_key
-from app.dependencies import ForecasterDep, SettingsDep, StoreDep, TenantDep, get_tenant
+from app.dependencies import CallerDep
 from app.errors import SessionNotFound
 from app.schemas import (
     SESSION_ID_PATTERN,
@@ -23,7 +22,6 @@ from app.sessions import SessionRecord, reset
 
 router = APIRouter(
     tags=["sessions"],
-    dependencies=[Depends(get_tenant)],
     responses={status: {"model": ErrorResponse} for status in (401, 404, 422, 503)},
 )
 
@@ -37,25 +35,22 @@ def _iso(timestamp: float) -> str:
 
 
 @router.post("/reset")
-async def reset_session(
-    body: SessionRequest, forecaster: ForecasterDep, store: StoreDep, tenant: TenantDep
-) -> ResetResponse:
+async def reset_session(body: SessionRequest, caller: CallerDep) -> ResetResponse:
     """Clear a session's state and count; an unknown session is fine."""
+    forecaster = caller.forecaster
 
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, None]:
         # Unknown: nothing to clear, and no record to count against the session cap.
         return (reset(record, forecaster, time.time()) if record is not None else None), None
 
-    await store.apply(session_key(tenant, body.session_id), compute)
+    await caller.services.store.apply(caller.session_key(body.session_id), compute)
     return ResetResponse(session_id=body.session_id, step=0)
 
 
 @router.get("/sessions/{session_id}")
-async def session_info(
-    session_id: SessionIdPath, store: StoreDep, tenant: TenantDep, settings: SettingsDep
-) -> SessionInfo:
+async def session_info(session_id: SessionIdPath, caller: CallerDep) -> SessionInfo:
     """A session's step, times and model version."""
-    record = await store.get(session_key(tenant, session_id))
+    record = await caller.services.store.get(caller.session_key(session_id))
     if record is None:
         raise SessionNotFound(f"no session {session_id!r} (never fed, deleted, or expired)")
     return SessionInfo(
@@ -63,16 +58,14 @@ async def session_info(
         step=record.step,
         created_at=_iso(record.created_at),
         last_used_at=_iso(record.last_used_at),
-        expires_at=_iso(record.last_used_at + settings.session_ttl_s),
+        expires_at=_iso(record.last_used_at + caller.services.settings.session_ttl_s),
         model_version=record.model_version,
         last_prediction=record.last_predictions[-1] if record.last_predictions else None,
     )
 
 
 @router.delete("/sessions/{session_id}")
-async def delete_session(
-    session_id: SessionIdPath, store: StoreDep, tenant: TenantDep
-) -> DeleteResponse:
+async def delete_session(session_id: SessionIdPath, caller: CallerDep) -> DeleteResponse:
     """Forget a session entirely; ``deleted`` is false when there was none (safe to retry)."""
-    deleted = await store.delete(session_key(tenant, session_id))
+    deleted = await caller.services.store.delete(caller.session_key(session_id))
     return DeleteResponse(session_id=session_id, deleted=deleted)

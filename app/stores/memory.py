@@ -7,7 +7,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 
 from app.errors import SessionLimitReached
 from app.sessions import SessionRecord
@@ -65,7 +64,7 @@ class MemoryStore:
                         f"the service holds its maximum of {self._max_sessions} sessions; "
                         "delete or let idle sessions expire, or retry later"
                     )
-            self._records[key] = replace(new, revision=next(self._revisions))
+            self._records[key] = new._replace(revision=next(self._revisions))
             self._records.move_to_end(key)
             return True
 

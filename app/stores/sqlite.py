@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ class SqliteStore:
             if new is not None:
                 if record is None:
                     self._ensure_room(connection, now)
-                stored = replace(new, revision=self._next_revision(connection))
+                stored = new._replace(revision=self._next_revision(connection))
                 connection.execute(
                     "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
                     (key, stored.encode(), stored.last_used_at),

@@ -1,0 +1,221 @@
+"""Throughput and p99 latency of POST /predict under wrk, next to a trivial FastAPI endpoint.
+
+    python -m bench.serve_throughput [--duration 10] [--stores memory,sqlite,redis]
+
+Every target is served by the same uvicorn command (one worker, uvloop, httptools, no access log)
+pinned to core 0, with wrk on core 1: 64 connections over 1,000 sessions, on 127.0.0.1 only.
+Targets: /predict (memory store) >= 90 % of the trivial endpoint's throughput with p99 <= 1.5x;
+SQLite >= 80 % and Redis >= 50 % of the memory store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).with_name("predict.lua")
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _pinned(command: list[str], core: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
+def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            _pinned(command, 0),
+            cwd=REPO,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    probe = "/ready" if app == "app.main:app" else "/docs"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{app} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(base + probe, timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError(f"{app} did not become ready")
+
+
+def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), base,
+    ]  # fmt: skip
+    result = subprocess.run(
+        _pinned(command, 1),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "SESSIONS": str(sessions)},
+        timeout=seconds + 60,
+    )
+    return result.stdout
+
+
+def _latency_ms(output: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"no {percentile}% latency in wrk output:\n{output}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _parse(name: str, output: str) -> Result:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk output:\n{output}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    problems = []
+    if errors:
+        problems.append(f"{errors.group(1)} non-2xx")
+    if socket_errors:
+        problems.append(socket_errors.group(1).strip())
+    return Result(
+        name=name,
+        requests_per_s=float(rps.group(1)),
+        p50_ms=_latency_ms(output, "50"),
+        p99_ms=_latency_ms(output, "99"),
+        errors=", ".join(problems) or "none",
+    )
+
+
+def measure(
+    name: str, app: str, env: dict[str, str], args: argparse.Namespace, log: Path
+) -> Result:
+    process, base = _serve(app, env, log)
+    try:
+        _wrk(base, 2, args.connections, args.sessions)  # warm-up: sessions exist, caches hot
+        # Let the server finish with the warm-up's connections: back to back, the new ones queue
+        # behind the old ones' teardown and p99 measures that instead of the service.
+        time.sleep(1.0)
+        return _parse(name, _wrk(base, args.duration, args.connections, args.sessions))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ensure_model(workdir: Path) -> Path:
+    models = REPO / "models"
+    if (models / "latest").exists():
+        return models
+    models = workdir / "models"
+    subprocess.run(
+        [sys.executable, "-m", "training", "--out", str(models), "--quiet"], cwd=REPO, check=True
+    )
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--stores", default="memory", help="comma list of memory, sqlite, redis")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is not installed (apt-get install wrk)")
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        log = workdir / "servers.log"
+        models = _ensure_model(workdir)
+        results = [measure("trivial endpoint", "bench.trivial_app:app", {}, args, log)]
+        redis_process = None
+        for store in stores:
+            env = {
+                "FORECAST_MODEL_DIR": str(models),
+                "FORECAST_STORE": store,
+                "FORECAST_DATA_DIR": str(workdir / f"data-{store}"),
+                "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
+            }
+            if store == "redis":
+                port = _free_port()
+                redis_process = subprocess.Popen(
+                    _pinned(
+                        ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                        1,
+                    ),
+                    stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(0.5)
+                env["FORECAST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            try:
+                results.append(measure(f"/predict ({store} store)", "app.main:app", env, args, log))
+            finally:
+                if redis_process is not None:
+                    redis_process.terminate()
+                    redis_process.wait()
+                    redis_process = None
+
+    baseline = results[0]
+    memory = next((r for r in results if "memory" in r.name), None)
+    print(
+        f"wrk: {args.connections} connections, {args.sessions} sessions, {args.duration} s, "
+        "server on core 0, wrk on core 1"
+    )
+    header = f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"{header}{'vs trivial':>12}{'vs memory':>11}  errors")
+    for r in results:
+        vs_memory = f"{r.requests_per_s / memory.requests_per_s:.0%}" if memory else "-"
+        print(
+            f"{r.name:<26}{r.requests_per_s:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.requests_per_s / baseline.requests_per_s:>12.0%}{vs_memory:>11}  {r.errors}"
+        )
+    if memory is not None:
+        print(
+            f"memory store: {memory.requests_per_s / baseline.requests_per_s:.0%} of trivial "
+            f"throughput (target >= 90%), p99 {memory.p99_ms / baseline.p99_ms:.2f}x "
+            "(target <= 1.5x)"
+        )
+
+
+if __name__ == "__main__":
+    main()

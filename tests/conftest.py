@@ -41,3 +41,14 @@ def forecaster(tutorial_artifact):
     from app.forecaster import Forecaster
 
     return Forecaster.from_artifact(tutorial_artifact, tolerance=1e-5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real redis-server for the test session."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

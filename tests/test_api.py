@@ -15,9 +15,21 @@ from tests.helpers import asgi_client
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+STORES = ["memory", "sqlite", "redis"]
+
+
+def store_settings(store: str, models: Path, tmp_path: Path, request, **overrides) -> Settings:
+    """Settings for one store; a Redis store gets its own key prefix on the shared test server."""
+    extra = {}
+    if store == "redis":
+        redis_server = request.getfixturevalue("redis_server")
+        extra = {"redis_url": redis_server.url, "redis_prefix": f"test-{tmp_path.name}-{store}"}
+    return Settings(model_dir=models, store=store, data_dir=tmp_path / store, **extra, **overrides)
+
+
+@pytest.fixture(params=STORES)
 def settings(request, tutorial_models_dir: Path, tmp_path: Path) -> Settings:
-    return Settings(model_dir=tutorial_models_dir, store=request.param, data_dir=tmp_path)
+    return store_settings(request.param, tutorial_models_dir, tmp_path, request)
 
 
 async def test_tutorial_walk_through_then_reset_and_again(settings, forecaster):
@@ -210,41 +222,37 @@ async def test_too_many_values_oversized_bodies_and_junk(tutorial_models_dir, tm
         assert (await client.get("/sessions/bad%20id")).status_code == 422
 
 
+@pytest.mark.parametrize("store", STORES)
 async def test_session_cap_refuses_new_sessions_and_keeps_active_ones(
-    tutorial_models_dir, tmp_path
+    store, tutorial_models_dir, tmp_path, request
 ):
-    for store in ("memory", "sqlite"):
-        settings = Settings(
-            model_dir=tutorial_models_dir, store=store, data_dir=tmp_path / store, max_sessions=2
-        )
-        async with asgi_client(settings) as client:
+    settings = store_settings(store, tutorial_models_dir, tmp_path, request, max_sessions=2)
+    async with asgi_client(settings) as client:
 
-            async def feed(session_id: str):
-                return await client.post("/predict", json={"session_id": session_id, "value": 0.1})
+        async def feed(session_id: str):
+            return await client.post("/predict", json={"session_id": session_id, "value": 0.1})
 
-            assert (await feed("a")).status_code == 200
-            assert (await feed("b")).status_code == 200
-            refused = await feed("c")
-            assert refused.status_code == 503
-            assert "maximum of 2 sessions" in refused.json()["error"]["message"]
-            # Existing sessions keep working at the cap, and deleting one makes room.
-            assert (await feed("a")).json()["step"] == 2
-            await client.delete("/sessions/b")
-            assert (await feed("c")).status_code == 200
+        assert (await feed("a")).status_code == 200
+        assert (await feed("b")).status_code == 200
+        refused = await feed("c")
+        assert refused.status_code == 503
+        assert "maximum of 2 sessions" in refused.json()["error"]["message"]
+        # Existing sessions keep working at the cap, and deleting one makes room.
+        assert (await feed("a")).json()["step"] == 2
+        await client.delete("/sessions/b")
+        assert (await feed("c")).status_code == 200
 
 
-async def test_idle_sessions_expire(tutorial_models_dir, tmp_path):
-    for store in ("memory", "sqlite"):
-        settings = Settings(
-            model_dir=tutorial_models_dir, store=store, data_dir=tmp_path / store, session_ttl_s=1
-        )
-        async with asgi_client(settings) as client:
-            await client.post("/predict", json={"session_id": "idle", "value": 0.1})
-            assert (await client.get("/sessions/idle")).status_code == 200
-            await asyncio.sleep(1.2)
-            assert (await client.get("/sessions/idle")).status_code == 404
-            again = await client.post("/predict", json={"session_id": "idle", "value": 0.1})
-            assert again.json()["step"] == 1
+@pytest.mark.parametrize("store", STORES)
+async def test_idle_sessions_expire(store, tutorial_models_dir, tmp_path, request):
+    settings = store_settings(store, tutorial_models_dir, tmp_path, request, session_ttl_s=1)
+    async with asgi_client(settings) as client:
+        await client.post("/predict", json={"session_id": "idle", "value": 0.1})
+        assert (await client.get("/sessions/idle")).status_code == 200
+        await asyncio.sleep(1.2)
+        assert (await client.get("/sessions/idle")).status_code == 404
+        again = await client.post("/predict", json={"session_id": "idle", "value": 0.1})
+        assert again.json()["step"] == 1
 
 
 async def test_operations_endpoints(settings, forecaster):

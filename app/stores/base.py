@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import anyio.to_thread
@@ -45,6 +46,32 @@ class SessionStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class KeyedLocks:
+    """One FIFO asyncio lock per key, dropped when nobody holds or waits for it.
+
+    A store shared between processes uses compare-and-set for correctness; queueing a process's
+    own requests for one session behind each other keeps them from racing each other's CAS, so
+    a hot session costs one round of retries per competing replica, not per request.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 async def compare_and_set_loop(

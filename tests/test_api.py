@@ -24,7 +24,8 @@ def store_settings(store: str, models: Path, tmp_path: Path, request, **override
     if store == "redis":
         redis_server = request.getfixturevalue("redis_server")
         extra = {"redis_url": redis_server.url, "redis_prefix": f"test-{tmp_path.name}-{store}"}
-    return Settings(model_dir=models, store=store, data_dir=tmp_path / store, **extra, **overrides)
+    fields = {"model_dir": models, "store": store, "data_dir": tmp_path / store}
+    return Settings.model_validate({**fields, **extra, **overrides})
 
 
 @pytest.fixture(params=STORES)

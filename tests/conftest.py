@@ -52,3 +52,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def other_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, different model (another seed), for model-change tests."""
+    from training.cli import main
+
+    models = tmp_path_factory.mktemp("other-models")
+    assert main(["--out", str(models), "--quiet", "--seed", "2", "--epochs", "300"]) == 0
+    return models

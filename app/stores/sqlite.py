@@ -130,7 +130,7 @@ class SqliteStore:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
             self._drop_connection()
             failure = StoreUnavailable(
                 f"SQLite session file {self.path} is not usable ({error}); check that the "

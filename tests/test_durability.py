@@ -1,0 +1,169 @@
+"""Session state survives crashes, restarts and model changes; outages give 503 and heal."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+
+from app.settings import Settings
+from tests.helpers import asgi_client, start_uvicorn, stop, uvicorn_server, wait_until_ready
+
+SERIES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.45, 0.15, 0.9]
+
+
+def reference_forecasts(forecaster, values):
+    _state, predictions = forecaster.feed(forecaster.zero_state(), values)
+    return predictions
+
+
+def test_sqlite_state_survives_kill_9(tutorial_models_dir, tmp_path, forecaster):
+    env = {
+        "FORECAST_MODEL_DIR": str(tutorial_models_dir),
+        "FORECAST_STORE": "sqlite",
+        "FORECAST_DATA_DIR": str(tmp_path / "data"),
+    }
+    log = tmp_path / "server.log"
+    got = []
+    server = start_uvicorn(env, log)
+    try:
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            for step, value in enumerate(SERIES[:7]):
+                body = {"session_id": "durable", "value": value, "step": step}
+                got.append(client.post("/predict", json=body).json()["prediction"])
+        os.kill(server.process.pid, signal.SIGKILL)  # no shutdown, no flush: a crash
+        server.process.wait()
+        server = start_uvicorn(env, log)
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            assert client.get("/sessions/durable").json()["step"] == 7
+            for step, value in enumerate(SERIES[7:], start=7):
+                body = {"session_id": "durable", "value": value, "step": step}
+                response = client.post("/predict", json=body)
+                assert response.status_code == 200, response.text
+                got.append(response.json()["prediction"])
+    finally:
+        stop(server)
+    assert got == pytest.approx(reference_forecasts(forecaster, SERIES), abs=1e-12)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_a_new_model_restarts_old_sessions_and_says_so(
+    store, tutorial_models_dir, other_models_dir, tmp_path, request
+):
+    extra = {}
+    if store == "redis":
+        server = request.getfixturevalue("redis_server")
+        extra = {"redis_url": server.url, "redis_prefix": f"model-change-{tmp_path.name}"}
+    common = {"store": store, "data_dir": tmp_path / "data", **extra}
+    old = Settings.model_validate({"model_dir": tutorial_models_dir, **common})
+    new = Settings.model_validate({"model_dir": other_models_dir, **common})
+    async with asgi_client(old) as client:
+        first = await client.post("/predict/batch", json={"session_id": "m", "values": [0.1, 0.2]})
+        old_version = first.json()["model_version"]
+    async with asgi_client(new) as client:
+        response = await client.post("/predict", json={"session_id": "m", "value": 0.3, "step": 2})
+        body = response.json()
+        assert response.status_code == 200
+        assert body["previous_model_version"] == old_version != body["model_version"]
+        assert body["step"] == 3  # the count goes on, so clients' step numbers stay valid
+        fresh = await client.post("/predict", json={"session_id": "fresh", "value": 0.3})
+        assert body["prediction"] == fresh.json()["prediction"]  # same as from zero state
+        again = await client.post("/predict", json={"session_id": "m", "value": 0.4})
+        assert again.json()["previous_model_version"] is None
+
+
+@pytest.mark.anyio
+async def test_redis_outage_gives_503_and_heals(tutorial_models_dir, tmp_path):
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    settings = Settings(model_dir=tutorial_models_dir, store="redis", redis_url=redis.url)
+    try:
+        async with asgi_client(settings) as client:
+            ok = await client.post("/predict", json={"session_id": "r", "value": 0.0, "step": 0})
+            assert ok.status_code == 200
+            redis.stop()
+            down = await client.post("/predict", json={"session_id": "r", "value": 0.1, "step": 1})
+            assert down.status_code == 503
+            assert down.json()["error"]["code"] == "store_unavailable"
+            assert "Redis session store" in down.json()["error"]["message"]
+            ready = await client.get("/ready")
+            assert ready.status_code == 503 and ready.json()["problems"][0].startswith("store:")
+            assert (await client.get("/health")).status_code == 200
+            redis.start()  # same port, AOF on: the acknowledged step is still there
+            assert (await client.get("/ready")).status_code == 200
+            back = await client.post("/predict", json={"session_id": "r", "value": 0.1, "step": 1})
+            assert back.status_code == 200 and back.json()["step"] == 2
+    finally:
+        redis.stop()
+
+
+@pytest.mark.anyio
+async def test_unusable_sqlite_folder_gives_503_and_heals(tutorial_models_dir, tmp_path):
+    blocked = tmp_path / "data"
+    blocked.write_text("a file where the data folder should be")
+    settings = Settings(model_dir=tutorial_models_dir, store="sqlite", data_dir=blocked)
+    async with asgi_client(settings) as client:
+        down = await client.post("/predict", json={"session_id": "q", "value": 0.0})
+        assert down.status_code == 503
+        assert "SQLite session file" in down.json()["error"]["message"]
+        assert (await client.get("/ready")).status_code == 503
+        blocked.unlink()
+        assert (await client.get("/ready")).status_code == 200
+        up = await client.post("/predict", json={"session_id": "q", "value": 0.0})
+        assert up.status_code == 200 and up.json()["step"] == 1
+
+
+def test_two_replicas_share_sessions_through_redis(
+    tutorial_models_dir, tmp_path, forecaster, redis_server
+):
+    env = {
+        "FORECAST_MODEL_DIR": str(tutorial_models_dir),
+        "FORECAST_STORE": "redis",
+        "FORECAST_REDIS_URL": redis_server.url,
+        "FORECAST_REDIS_PREFIX": f"replicas-{tmp_path.name}",
+    }
+    with (
+        uvicorn_server(env, tmp_path / "a.log") as first,
+        uvicorn_server(env, tmp_path / "b.log") as second,
+        httpx.Client(base_url=first.base_url, timeout=10) as a,
+        httpx.Client(base_url=second.base_url, timeout=10) as b,
+    ):
+        # Alternate replicas value by value; each step is sent twice (a retry on the other one).
+        got = []
+        for step, value in enumerate(SERIES):
+            owner, other = (a, b) if step % 2 == 0 else (b, a)
+            body = {"session_id": "shared", "value": value, "step": step}
+            first_try = owner.post("/predict", json=body).json()
+            retry = other.post("/predict", json=body).json()
+            assert retry["replayed"] is True and retry["prediction"] == first_try["prediction"]
+            got.append(first_try["prediction"])
+        assert got == pytest.approx(reference_forecasts(forecaster, SERIES), abs=1e-12)
+        # Concurrent appends through both replicas: every step exactly once, in some order.
+        import concurrent.futures
+
+        values = [i / 100 for i in range(60)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(
+                pool.map(
+                    lambda iv: (a if iv[0] % 2 else b).post(
+                        "/predict", json={"session_id": "race", "value": iv[1]}
+                    ),
+                    enumerate(values),
+                )
+            )
+        assert all(r.status_code == 200 for r in responses)
+        applied = sorted(
+            (r.json()["step"], v, r.json()["prediction"])
+            for r, v in zip(responses, values, strict=True)
+        )
+        assert [step for step, _, _ in applied] == list(range(1, 61))
+        expected = reference_forecasts(forecaster, [v for _, v, _ in applied])
+        assert [p for _, _, p in applied] == pytest.approx(expected, abs=1e-12)

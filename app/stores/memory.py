@@ -31,7 +31,7 @@ class MemoryStore:
         self._clock = clock
         self._records: OrderedDict[str, SessionRecord] = OrderedDict()
         self._revisions = itertools.count(1)
-        # Routes run on the event loop, but a lock keeps the store right if called from threads.
+        # Routes run on the event loop, but offloaded computes finish in worker threads.
         self._lock = threading.Lock()
 
     def _purge_expired(self, now: float) -> None:
@@ -57,18 +57,36 @@ class MemoryStore:
             current = self._records.get(key)
             if current is not expected:
                 return False
-            if current is None and len(self._records) >= self._max_sessions:
-                self._purge_expired(self._clock())
-                if len(self._records) >= self._max_sessions:
-                    raise SessionLimitReached(
-                        f"the service holds its maximum of {self._max_sessions} sessions; "
-                        "delete or let idle sessions expire, or retry later"
-                    )
-            self._records[key] = new._replace(revision=next(self._revisions))
-            self._records.move_to_end(key)
+            self._store(key, current, new, self._clock())
             return True
 
+    def _store(
+        self, key: str, current: SessionRecord | None, new: SessionRecord, now: float
+    ) -> None:
+        """Write under the lock; a new session must fit under the cap."""
+        if current is None and len(self._records) >= self._max_sessions:
+            self._purge_expired(now)
+            if len(self._records) >= self._max_sessions:
+                raise SessionLimitReached(
+                    f"the service holds its maximum of {self._max_sessions} sessions; "
+                    "delete or let idle sessions expire, or retry later"
+                )
+        self._records[key] = new._replace(revision=next(self._revisions))
+        self._records.move_to_end(key)
+
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        if not offload:
+            # The common case: a microsecond compute, done under the lock in one go. No
+            # compare-and-set needed when nothing else can run between read and write.
+            with self._lock:
+                now = self._clock()
+                self._purge_expired(now)
+                record = self._records.get(key)
+                new, answer = compute(record)
+                if new is not None:
+                    self._store(key, record, new, now)
+                return answer
+        # A long compute runs in a thread, so other requests may change the record meanwhile.
         return await compare_and_set_loop(
             lambda: self._read_async(key),
             lambda expected, new: self._write_if_unchanged(key, expected, new),

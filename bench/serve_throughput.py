@@ -1,6 +1,6 @@
 """Throughput and p99 latency of POST /predict under wrk, next to a trivial FastAPI endpoint.
 
-    python -m bench.serve_throughput [--duration 10] [--stores memory,sqlite,redis]
+    python -m bench.serve_throughput [--duration 10] [--rounds 3] [--stores memory,sqlite,redis]
 
 Every target is served by the same uvicorn command (one worker, uvloop, httptools, no access log)
 pinned to core 0, with wrk on core 1: 64 connections over 1,000 sessions, on 127.0.0.1 only.
@@ -123,19 +123,18 @@ def _parse(name: str, output: str) -> Result:
     )
 
 
-def measure(
-    name: str, app: str, env: dict[str, str], args: argparse.Namespace, log: Path
-) -> Result:
-    process, base = _serve(app, env, log)
-    try:
-        _wrk(base, 2, args.connections, args.sessions)  # warm-up: sessions exist, caches hot
-        # Let the server finish with the warm-up's connections: back to back, the new ones queue
-        # behind the old ones' teardown and p99 measures that instead of the service.
-        time.sleep(1.0)
-        return _parse(name, _wrk(base, args.duration, args.connections, args.sessions))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def measure(base: str, args: argparse.Namespace, name: str, warm_up: bool) -> Result:
+    if warm_up:
+        _wrk(base, 2, args.connections, args.sessions)  # sessions exist, caches are hot
+    # Let the server finish with the previous run's connections: back to back, the new ones
+    # queue behind the old ones' teardown and p99 measures that instead of the service.
+    time.sleep(1.0)
+    return _parse(name, _wrk(base, args.duration, args.connections, args.sessions))
+
+
+def _median(results: list[Result]) -> Result:
+    ranked = sorted(results, key=lambda r: r.requests_per_s)
+    return ranked[len(ranked) // 2]
 
 
 def _ensure_model(workdir: Path) -> Path:
@@ -156,6 +155,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
     parser.add_argument("--stores", default="memory", help="comma list of memory, sqlite, redis")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -166,40 +166,54 @@ def main() -> None:
         workdir = Path(tmp)
         log = workdir / "servers.log"
         models = _ensure_model(workdir)
-        results = [measure("trivial endpoint", "bench.trivial_app:app", {}, args, log)]
-        redis_process = None
-        for store in stores:
-            env = {
-                "FORECAST_MODEL_DIR": str(models),
-                "FORECAST_STORE": store,
-                "FORECAST_DATA_DIR": str(workdir / f"data-{store}"),
-                "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
-            }
-            if store == "redis":
-                port = _free_port()
-                redis_process = subprocess.Popen(
-                    _pinned(
-                        ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-                        1,
-                    ),
-                    stdout=subprocess.DEVNULL,
-                )  # fmt: skip
-                time.sleep(0.5)
-                env["FORECAST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            try:
-                results.append(measure(f"/predict ({store} store)", "app.main:app", env, args, log))
-            finally:
-                if redis_process is not None:
-                    redis_process.terminate()
-                    redis_process.wait()
-                    redis_process = None
+        helpers: list[subprocess.Popen[bytes]] = []
+        servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
+        try:
+            process, base = _serve("bench.trivial_app:app", {}, log)
+            servers.append(("trivial endpoint", process, base))
+            for store in stores:
+                env = {
+                    "FORECAST_MODEL_DIR": str(models),
+                    "FORECAST_STORE": store,
+                    "FORECAST_DATA_DIR": str(workdir / f"data-{store}"),
+                    "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
+                }
+                if store == "redis":
+                    port = _free_port()
+                    helpers.append(
+                        subprocess.Popen(
+                            _pinned(
+                                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                                1,
+                            ),
+                            stdout=subprocess.DEVNULL,
+                        )
+                    )  # fmt: skip
+                    time.sleep(0.5)
+                    env["FORECAST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+                process, base = _serve("app.main:app", env, log)
+                servers.append((f"/predict ({store} store)", process, base))
+            # Rounds interleave the targets, so a noisy moment on the machine hits them alike;
+            # each target reports its median round.
+            rounds: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
+            for round_number in range(args.rounds):
+                for name, _, base in servers:
+                    rounds[name].append(measure(base, args, name, warm_up=round_number == 0))
+            results = [_median(rounds[name]) for name, _, _ in servers]
+        finally:
+            for _, process, _ in servers:
+                process.terminate()
+                process.wait(timeout=30)
+            for helper in helpers:
+                helper.terminate()
+                helper.wait(timeout=30)
 
     baseline = results[0]
     memory = next((r for r in results if "memory" in r.name), None)
     print(
         f"wrk: {args.connections} connections, {args.sessions} sessions, {args.duration} s, "
-        "server on core 0, wrk on core 1"
+        f"median of {args.rounds} interleaved rounds; servers on core 0, wrk on core 1"
     )
     header = f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(f"{header}{'vs trivial':>12}{'vs memory':>11}  errors")

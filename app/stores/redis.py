@@ -10,35 +10,40 @@ sessions for the cap.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
+from collections import OrderedDict
 
+import anyio.to_thread
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.errors import SessionLimitReached, StoreUnavailable
+from app.errors import ServiceError, SessionBusy, SessionLimitReached, StoreUnavailable
 from app.sessions import SessionRecord
-from app.stores.base import Compute, KeyedLocks, T, compare_and_set_loop
+from app.stores.base import Compute, KeyedLocks, T
 
 # KEYS: session hash, revision counter, live-sessions sorted set.
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
-# Returns the new revision, -1 when the revision moved on, -2 at the session cap.
+# Returns {1, new revision}; {0, revision, record} with what is there now when the revision moved
+# on (so the caller can retry without another read); {-2} at the session cap.
 _COMPARE_AND_SET = """
-local current = redis.call('HGET', KEYS[1], 'rev')
+local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
 if ARGV[1] == '0' then
-  if current then return -1 end
+  if current[1] then return {0, current[1], current[2]} end
   local now = tonumber(ARGV[3])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]) / 1000)
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return -2 end
-elseif current ~= ARGV[1] then
-  return -1
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {-2} end
+elseif current[1] ~= ARGV[1] then
+  return {0, current[1], current[2]}
 end
 local revision = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
-return revision
+return {1, revision}
 """
 
 _DELETE = """
@@ -71,7 +76,11 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=10,
         )
-        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
+        # This replica's last view of sessions it served: one round trip per step instead of
+        # two while no other replica touches the session.
+        self._cache: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._cache_size = min(max_sessions, 100_000)
         self._local_queue = KeyedLocks()
         self._delete = self._client.register_script(_DELETE)
 
@@ -93,15 +102,14 @@ class RedisStore:
             revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
         except RedisError as error:
             raise self._unavailable(error) from None
-        if revision is None or not isinstance(data, bytes):
-            return None
-        return SessionRecord.decode(data)._replace(revision=int(revision))
+        return _record(revision, data)
 
-    async def _write_if_unchanged(
+    async def _compare_and_set(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
-    ) -> bool:
+    ) -> tuple[bool, SessionRecord | None]:
+        """Write if unchanged: (True, written record) or (False, what is stored now)."""
         try:
-            result = await self._compare_and_set(
+            result = await self._compare_and_set_script(
                 keys=[self._key(key), self._revision_key, self._live_key],
                 args=[
                     expected.revision if expected is not None else 0,
@@ -114,24 +122,64 @@ class RedisStore:
             )
         except RedisError as error:
             raise self._unavailable(error) from None
-        if result == -2:
+        if result[0] == -2:
             raise SessionLimitReached(
                 f"the service holds its maximum of {self._max_sessions} sessions; "
                 "delete or let idle sessions expire, or retry later"
             )
-        return int(result) > 0
+        if result[0] == 1:
+            return True, new._replace(revision=int(result[1]))
+        return False, _record(result[1], result[2])
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         async with self._local_queue.hold(key):
-            return await compare_and_set_loop(
-                lambda: self.get(key),
-                lambda expected, new: self._write_if_unchanged(key, expected, new),
-                compute,
-                offload=offload,
-                attempts=self._attempts,
-            )
+            cached = self._cache.get(key)
+            record = cached if cached is not None else await self.get(key)
+            trusted = cached is None  # read from Redis just now, not from this replica's cache
+            for attempt in range(self._attempts):
+                try:
+                    if offload:
+                        new, answer = await anyio.to_thread.run_sync(compute, record)
+                    else:
+                        new, answer = compute(record)
+                except ServiceError:
+                    if trusted:
+                        raise
+                    # Refused on this replica's cached copy: decide again on what Redis holds.
+                    record, trusted = await self.get(key), True
+                    continue
+                if new is None:
+                    if trusted:
+                        return answer
+                    # An answer without a write (a replay) is only as good as the record it
+                    # came from: make sure that is what Redis holds now.
+                    record, trusted = await self.get(key), True
+                    continue
+                written, current = await self._compare_and_set(key, record, new)
+                if written:
+                    self._remember(key, current)
+                    return answer
+                # Another replica moved the session on; the script told us to what.
+                record, trusted = current, True
+                self._cache.pop(key, None)
+                if attempt:
+                    await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
+        raise SessionBusy(
+            f"the session changed under {self._attempts} attempts in a row; retry the request"
+        )
+
+    def _remember(self, key: str, record: SessionRecord | None) -> None:
+        # Bounded: the cache only saves a read; Redis stays the truth (every write is a CAS).
+        if record is None:
+            self._cache.pop(key, None)
+            return
+        self._cache[key] = record
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     async def delete(self, key: str) -> bool:
+        self._cache.pop(key, None)
         try:
             deleted = await self._delete(keys=[self._key(key), self._live_key], args=[key])
         except RedisError as error:
@@ -156,3 +204,9 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _record(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:
+    if revision is None or not isinstance(data, bytes):
+        return None
+    return SessionRecord.decode(data)._replace(revision=int(revision))

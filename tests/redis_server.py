@@ -26,6 +26,8 @@ class RedisServer:
         self.folder = folder
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        # Extra redis-server arguments (for example compose's); later ones win.
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:

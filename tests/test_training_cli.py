@@ -114,3 +114,12 @@ def test_bad_input_exits_2_with_one_line_and_no_artifact(
     assert len(captured.err.strip().splitlines()) == 1
     assert message in captured.err
     assert not out.exists()
+
+
+def test_if_missing_leaves_an_existing_model_alone(
+    tutorial_models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in tutorial_models_dir.iterdir())
+    assert main(["--out", str(tutorial_models_dir), "--if-missing"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert sorted(p.name for p in tutorial_models_dir.iterdir()) == before

@@ -12,6 +12,7 @@ from typing import NoReturn, TextIO
 
 from forecast_core.artifact import (
     FORMAT_VERSION,
+    LATEST_LINK,
     Architecture,
     DataInfo,
     Manifest,
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=Path("models"), help="models folder")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when --out already holds a model (for start-up scripts and compose)",
+    )
     return parser
 
 
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the training job; exit code 2 with one line on bad input."""
     args = build_parser().parse_args(argv)
     say = (lambda _line: None) if args.quiet else print
+    if args.if_missing and (args.out / LATEST_LINK).exists():
+        say(f"{args.out / LATEST_LINK} exists; nothing to train (--if-missing)")
+        return 0
     try:
         series = _load_series(args)
         fraction = args.validation_fraction

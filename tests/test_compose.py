@@ -1,0 +1,219 @@
+"""The Docker files, checked where no Docker engine runs.
+
+Static: hadolint on the Dockerfile and docker-compose's own validation. Live: the compose topology
+started as local processes, with the commands and environment read from docker-compose.yml itself
+(and the nginx config file it mounts), then driven through nginx.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.helpers import REPO, Server, free_port, stop, wait_until_ready
+from tests.redis_server import RedisServer
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    venv_tool = Path(sys.executable).parent / name
+    if found is None and venv_tool.exists():
+        found = str(venv_tool)
+    if found is None:
+        pytest.fail(f"{name} is not installed; './run test' installs it")
+    return found
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run(
+        [_tool("hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_is_valid():
+    result = subprocess.run(
+        [_tool("docker-compose"), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_declares_the_promised_topology():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert set(services) == {"train", "redis", "api", "lb"}
+    api = services["api"]
+    assert api["deploy"]["replicas"] >= 2
+    assert api["depends_on"]["train"]["condition"] == "service_completed_successfully"
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["lb"]["ports"] == ["8000:8000"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") >= 2 and "HEALTHCHECK" in dockerfile
+    assert re.search(r"^USER (?!root)", dockerfile, re.MULTILINE)
+
+
+class Localizer:
+    """Maps a container's view (volume paths, service addresses) onto this machine's."""
+
+    def __init__(self, paths: dict[str, Path], addresses: dict[str, str]) -> None:
+        self.paths = paths
+        self.addresses = addresses
+
+    def __call__(self, value: str) -> str:
+        for container_path, local in self.paths.items():
+            if value == container_path or value.startswith(container_path + "/"):
+                value = str(local) + value[len(container_path) :]
+        for address, local_address in self.addresses.items():
+            value = value.replace(f"//{address}", f"//{local_address}")
+        return value
+
+
+def _render_template(template: str, env: dict[str, str]) -> str:
+    # As the nginx image's entrypoint does: envsubst of the defined variables only, so that
+    # nginx's own $host and friends stay.
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return env.get(name, match.group(0))
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", substitute, template)
+
+
+@pytest.mark.slow
+def test_compose_topology_as_local_processes(tmp_path: Path):
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    redis_service, train, api, lb = (services[n] for n in ("redis", "train", "api", "lb"))
+
+    # Redis, with the command compose runs (persistence on), on a free local port.
+    redis_data = tmp_path / "redis-data"
+    redis_data.mkdir()
+    redis = RedisServer(redis_data)
+    localize = Localizer(
+        paths={"/models": tmp_path / "models", "/data": redis_data},
+        addresses={"redis:6379": f"127.0.0.1:{redis.port}"},
+    )
+    redis_command = [localize(arg) for arg in redis_service["command"]]
+    assert redis_command[0] == "redis-server"
+    redis.extra_args = redis_command[1:]
+    processes: list[subprocess.Popen[bytes]] = []
+    replicas: list[Server] = []
+    try:
+        redis.start()
+
+        # The one-shot training job: trains, then does nothing the second time.
+        train_command = [localize(arg) for arg in train["command"]]
+        assert train_command[:3] == ["python", "-m", "training"]
+        train_command[0] = sys.executable
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        subprocess.run(train_command, cwd=REPO, env=env, check=True, capture_output=True)
+        again = subprocess.run(
+            train_command, cwd=REPO, env=env, check=True, capture_output=True, text=True
+        )
+        assert "nothing to train" in again.stdout
+        models_before = sorted(p.name for p in (tmp_path / "models").iterdir())
+        assert len(models_before) == 2  # one version and latest
+
+        # The API replicas: compose's command and environment, localized.
+        api_command = api["command"]
+        assert api_command[0] == "uvicorn"
+        for _ in range(api["deploy"]["replicas"]):
+            port = free_port()
+            replica_env = {k: localize(str(v)) for k, v in api["environment"].items()}
+            assert replica_env["FORECAST_REDIS_URL"] == f"redis://127.0.0.1:{redis.port}/0"
+            replica_env.update({"UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port)})
+            log = tmp_path / f"api-{port}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "uvicorn", *api_command[1:]],
+                    cwd=REPO,
+                    env={**env, **replica_env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            replicas.append(Server(f"http://127.0.0.1:{port}", process, log))
+        for replica in replicas:
+            wait_until_ready(replica)
+
+        # nginx with the very template compose mounts, rendered as the nginx image does.
+        host_template = next(v.split(":")[0] for v in lb["volumes"] if "/etc/nginx/templates/" in v)
+        template = (REPO / host_template).read_text()
+        lb_env = {k: str(v) for k, v in lb["environment"].items()}
+        upstream_line = lb_env["FORECAST_UPSTREAM_SERVERS"]
+        assert "api:8000" in upstream_line
+        lb_env["FORECAST_UPSTREAM_SERVERS"] = " ".join(
+            upstream_line.replace("api:8000", r.base_url.removeprefix("http://")) for r in replicas
+        )
+        lb_port = free_port()
+        lb_env["FORECAST_LISTEN_PORT"] = f"127.0.0.1:{lb_port}"
+        site = tmp_path / "nginx" / "default.conf"
+        site.parent.mkdir()
+        site.write_text(_render_template(template, lb_env))
+        nginx_dir = tmp_path / "nginx"
+        (nginx_dir / "nginx.conf").write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {nginx_dir}/nginx.pid;
+error_log {nginx_dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {nginx_dir}/body;
+    proxy_temp_path {nginx_dir}/proxy;
+    fastcgi_temp_path {nginx_dir}/fastcgi;
+    uwsgi_temp_path {nginx_dir}/uwsgi;
+    scgi_temp_path {nginx_dir}/scgi;
+    include {site};
+}}
+"""
+        )
+        nginx = subprocess.Popen(
+            [_tool("nginx"), "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(nginx)
+        balancer = Server(f"http://127.0.0.1:{lb_port}", nginx, nginx_dir / "error.log")
+        wait_until_ready(balancer)
+
+        # Sessions through the balancer: every answer equals a single-process reference.
+        from app.forecaster import Forecaster
+        from forecast_core.artifact import load_artifact
+
+        forecaster = Forecaster.from_artifact(load_artifact(tmp_path / "models"), 1e-5)
+        series = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+        with httpx.Client(base_url=balancer.base_url, timeout=10) as client:
+            for session in ("alpha", "beta", "gamma"):
+                state = forecaster.zero_state()
+                for step, value in enumerate(series):
+                    body = {"session_id": session, "value": value, "step": step}
+                    response = client.post("/predict", json=body)
+                    assert response.status_code == 200, response.text
+                    state, (expected,) = forecaster.feed(state, [value])
+                    assert response.json()["prediction"] == pytest.approx(expected, abs=1e-12)
+                    assert response.json()["step"] == step + 1
+                assert round(response.json()["prediction"], 1) == 0.9
+        for replica in replicas:
+            metrics = httpx.get(f"{replica.base_url}/metrics").text
+            labels = r'\{method="POST",route="/predict",status="200"\}'
+            served = re.search(rf"forecast_http_requests_total{labels} (\d+)", metrics)
+            assert served is not None and int(served.group(1)) > 0, "a replica served nothing"
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=20)
+        for replica in replicas:
+            stop(replica)
+        redis.stop()

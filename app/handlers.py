@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.errors import ServiceError
 
@@ -65,10 +66,33 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "; ".join(problems), {"errors": fields})
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette's 405 names only the first route's methods; a path served by several routes
+    # (GET and DELETE /sessions/{id}) must list them all.
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    message = str(exc.detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400 and message == _UNPARSABLE_BODY:
+        message = "the body could not be read as JSON: send a UTF-8 JSON object"
+    elif exc.status_code == 404 and message == "Not Found":
+        message = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+    elif exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+        message = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+    return error_response(exc.status_code, code, message, headers=headers or None)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -75,10 +76,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in all_routers():
         app.include_router(router)
+    _publish_limits_in_schema(app, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _publish_limits_in_schema(app: FastAPI, settings: Settings) -> None:
+    """Put the configured request limits into the OpenAPI schema, so clients can see them."""
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build_schema()
+            components = schema["components"]["schemas"]
+            batch = components["PredictBatchRequest"]["properties"]["values"]
+            batch["maxItems"] = settings.max_values_per_request
+            components["ForecastRequest"]["properties"]["horizon"]["maximum"] = settings.max_horizon
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _configure_logging() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -20,11 +20,22 @@ SessionId = Annotated[
 ]
 # Python's JSON parser accepts NaN and Infinity; a forecast of them is meaningless.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0; it excludes true and "3", which lax parsing accepts.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The bound goes before the validator, so that it shows in the JSON schema as "minimum".
 Step = Annotated[
-    int | None,
+    Annotated[int, Field(ge=0), BeforeValidator(_json_integer)] | None,
     Field(
         default=None,
-        ge=0,
         description=(
             "values the session consumed before this request, as the client counts them: equal "
             "to the session's count applies; a resend of the last request replays its answer; "
@@ -35,7 +46,8 @@ Step = Annotated[
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON true is not step 1 and "1.5" is not a number; the schema says so, and so do we.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PredictRequest(_Body):
@@ -52,7 +64,9 @@ class PredictBatchRequest(_Body):
 
 class ForecastRequest(_Body):
     session_id: SessionId
-    horizon: int = Field(ge=1, description="how many values ahead, each forecast fed back")
+    horizon: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] = Field(
+        description="how many values ahead, each forecast fed back"
+    )
 
 
 class SessionRequest(_Body):

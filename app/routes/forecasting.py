@@ -27,7 +27,7 @@ INLINE_STEPS = 64
 
 router = APIRouter(
     tags=["forecasting"],
-    responses={status: {"model": ErrorResponse} for status in (401, 409, 413, 422, 503)},
+    responses={status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 503)},
 )
 
 

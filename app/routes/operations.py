@@ -24,7 +24,7 @@ async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/ready", responses={503: {"model": ReadyResponse}})
+@router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def ready(caller: CallerDep) -> JSONResponse:
     """200 when a checked model is loaded and the session store answers; 503 with why not."""
     problems: list[str] = []

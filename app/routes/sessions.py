@@ -22,7 +22,7 @@ from app.sessions import SessionRecord, reset
 
 router = APIRouter(
     tags=["sessions"],
-    responses={status: {"model": ErrorResponse} for status in (401, 404, 422, 503)},
+    responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)},
 )
 
 SessionIdPath = Annotated[

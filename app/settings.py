@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         description="comma-separated API keys or sha256:<hex> of keys; empty: open",
     )
     store_retry_attempts: int = Field(default=50, ge=1, description="compare-and-set attempts")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        from app.auth import ApiKeys
+
+        ApiKeys(value)  # raises ValueError with what is wrong
+        return value
 
     @model_validator(mode="after")
     def _check_redis_url(self) -> Settings:

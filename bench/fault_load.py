@@ -1,0 +1,292 @@
+"""Sustained /predict load with faults: kill -9 a replica and restart it, restart Redis.
+
+    python -m bench.fault_load [--duration 30] [--clients 8] [--sessions 40]
+
+Two uvicorn replicas share one Redis (AOF, fsync always) on 127.0.0.1. Client threads feed their
+sessions with ``step`` and retry every failed request (same step, same value) on either replica
+until it is acknowledged. Meanwhile one replica is killed with SIGKILL and restarted, and Redis is
+stopped and restarted. Afterwards every session's acknowledged steps must form one unbroken
+sequence, the store must hold exactly that many, and the session's state must equal a replay of
+the acknowledged values. Prints the counts; exits 1 if anything was lost, duplicated or differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready")
+
+
+class Redis:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+class Replica:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = _free_port()
+        self.env = {**env, "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(self.port)}
+        self.log = log
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:app", "--no-access-log"],
+                cwd=REPO,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            _wait(f"{self.url}/health", self.process)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@dataclass
+class SessionLog:
+    values: list[float] = field(default_factory=list)
+    predictions: list[float] = field(default_factory=list)
+    duplicated: int = 0
+    gaps: int = 0
+
+
+@dataclass
+class Report:
+    requests: int
+    errors: dict[str, int]
+    acknowledged_steps: int
+    lost_steps: int
+    duplicated_steps: int
+    mismatched_sessions: int
+    sessions: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost_steps == 0
+            and self.duplicated_steps == 0
+            and self.mismatched_sessions == 0
+            and self.acknowledged_steps > 0
+        )
+
+    def lines(self) -> list[str]:
+        errors = ", ".join(f"{kind} {count}" for kind, count in sorted(self.errors.items()))
+        return [
+            f"requests: {self.requests}",
+            f"errors (each retried until acknowledged): {errors or 'none'}",
+            f"acknowledged steps: {self.acknowledged_steps} over {self.sessions} sessions",
+            f"lost steps: {self.lost_steps}",
+            f"duplicated steps: {self.duplicated_steps}",
+            f"sessions whose state differs from a replay: {self.mismatched_sessions}",
+        ]
+
+
+def run(duration: float, clients: int, sessions: int, models: Path, workdir: Path) -> Report:
+    """Drive the load, inject the faults, and check every session afterwards."""
+    from app.forecaster import Forecaster
+    from forecast_core.artifact import load_artifact
+
+    forecaster = Forecaster.from_artifact(load_artifact(models), 1e-5)
+    redis = Redis(workdir)
+    redis.start()
+    env = {
+        "FORECAST_MODEL_DIR": str(models),
+        "FORECAST_STORE": "redis",
+        "FORECAST_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+    }
+    replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
+    for replica in replicas:
+        replica.start()
+    logs = {f"load-{i}": SessionLog() for i in range(sessions)}
+    errors: collections.Counter[str] = collections.Counter()
+    requests = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+
+    def client(index: int) -> None:
+        nonlocal requests
+        mine = [name for i, name in enumerate(logs) if i % clients == index]
+        rng = random.Random(index)
+        http = httpx.Client(timeout=5)
+        try:
+            while time.monotonic() < stop_at:
+                name = rng.choice(mine)
+                log = logs[name]
+                value = round(rng.uniform(0, 1), 4)
+                body = {"session_id": name, "value": value, "step": len(log.values)}
+                while True:  # the same request until acknowledged: retries must be safe
+                    replica = rng.choice(replicas)
+                    with lock:
+                        requests += 1
+                    try:
+                        response = http.post(f"{replica.url}/predict", json=body)
+                    except httpx.TransportError as error:
+                        kind = type(error).__name__
+                    else:
+                        if response.status_code == 200:
+                            break
+                        kind = f"HTTP {response.status_code}"
+                        if response.status_code < 500:
+                            kind += f" {response.json()['error']['code']}"
+                    with lock:
+                        errors[kind] += 1
+                    time.sleep(0.02)
+                answer = response.json()
+                if answer["step"] != len(log.values) + 1:
+                    if answer["step"] <= len(log.values):
+                        log.duplicated += 1
+                    else:
+                        log.gaps += answer["step"] - len(log.values) - 1
+                log.values.append(value)
+                log.predictions.append(answer["prediction"])
+        finally:
+            http.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(duration * 0.25)
+        replicas[0].kill()  # SIGKILL: in-flight requests die with it
+        time.sleep(duration * 0.1)
+        replicas[0].start(wait=False)
+        time.sleep(duration * 0.25)
+        redis.stop()  # SIGTERM; AOF with fsync always keeps every acknowledged write
+        time.sleep(duration * 0.05)
+        redis.start()
+        for thread in threads:
+            thread.join(timeout=duration + 120)
+        _wait(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
+
+        lost = duplicated = mismatched = 0
+        with httpx.Client(timeout=10) as http:
+            for name, log in logs.items():
+                duplicated += log.duplicated
+                lost += log.gaps
+                info = http.get(f"{replicas[1].url}/sessions/{name}")
+                stored = info.json()["step"] if info.status_code == 200 else 0
+                lost += max(0, len(log.values) - stored)
+                duplicated += max(0, stored - len(log.values))
+                if not log.values:
+                    continue
+                state, expected = forecaster.feed(forecaster.zero_state(), log.values)
+                ahead = http.post(
+                    f"{replicas[0].url}/forecast", json={"session_id": name, "horizon": 3}
+                ).json()["forecasts"]
+                replayed = forecaster.forecast_ahead(state, expected[-1], 3)
+                if any(abs(a - b) > 1e-9 for a, b in zip(expected, log.predictions, strict=True)):
+                    mismatched += 1
+                elif any(abs(a - b) > 1e-9 for a, b in zip(ahead, replayed, strict=True)):
+                    mismatched += 1
+        return Report(
+            requests=requests,
+            errors=dict(errors),
+            acknowledged_steps=sum(len(log.values) for log in logs.values()),
+            lost_steps=lost,
+            duplicated_steps=duplicated,
+            mismatched_sessions=mismatched,
+            sessions=sessions,
+        )
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--sessions", type=int, default=40)
+    parser.add_argument("--models", type=Path, default=REPO / "models")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
+        models = args.models
+        if not (models / "latest").exists():
+            models = Path(tmp) / "models"
+            subprocess.run(
+                [sys.executable, "-m", "training", "--out", str(models), "--quiet"],
+                cwd=REPO,
+                check=True,
+            )
+        report = run(args.duration, args.clients, args.sessions, models, Path(tmp))
+    for line in report.lines():
+        print(line)
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

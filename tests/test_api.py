@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -278,19 +280,40 @@ async def test_operations_endpoints(settings, forecaster):
         assert "forecast_steps_total 3.0" in text
 
 
-async def test_broken_artifact_keeps_the_service_unready(tutorial_models_dir, tmp_path, caplog):
-    import shutil
+def _tamper_weights(folder: Path) -> None:
+    (folder / "weights.npz").write_bytes(b"tampered")
 
+
+def _future_format(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("breakage", "tolerance", "problem"),
+    [
+        (_tamper_weights, 1e-5, "fails its checksum"),
+        (_future_format, 1e-5, "format_version 99"),
+        # An impossible tolerance: the numpy-vs-Keras start-up check itself must refuse.
+        (None, 1e-300, "disagrees with the batch-1 Keras copy"),
+    ],
+    ids=["tampered-weights", "incompatible-manifest", "failed-step-check"],
+)
+async def test_unusable_model_keeps_the_service_unready(
+    tutorial_models_dir, tmp_path, caplog, breakage, tolerance, problem
+):
     broken = tmp_path / "artifact"
     shutil.copytree((tutorial_models_dir / "latest").resolve(), broken)
-    (broken / "weights.npz").write_bytes(b"tampered")
-    settings = Settings(model_dir=broken, store="memory")
+    if breakage is not None:
+        breakage(broken)
+    settings = Settings(model_dir=broken, store="memory", check_tolerance=tolerance)
     async with asgi_client(settings) as client:
         assert (await client.get("/health")).status_code == 200
         ready = await client.get("/ready")
-        assert ready.status_code == 503 and "checksum" in ready.json()["problems"][0]
+        assert ready.status_code == 503 and problem in ready.json()["problems"][0]
         predict = await client.post("/predict", json={"session_id": "a", "value": 0.1})
         assert predict.status_code == 503
         assert predict.json()["error"]["code"] == "model_not_ready"
     lines = [r.getMessage() for r in caplog.records if "not ready" in r.getMessage()]
-    assert len(lines) == 1 and "fails its checksum" in lines[0]
+    assert len(lines) == 1 and problem in lines[0]

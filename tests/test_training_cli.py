@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -123,3 +124,20 @@ def test_if_missing_leaves_an_existing_model_alone(
     assert main(["--out", str(tutorial_models_dir), "--if-missing"]) == 0
     assert "nothing to train" in capsys.readouterr().out
     assert sorted(p.name for p in tutorial_models_dir.iterdir()) == before
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["--out", str(tmp_path / "a"), "--epochs", "120"]) == 0
+    bar = terminal.getvalue()
+    assert "epoch 50/120" in bar and "epoch 120/120 loss" in bar and bar.endswith("\n")
+    quiet_terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet_terminal)
+    assert main(["--out", str(tmp_path / "b"), "--epochs", "120", "--quiet"]) == 0
+    assert quiet_terminal.getvalue() == ""

@@ -31,10 +31,29 @@ class SessionLimitReached(ServiceError):
     status_code = 503
     code = "session_limit_reached"
 
+    @classmethod
+    def at(cls, max_sessions: int) -> SessionLimitReached:
+        """The one wording of a full store, whichever store it is."""
+        return cls(
+            f"the service holds its maximum of {max_sessions} sessions; "
+            "delete or let idle sessions expire, or retry later",
+            max_sessions=max_sessions,
+        )
+
 
 class SessionBusy(ServiceError):
     status_code = 503
     code = "session_busy"
+
+
+class TooManyValues(ServiceError):
+    status_code = 422
+    code = "too_many_values"
+
+
+class NothingToForecastFrom(ServiceError):
+    status_code = 409
+    code = "no_values_yet"
 
 
 class StoreUnavailable(ServiceError):

@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter
 
 from app.dependencies import Caller, CallerDep
-from app.errors import ServiceError, SessionNotFound
+from app.errors import NothingToForecastFrom, SessionNotFound, TooManyValues
 from app.schemas import (
     ErrorResponse,
     ForecastRequest,
@@ -29,16 +29,6 @@ router = APIRouter(
     tags=["forecasting"],
     responses={status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 503)},
 )
-
-
-class TooManyValues(ServiceError):
-    status_code = 422
-    code = "too_many_values"
-
-
-class NothingToForecastFrom(ServiceError):
-    status_code = 409
-    code = "no_values_yet"
 
 
 async def _feed(

@@ -67,10 +67,7 @@ class MemoryStore:
         if current is None and len(self._records) >= self._max_sessions:
             self._purge_expired(now)
             if len(self._records) >= self._max_sessions:
-                raise SessionLimitReached(
-                    f"the service holds its maximum of {self._max_sessions} sessions; "
-                    "delete or let idle sessions expire, or retry later"
-                )
+                raise SessionLimitReached.at(self._max_sessions)
         self._records[key] = new._replace(revision=next(self._revisions))
         self._records.move_to_end(key)
 

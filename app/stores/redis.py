@@ -123,10 +123,7 @@ class RedisStore:
         except RedisError as error:
             raise self._unavailable(error) from None
         if result[0] == -2:
-            raise SessionLimitReached(
-                f"the service holds its maximum of {self._max_sessions} sessions; "
-                "delete or let idle sessions expire, or retry later"
-            )
+            raise SessionLimitReached.at(self._max_sessions)
         if result[0] == 1:
             return True, new._replace(revision=int(result[1]))
         return False, _record(result[1], result[2])

@@ -174,10 +174,7 @@ class SqliteStore:
         connection.execute("DELETE FROM sessions WHERE last_used_at <= ?", (now - self._ttl_s,))
         (live,) = connection.execute("SELECT COUNT(*) FROM sessions").fetchone()
         if live >= self._max_sessions:
-            raise SessionLimitReached(
-                f"the service holds its maximum of {self._max_sessions} sessions; "
-                "delete or let idle sessions expire, or retry later"
-            )
+            raise SessionLimitReached.at(self._max_sessions)
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         def run(connection: sqlite3.Connection, now: float) -> T:

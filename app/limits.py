@@ -1,4 +1,9 @@
-"""Refuse oversized request bodies with 413 before they are read into memory."""
+"""Refuse oversized request bodies with 413 before they are read into memory.
+
+FastAPI's own ``max_body_size`` (Starlette's RequestBodyLimitMiddleware) answers a too-large
+Content-Length with a plain-text 413 that replaces any response, which would break the service's
+one error shape; this small middleware answers in that shape.
+"""
 
 from __future__ import annotations
 

@@ -37,7 +37,8 @@ class Caller(NamedTuple):
 
 async def get_caller(request: Request) -> Caller:
     """Authenticate (401 when keys are configured and no valid one is sent); hand out services."""
-    services: Services = request.state.services
+    # The lifespan's state dict itself: request.state would wrap it in a new object per request.
+    services: Services = request.scope["state"]["services"]
     api_keys = services.api_keys
     authorization = request.headers.get("authorization") if api_keys.enabled else None
     return Caller(api_keys.tenant_for(authorization), services)

@@ -33,6 +33,11 @@ class SessionRecord(NamedTuple):
     last_values: tuple[float, ...] = ()
     last_predictions: tuple[float, ...] = ()
 
+    def with_revision(self, revision: int) -> SessionRecord:
+        """The same record under the revision a store gave it (cheaper than _replace)."""
+        state, step, _, version, created, used, values, predictions = self
+        return SessionRecord(state, step, revision, version, created, used, values, predictions)
+
     def encode(self) -> bytes:
         """Compact binary form for durable and shared stores."""
         version = self.model_version.encode()
@@ -137,10 +142,13 @@ def feed(
         previous_model = current.model_version
         state = forecaster.zero_state()
     new_state, predictions = forecaster.feed(state, values)
-    updated = current._replace(
+    # The constructor, not _replace: this runs on every request and _replace costs ~2 µs.
+    updated = SessionRecord(
         state=new_state,
         step=current.step + len(values),
+        revision=current.revision,
         model_version=forecaster.version,
+        created_at=current.created_at,
         last_used_at=now,
         last_values=tuple(values),
         last_predictions=tuple(predictions),

@@ -68,7 +68,7 @@ class MemoryStore:
             self._purge_expired(now)
             if len(self._records) >= self._max_sessions:
                 raise SessionLimitReached.at(self._max_sessions)
-        self._records[key] = new._replace(revision=next(self._revisions))
+        self._records[key] = new.with_revision(next(self._revisions))
         self._records.move_to_end(key)
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:

@@ -125,7 +125,7 @@ class RedisStore:
         if result[0] == -2:
             raise SessionLimitReached.at(self._max_sessions)
         if result[0] == 1:
-            return True, new._replace(revision=int(result[1]))
+            return True, new.with_revision(int(result[1]))
         return False, _record(result[1], result[2])
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
@@ -206,4 +206,4 @@ class RedisStore:
 def _record(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:
     if revision is None or not isinstance(data, bytes):
         return None
-    return SessionRecord.decode(data)._replace(revision=int(revision))
+    return SessionRecord.decode(data).with_revision(int(revision))

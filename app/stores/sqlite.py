@@ -183,7 +183,7 @@ class SqliteStore:
             if new is not None:
                 if record is None:
                     self._ensure_room(connection, now)
-                stored = new._replace(revision=self._next_revision(connection))
+                stored = new.with_revision(self._next_revision(connection))
                 connection.execute(
                     "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
                     (key, stored.encode(), stored.last_used_at),

@@ -34,7 +34,9 @@ class BodySizeLimitMiddleware:
                 if not value.isdigit() or int(value) > limit:
                     await self._refuse(send)
                     return
-                break
+                # The HTTP parser delivers no more than Content-Length bytes: nothing to count.
+                await self.app(scope, receive, send)
+                return
         received = 0
 
         async def counting_receive() -> Message:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from app.errors import ModelCheckFailed
+from app.errors import ModelCheckFailed, ValueOutOfRange
 from forecast_core.artifact import Artifact, Manifest
 from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step
 from forecast_core.scaling import MinMaxScaler
@@ -84,7 +85,14 @@ class Forecaster:
         scale, unscale = self.scaler.scale, self.scaler.unscale
         predictions = []
         for value in values:
-            h, c, y = lstm_step(self.weights, h, c, scale(value))
+            x = scale(value)
+            if not math.isfinite(x):
+                # Finite in, but beyond float range once scaled: it would poison the state.
+                raise ValueOutOfRange(
+                    f"value {value!r} is too far outside this model's training range "
+                    f"[{self.scaler.minimum}, {self.scaler.maximum}] to be scaled"
+                )
+            h, c, y = lstm_step(self.weights, h, c, x)
             predictions.append(float(unscale(y)))
         return LstmState(h, c), predictions
 

@@ -185,6 +185,18 @@ async def test_non_finite_values_are_refused(settings, literal):
         assert (await client.get("/sessions/n")).status_code == 404
 
 
+async def test_values_beyond_float_range_once_scaled_are_refused(settings):
+    async with asgi_client(settings) as client:
+        await client.post("/predict", json={"session_id": "far", "value": 0.5, "step": 0})
+        response = await client.post(
+            "/predict/batch", json={"session_id": "far", "values": [0.6, -1.7e308], "step": 1}
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "value_out_of_range"
+        # Nothing of the refused batch was applied.
+        assert (await client.get("/sessions/far")).json()["step"] == 1
+
+
 async def test_too_many_values_oversized_bodies_and_junk(tutorial_models_dir, tmp_path):
     settings = Settings(
         model_dir=tutorial_models_dir,

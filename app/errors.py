@@ -51,11 +51,6 @@ class TooManyValues(ServiceError):
     code = "too_many_values"
 
 
-class ValueOutOfRange(ServiceError):
-    status_code = 422
-    code = "value_out_of_range"
-
-
 class NothingToForecastFrom(ServiceError):
     status_code = 409
     code = "no_values_yet"

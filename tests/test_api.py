@@ -185,16 +185,17 @@ async def test_non_finite_values_are_refused(settings, literal):
         assert (await client.get("/sessions/n")).status_code == 404
 
 
-async def test_values_beyond_float_range_once_scaled_are_refused(settings):
+async def test_extreme_values_never_poison_a_session(settings):
     async with asgi_client(settings) as client:
-        await client.post("/predict", json={"session_id": "far", "value": 0.5, "step": 0})
-        response = await client.post(
-            "/predict/batch", json={"session_id": "far", "values": [0.6, -1.7e308], "step": 1}
-        )
-        assert response.status_code == 422
-        assert response.json()["error"]["code"] == "value_out_of_range"
-        # Nothing of the refused batch was applied.
-        assert (await client.get("/sessions/far")).json()["step"] == 1
+        extremes = [1.7e308, -1.7976931348623157e308, 5e-324, 0.5]
+        body = {"session_id": "far", "values": extremes}
+        response = await client.post("/predict/batch", json=body)
+        assert response.status_code == 200
+        follow_up = await client.post("/predict", json={"session_id": "far", "value": 0.3})
+        predictions = [*response.json()["predictions"], follow_up.json()["prediction"]]
+        assert all(math.isfinite(p) for p in predictions)
+        ahead = await client.post("/forecast", json={"session_id": "far", "horizon": 5})
+        assert all(math.isfinite(v) for v in ahead.json()["forecasts"])
 
 
 async def test_too_many_values_oversized_bodies_and_junk(tutorial_models_dir, tmp_path):

@@ -28,33 +28,15 @@ from pathlib import Path
 
 import httpx
 
+from bench.local import free_port, wait_for_200
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready")
 
 
 class Redis:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -84,7 +66,7 @@ class Redis:
 
 class Replica:
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {**env, "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(self.port)}
         self.log = log
         self.url = f"http://127.0.0.1:{self.port}"
@@ -100,7 +82,7 @@ class Replica:
                 stderr=subprocess.STDOUT,
             )
         if wait:
-            _wait(f"{self.url}/health", self.process)
+            wait_for_200(f"{self.url}/health", self.process)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -227,7 +209,7 @@ def run(duration: float, clients: int, sessions: int, models: Path, workdir: Pat
         redis.start()
         for thread in threads:
             thread.join(timeout=duration + 120)
-        _wait(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
+        wait_for_200(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
 
         lost = duplicated = mismatched = 0
         with httpx.Client(timeout=10) as http:

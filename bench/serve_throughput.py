@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from bench.local import free_port, wait_for_200
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("predict.lua")
@@ -37,14 +37,6 @@ class Result:
     errors: str
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _pinned(command: list[str], core: int) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         return ["taskset", "-c", str(core), *command]
@@ -52,7 +44,7 @@ def _pinned(command: list[str], core: int) -> list[str]:
 
 
 def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
@@ -66,19 +58,13 @@ def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[b
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     probe = "/ready" if app == "app.main:app" else "/docs"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{app} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(base + probe, timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise TimeoutError(f"{app} did not become ready")
+    try:
+        wait_for_200(base + probe, process)
+    except (RuntimeError, TimeoutError):
+        process.kill()
+        raise RuntimeError(f"{app} did not become ready: {log.read_text()[-2000:]}") from None
+    return process, base
 
 
 def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
@@ -179,7 +165,7 @@ def main() -> None:
                     "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                 }
                 if store == "redis":
-                    port = _free_port()
+                    port = free_port()
                     helpers.append(
                         subprocess.Popen(
                             _pinned(

@@ -283,7 +283,9 @@ async def test_operations_endpoints(settings, forecaster):
         await client.post("/predict/batch", json={"session_id": "m1", "values": [0.1, 0.2]})
         await client.post("/predict", json={"session_id": "m2", "value": 0.1})
         await client.post("/predict", json={"session_id": "m2", "value": math.pi, "step": 0})
+        await client.request("BREW", "/no-such-path")  # pooled, not a new label value
         text = (await client.get("/metrics")).text
+        assert 'method="other",route="unmatched"' in text and "BREW" not in text
         requests = "forecast_http_requests_total"
         assert f'{requests}{{method="POST",route="/predict",status="200"}} 1.0' in text
         assert f'{requests}{{method="POST",route="/predict",status="409"}} 1.0' in text

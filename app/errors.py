@@ -45,6 +45,14 @@ class SessionBusy(ServiceError):
     status_code = 503
     code = "session_busy"
 
+    @classmethod
+    def after(cls, attempts: int) -> SessionBusy:
+        """The one wording of a compare-and-set that kept losing, whichever store it is."""
+        return cls(
+            f"the session changed under {attempts} attempts in a row; retry the request",
+            attempts=attempts,
+        )
+
 
 class TooManyValues(ServiceError):
     status_code = 422

@@ -7,10 +7,10 @@ one error shape; this small middleware answers in that shape.
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.handlers import error_response
 
 
 def _too_large_message(limit: int) -> str:
@@ -32,7 +32,7 @@ class BodySizeLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
-                    await self._refuse(send)
+                    await self._refuse(scope, receive, send)
                     return
                 # The HTTP parser delivers no more than Content-Length bytes: nothing to count.
                 await self.app(scope, receive, send)
@@ -52,25 +52,12 @@ class BodySizeLimitMiddleware:
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "body_too_large",
-                    "message": _too_large_message(self.max_body_bytes),
-                    "details": {"max_body_bytes": self.max_body_bytes},
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "body_too_large",
+            _too_large_message(self.max_body_bytes),
+            {"max_body_bytes": self.max_body_bytes},
+            headers={"connection": "close"},
         )
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)

@@ -74,6 +74,11 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+async def pause_before_retry(attempt: int) -> None:
+    """A short jittered pause, growing with the attempt, so contending writers spread out."""
+    await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
+
+
 async def compare_and_set_loop(
     read: Callable[[], Awaitable[SessionRecord | None]],
     write: Callable[[SessionRecord | None, SessionRecord], Awaitable[bool]],
@@ -91,8 +96,5 @@ async def compare_and_set_loop(
             new, answer = compute(record)
         if new is None or await write(record, new):
             return answer
-        # Back off a little so that contending writers spread out instead of colliding again.
-        await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
-    raise SessionBusy(
-        f"the session changed under {attempts} attempts in a row; retry the request",
-    )
+        await pause_before_retry(attempt + 1)
+    raise SessionBusy.after(attempts)

@@ -10,8 +10,6 @@ sessions for the cap.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections import OrderedDict
 
@@ -23,7 +21,7 @@ from redis.exceptions import RedisError
 
 from app.errors import ServiceError, SessionBusy, SessionLimitReached, StoreUnavailable
 from app.sessions import SessionRecord
-from app.stores.base import Compute, KeyedLocks, T
+from app.stores.base import Compute, KeyedLocks, T, pause_before_retry
 
 # KEYS: session hash, revision counter, live-sessions sorted set.
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
@@ -160,10 +158,8 @@ class RedisStore:
                 record, trusted = current, True
                 self._cache.pop(key, None)
                 if attempt:
-                    await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
-        raise SessionBusy(
-            f"the session changed under {self._attempts} attempts in a row; retry the request"
-        )
+                    await pause_before_retry(attempt)
+        raise SessionBusy.after(self._attempts)
 
     def _remember(self, key: str, record: SessionRecord | None) -> None:
         # Bounded: the cache only saves a read; Redis stays the truth (every write is a CAS).

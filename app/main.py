@@ -11,19 +11,22 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.auth import ApiKeys
 from app.errors import ModelCheckFailed
 from app.handlers import install_error_handlers
 from app.limits import BodySizeLimitMiddleware
 from app.metrics import MetricsMiddleware, ServiceMetrics
-from app.routes import all_routers
+from app.routes import all_routes
 from app.settings import Settings, get_settings
 from app.state import AppState, ModelSlot, Services
 from app.stores.factory import open_store
 from forecast_core.artifact import ArtifactError
 
 logger = logging.getLogger("app")
+# The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def load_model(settings: Settings) -> ModelSlot:
@@ -73,9 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="One-step-ahead forecasts from a stateful LSTM, one value at a time per session.",
         version="0.1.0",
         lifespan=lifespan,
+        routes=all_routes(),
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
-    for router in all_routers():
-        app.include_router(router)
     _publish_limits_in_schema(app, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)

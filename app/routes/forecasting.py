@@ -6,10 +6,11 @@ import time
 from collections.abc import Sequence
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.dependencies import Caller, CallerDep
+from app.dependencies import Caller, caller_of
 from app.errors import NothingToForecastFrom, SessionNotFound, TooManyValues
+from app.responses import ModelResponse
 from app.schemas import (
     ErrorResponse,
     ForecastRequest,
@@ -47,23 +48,27 @@ async def _feed(
     return outcome
 
 
-@router.post("/predict")
-async def predict(body: PredictRequest, caller: CallerDep) -> PredictResponse:
+@router.post("/predict", response_model=PredictResponse)
+async def predict(body: PredictRequest, request: Request) -> ModelResponse:
     """Feed one value to a session; get the forecast of its next value."""
+    caller = caller_of(request)
     outcome = await _feed(caller, body.session_id, (body.value,), body.step)
-    return PredictResponse(
-        session_id=body.session_id,
-        prediction=outcome.predictions[-1],
-        step=outcome.step,
-        model_version=outcome.model_version,
-        replayed=outcome.replayed,
-        previous_model_version=outcome.previous_model_version,
+    return ModelResponse(
+        PredictResponse(
+            session_id=body.session_id,
+            prediction=outcome.predictions[-1],
+            step=outcome.step,
+            model_version=outcome.model_version,
+            replayed=outcome.replayed,
+            previous_model_version=outcome.previous_model_version,
+        )
     )
 
 
 @router.post("/predict/batch")
-async def predict_batch(body: PredictBatchRequest, caller: CallerDep) -> PredictBatchResponse:
+async def predict_batch(body: PredictBatchRequest, request: Request) -> PredictBatchResponse:
     """Feed several values in order (warm-up, backfill); one forecast per value."""
+    caller = caller_of(request)
     limit = caller.services.settings.max_values_per_request
     if len(body.values) > limit:
         raise TooManyValues(
@@ -82,8 +87,9 @@ async def predict_batch(body: PredictBatchRequest, caller: CallerDep) -> Predict
 
 
 @router.post("/forecast", responses={404: {"model": ErrorResponse}})
-async def forecast(body: ForecastRequest, caller: CallerDep) -> ForecastResponse:
+async def forecast(body: ForecastRequest, request: Request) -> ForecastResponse:
     """Forecast ``horizon`` values ahead from a session's state, without changing it."""
+    caller = caller_of(request)
     limit = caller.services.settings.max_horizon
     if body.horizon > limit:
         raise TooManyValues(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.dependencies import CallerDep
+from app.dependencies import caller_of
 from app.errors import StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
@@ -25,8 +25,9 @@ async def health() -> HealthResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(caller: CallerDep) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """200 when a checked model is loaded and the session store answers; 503 with why not."""
+    caller = caller_of(request)
     problems: list[str] = []
     forecaster = caller.services.model.forecaster
     if forecaster is None:
@@ -45,14 +46,16 @@ async def ready(caller: CallerDep) -> JSONResponse:
 
 
 @router.get("/model")
-async def model(caller: CallerDep) -> dict[str, Any]:
+async def model(request: Request) -> dict[str, Any]:
     """The served model's manifest: version, hyperparameters, training metrics."""
+    caller = caller_of(request)
     return caller.forecaster.manifest.model_dump()
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(caller: CallerDep) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format."""
+    caller = caller_of(request)
     try:
         caller.services.metrics.active_sessions.set(await caller.services.store.count())
     except StoreUnavailable:

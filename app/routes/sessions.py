@@ -6,9 +6,9 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
-from app.dependencies import CallerDep
+from app.dependencies import caller_of
 from app.errors import SessionNotFound
 from app.schemas import (
     SESSION_ID_PATTERN,
@@ -35,8 +35,9 @@ def _iso(timestamp: float) -> str:
 
 
 @router.post("/reset")
-async def reset_session(body: SessionRequest, caller: CallerDep) -> ResetResponse:
+async def reset_session(body: SessionRequest, request: Request) -> ResetResponse:
     """Clear a session's state and count; an unknown session is fine."""
+    caller = caller_of(request)
     forecaster = caller.forecaster
 
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, None]:
@@ -48,8 +49,9 @@ async def reset_session(body: SessionRequest, caller: CallerDep) -> ResetRespons
 
 
 @router.get("/sessions/{session_id}")
-async def session_info(session_id: SessionIdPath, caller: CallerDep) -> SessionInfo:
+async def session_info(session_id: SessionIdPath, request: Request) -> SessionInfo:
     """A session's step, times and model version."""
+    caller = caller_of(request)
     record = await caller.services.store.get(caller.session_key(session_id))
     if record is None:
         raise SessionNotFound(f"no session {session_id!r} (never fed, deleted, or expired)")
@@ -65,7 +67,8 @@ async def session_info(session_id: SessionIdPath, caller: CallerDep) -> SessionI
 
 
 @router.delete("/sessions/{session_id}")
-async def delete_session(session_id: SessionIdPath, caller: CallerDep) -> DeleteResponse:
+async def delete_session(session_id: SessionIdPath, request: Request) -> DeleteResponse:
     """Forget a session entirely; ``deleted`` is false when there was none (safe to retry)."""
+    caller = caller_of(request)
     deleted = await caller.services.store.delete(caller.session_key(session_id))
     return DeleteResponse(session_id=session_id, deleted=deleted)

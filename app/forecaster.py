@@ -1,16 +1,15 @@
-"""The batch-1 copy of the trained network, stepped in numpy, checked against Keras at start."""
+"""The batch-1 copy of the trained network, as compiled code checked against Keras at start."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
 from app.errors import ModelCheckFailed
 from forecast_core.artifact import Artifact, Manifest
-from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step
+from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step, zero_state
 from forecast_core.scaling import MinMaxScaler
 
 logger = logging.getLogger(__name__)
@@ -18,7 +17,6 @@ logger = logging.getLogger(__name__)
 # Probe inputs for the start-up check, in scaled units: the training range and beyond it, both
 # smooth and jumpy, so that a wrong gate order or a missing bias cannot pass by luck.
 _PROBE_LENGTH = 64
-_SCALED_INPUT_BOUND = 1e150
 
 
 def _probe_inputs() -> FloatArray:
@@ -27,11 +25,8 @@ def _probe_inputs() -> FloatArray:
     return np.concatenate([ramp, jumps])
 
 
-class LstmState(NamedTuple):
-    """A session's (h, c)."""
-
-    h: FloatArray
-    c: FloatArray
+# A session's LSTM state: h then c in one float64 array, never changed in place.
+LstmState = FloatArray
 
 
 class Forecaster:
@@ -42,22 +37,23 @@ class Forecaster:
         self.scaler = scaler
         self.manifest = manifest
         self.version = manifest.version
+        self._zero_state = zero_state(weights.units)
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, tolerance: float) -> Forecaster:
-        """Rebuild with batch size 1, copy the weights, and check the numpy step agrees with it."""
+        """Rebuild at batch size 1, copy the weights, check the compiled step agrees with it."""
         forecaster = cls(artifact.lstm_weights(), artifact.manifest.scaler(), artifact.manifest)
         worst = forecaster.compare_with_keras(artifact)
         if not worst <= tolerance:
             raise ModelCheckFailed(
-                f"numpy step disagrees with the batch-1 Keras copy of {artifact.version} by "
+                f"compiled step disagrees with the batch-1 Keras copy of {artifact.version} by "
                 f"{worst:.3g} (tolerance {tolerance:g}); refusing to serve"
             )
-        logger.info("model %s checked: numpy step within %.2g of Keras", artifact.version, worst)
+        logger.info("model %s checked: compiled step within %.2g of Keras", artifact.version, worst)
         return forecaster
 
     def compare_with_keras(self, artifact: Artifact) -> float:
-        """Largest numpy-vs-Keras difference on the probe inputs, state carried."""
+        """Largest compiled-step-vs-Keras difference on the probe inputs, state carried."""
         import tensorflow as tf
 
         from forecast_core.network import build_network, copy_weights, reset_states
@@ -68,30 +64,27 @@ class Forecaster:
         reset_states(model)
         state = self.zero_state()
         worst = 0.0
+        # In scaled units: the compiled step's own scaling is left out (minimum 0, span 1).
         for x in _probe_inputs():
             keras_output = float(model(tf.constant(x, shape=(1, 1, 1), dtype=tf.float64))[0, 0])
-            h, c, numpy_output = lstm_step(self.weights, state.h, state.c, float(x))
-            state = LstmState(h, c)
-            worst = max(worst, abs(keras_output - numpy_output))
+            state, output = lstm_step(self.weights, state, float(x))
+            worst = max(worst, abs(keras_output - output))
+        # And once through the serving call, so that its compiled variant (read-only zero
+        # state, raw values) is built here, not in the first request.
+        self.feed(self.zero_state(), [self.scaler.minimum])
         return worst
 
     def zero_state(self) -> LstmState:
-        units = self.weights.units
-        return LstmState(np.zeros(units), np.zeros(units))
+        return self._zero_state
 
     def feed(self, state: LstmState, values: Sequence[float]) -> tuple[LstmState, list[float]]:
         """Feed raw values in order; return the new state and the raw forecast after each."""
-        h, c = state.h, state.c
-        scale, unscale = self.scaler.scale, self.scaler.unscale
+        weights, minimum, span = self.weights, self.scaler.minimum, self.scaler.span
         predictions = []
         for value in values:
-            # A finite value far outside the training range can overflow once scaled, and
-            # inf * 0 would put NaN into the state for good. Beyond 1e150 every gate the input
-            # reaches is saturated already, so the bound changes no answer.
-            x = min(max(scale(value), -_SCALED_INPUT_BOUND), _SCALED_INPUT_BOUND)
-            h, c, y = lstm_step(self.weights, h, c, x)
-            predictions.append(float(unscale(y)))
-        return LstmState(h, c), predictions
+            state, prediction = lstm_step(weights, state, value, minimum, span)
+            predictions.append(prediction)
+        return state, predictions
 
     def forecast_ahead(self, state: LstmState, last_prediction: float, horizon: int) -> list[float]:
         """Forecast ``horizon`` values, feeding each forecast back as the next input."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +23,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 
 
 class RequestStats:
-    """Request counts and latency histograms by (route, method, status), in plain numbers.
+    """Request counts and latency by (route, method, status), and steps served, in plain numbers.
 
     prometheus_client's Counter and Histogram take a lock and walk every bucket per update
     (~1.5 µs a request); these are only ever updated from the event loop's thread, so plain
@@ -34,6 +34,7 @@ class RequestStats:
         self.buckets = buckets
         # labels -> [count, sum of seconds, then one count per bucket (non-cumulative)]
         self._series: dict[tuple[str, str, str], list[Any]] = {}
+        self.steps = 0  # values fed through the LSTM, replays excluded
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         labels = (route, method, str(status))
@@ -66,6 +67,9 @@ class RequestStats:
             )
         yield requests
         yield latency
+        yield CounterMetricFamily(
+            "forecast_steps", "Values fed through the LSTM (replays excluded)", value=self.steps
+        )
 
 
 class ServiceMetrics:
@@ -75,11 +79,6 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestStats()
         self.registry.register(self.requests)
-        self.steps = Counter(
-            "forecast_steps",
-            "Values fed through the LSTM (replays excluded)",
-            registry=self.registry,
-        )
         self.active_sessions = Gauge(
             "forecast_active_sessions", "Live sessions in the store", registry=self.registry
         )
@@ -89,6 +88,9 @@ class ServiceMetrics:
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.observe(route, method, status, seconds)
+
+    def count_steps(self, steps: int) -> None:
+        self.requests.steps += steps
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -51,12 +51,11 @@ class SessionRecord(NamedTuple):
                     self.created_at,
                     self.last_used_at,
                     len(version),
-                    len(self.state.h),
+                    len(self.state) // 2,
                     count,
                 ),
                 version,
-                np.asarray(self.state.h, dtype="<f8").tobytes(),
-                np.asarray(self.state.c, dtype="<f8").tobytes(),
+                np.asarray(self.state, dtype="<f8").tobytes(),
                 np.asarray(self.last_values, dtype="<f8").tobytes(),
                 np.asarray(self.last_predictions, dtype="<f8").tobytes(),
             )
@@ -73,11 +72,11 @@ class SessionRecord(NamedTuple):
         version = data[offset : offset + version_len].decode()
         offset += version_len
         floats = np.frombuffer(data, dtype="<f8", offset=offset).astype(np.float64)
-        h, c = floats[:units], floats[units : 2 * units]
+        state = floats[: 2 * units]
         values = floats[2 * units : 2 * units + count]
         predictions = floats[2 * units + count :]
         return cls(
-            state=LstmState(h, c),
+            state=state,
             step=step,
             revision=revision,
             model_version=version,

@@ -87,7 +87,7 @@ def test_a_step_that_disagrees_with_keras_is_refused(tutorial_artifact):
     )
     doctored = dataclasses.replace(tutorial_artifact, weights=weights)
     forecaster = Forecaster(doctored.lstm_weights(), doctored.manifest.scaler(), doctored.manifest)
-    # The numpy step runs the doctored weights while Keras runs the real ones.
+    # The compiled step runs the doctored weights while Keras runs the real ones.
     assert forecaster.compare_with_keras(tutorial_artifact) > 1e-3
 
     class Mismatched(Forecaster):

@@ -44,7 +44,7 @@ async def _feed(
         caller.session_key(session_id), compute, offload=len(values) > INLINE_STEPS
     )
     if not outcome.replayed:
-        caller.services.metrics.steps.inc(len(values))
+        caller.services.metrics.count_steps(len(values))
     return outcome
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -14,7 +14,12 @@ from app.stores.base import Compute, T, compare_and_set_loop
 
 
 class MemoryStore:
-    """Records in an OrderedDict kept in last-used order, so expiry pops from the front."""
+    """Records in an OrderedDict kept in last-used order, so expiry pops from the front.
+
+    Changes are compared by record identity (every write stores a new record object), so this
+    store leaves ``revision`` as the rules computed it: nothing here can be fooled by a count
+    that climbs back to an old value.
+    """
 
     name = "memory"
 
@@ -30,15 +35,20 @@ class MemoryStore:
         self._attempts = attempts
         self._clock = clock
         self._records: OrderedDict[str, SessionRecord] = OrderedDict()
-        self._revisions = itertools.count(1)
+        # No record expires before this time; checked per request instead of the oldest record.
+        self._next_expiry = math.inf
         # Routes run on the event loop, but offloaded computes finish in worker threads.
         self._lock = threading.Lock()
 
     def _purge_expired(self, now: float) -> None:
+        if now < self._next_expiry:
+            return
         records = self._records
+        self._next_expiry = math.inf
         while records:
             key, oldest = next(iter(records.items()))
             if oldest.last_used_at + self._ttl_s > now:
+                self._next_expiry = oldest.last_used_at + self._ttl_s
                 break
             del records[key]
 
@@ -68,8 +78,10 @@ class MemoryStore:
             self._purge_expired(now)
             if len(self._records) >= self._max_sessions:
                 raise SessionLimitReached.at(self._max_sessions)
-        self._records[key] = new.with_revision(next(self._revisions))
+        self._records[key] = new
         self._records.move_to_end(key)
+        if self._next_expiry == math.inf:
+            self._next_expiry = new.last_used_at + self._ttl_s
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         if not offload:

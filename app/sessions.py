@@ -56,8 +56,8 @@ class SessionRecord(NamedTuple):
                 ),
                 version,
                 np.asarray(self.state, dtype="<f8").tobytes(),
-                np.asarray(self.last_values, dtype="<f8").tobytes(),
-                np.asarray(self.last_predictions, dtype="<f8").tobytes(),
+                # struct, not numpy, for the short tuples: a third of the cost per request.
+                struct.pack(f"<{2 * count}d", *self.last_values, *self.last_predictions),
             )
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.errors import SessionLimitReached
-from app.sessions import feed
+from app.sessions import FeedOutcome, SessionRecord, feed
 from app.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,7 @@ class Clock:
 
 
 async def _touch(store: MemoryStore, forecaster, clock: Clock, key: str) -> int:
-    def compute(record):
+    def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
         return feed(record, forecaster, [0.1], None, clock.now)
 
     outcome = await store.apply(key, compute)

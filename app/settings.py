@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     max_horizon: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="larger bodies get 413")
     check_tolerance: float = Field(
-        default=1e-5, gt=0, description="start-up agreement needed between numpy and Keras steps"
+        default=1e-5,
+        gt=0,
+        description="start-up agreement needed between the compiled step and Keras",
     )
     api_keys: str = Field(
         default="",

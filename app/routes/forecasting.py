@@ -22,7 +22,7 @@ from app.schemas import (
 )
 from app.sessions import FeedOutcome, SessionRecord, feed
 
-# Above this many LSTM steps in one request, compute in a worker thread: ~6 µs a step inline
+# Above this many LSTM steps in one request, compute in a worker thread: ~2 µs a step inline
 # is fine, milliseconds on the event loop are not.
 INLINE_STEPS = 64
 

@@ -96,3 +96,19 @@ def test_a_step_that_disagrees_with_keras_is_refused(tutorial_artifact):
 
     with pytest.raises(ModelCheckFailed, match="disagrees with the batch-1 Keras copy"):
         Mismatched.from_artifact(tutorial_artifact, tolerance=1e-5)
+
+
+def test_start_up_check_compiled_every_variant_serving_uses(forecaster):
+    # A variant compiled in a request would stall the event loop for about half a second.
+    from app.sessions import SessionRecord, feed
+    from forecast_core.lstm_step import _compiled_step
+
+    compiled = len(_compiled_step.signatures)
+    record, _ = feed(None, forecaster, [0.1, 2.0], None, 1000.0)  # from the shared zero state
+    assert record is not None
+    record, _ = feed(record, forecaster, [0.3], None, 1001.0)  # from a state it computed
+    assert record is not None
+    decoded = SessionRecord.decode(record.encode())  # from a state a store read back
+    forecaster.feed(decoded.state, [0.4])
+    forecaster.forecast_ahead(decoded.state, 0.4, 3)
+    assert len(_compiled_step.signatures) == compiled

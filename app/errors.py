@@ -1,4 +1,23 @@
-"""Domain errors raised by the core, mapped to HTTP statuses in one place (see app.handlers)."""
+"""Domain errors; each builds its own message from structured arguments.
+
+Every ``ServiceError`` leaves the service as ``{"error": {"code", "message", "details"}}`` with its
+status (mapped once, in :mod:`app.error_handlers`), so one condition reads the same wherever it is
+raised::
+
+    ServiceError
+    ├── Unauthorized              401  no key, a malformed header, or an unknown key
+    ├── SessionNotFound           404  unknown, deleted or expired session
+    ├── StepConflict              409  the client's step does not match the session's count
+    ├── NoValuesYet               409  /forecast on a session that has consumed nothing
+    ├── SessionUnderOtherModel    409  /forecast on state computed by another model
+    ├── BodyTooLarge              413  the request body is over the configured limit
+    ├── SessionLimitReached       503  a new session at the service's cap
+    ├── SessionBusy               503  the compare-and-set kept losing
+    ├── StoreUnavailable          503  the session store does not answer
+    └── ModelNotReady             503  no checked model is loaded
+
+    ModelCheckFailed (not a ServiceError): the compiled step disagrees with Keras at load time.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +29,7 @@ class ServiceError(Exception):
 
     status_code = 500
     code = "internal_error"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -17,24 +37,88 @@ class ServiceError(Exception):
         self.details = details
 
 
-class StepConflict(ServiceError):
-    status_code = 409
-    code = "step_conflict"
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+    @classmethod
+    def missing_key(cls) -> Unauthorized:
+        return cls("missing API key: send 'Authorization: Bearer <key>'")
+
+    @classmethod
+    def malformed_header(cls) -> Unauthorized:
+        return cls("malformed Authorization header: expected 'Bearer <key>'")
+
+    @classmethod
+    def unknown_key(cls) -> Unauthorized:
+        return cls("unknown API key")
 
 
 class SessionNotFound(ServiceError):
     status_code = 404
     code = "session_not_found"
 
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"no session {session_id!r} (never fed, deleted, or expired); "
+            "feed it a value with /predict"
+        )
+
+
+class StepConflict(ServiceError):
+    status_code = 409
+    code = "step_conflict"
+
+    def __init__(self, sent_step: int, session_step: int) -> None:
+        super().__init__(
+            f"step {sent_step} does not match this session, which has consumed "
+            f"{session_step} value(s); send step={session_step} to append",
+            expected_step=session_step,
+        )
+
+
+class NoValuesYet(ServiceError):
+    status_code = 409
+    code = "no_values_yet"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} has consumed no values since its reset; feed one first"
+        )
+
+
+class SessionUnderOtherModel(ServiceError):
+    status_code = 409
+    code = "session_under_other_model"
+
+    def __init__(self, session_id: str, session_model: str, served_model: str) -> None:
+        super().__init__(
+            f"session {session_id!r} holds state of model {session_model}, not the served "
+            f"{served_model}; feed it a value to restart it under the served model",
+            session_model_version=session_model,
+            served_model_version=served_model,
+        )
+
+
+class BodyTooLarge(ServiceError):
+    status_code = 413
+    code = "body_too_large"
+    headers = {"Connection": "close"}
+
+    def __init__(self, max_body_bytes: int) -> None:
+        super().__init__(
+            f"request body exceeds {max_body_bytes} bytes; send fewer values per request",
+            max_body_bytes=max_body_bytes,
+        )
+
 
 class SessionLimitReached(ServiceError):
     status_code = 503
     code = "session_limit_reached"
 
-    @classmethod
-    def at(cls, max_sessions: int) -> SessionLimitReached:
-        """The one wording of a full store, whichever store it is."""
-        return cls(
+    def __init__(self, max_sessions: int) -> None:
+        super().__init__(
             f"the service holds its maximum of {max_sessions} sessions; "
             "delete or let idle sessions expire, or retry later",
             max_sessions=max_sessions,
@@ -45,34 +129,34 @@ class SessionBusy(ServiceError):
     status_code = 503
     code = "session_busy"
 
-    @classmethod
-    def after(cls, attempts: int) -> SessionBusy:
-        """The one wording of a compare-and-set that kept losing, whichever store it is."""
-        return cls(
+    def __init__(self, attempts: int) -> None:
+        super().__init__(
             f"the session changed under {attempts} attempts in a row; retry the request",
             attempts=attempts,
         )
-
-
-class TooManyValues(ServiceError):
-    status_code = 422
-    code = "too_many_values"
-
-
-class NothingToForecastFrom(ServiceError):
-    status_code = 409
-    code = "no_values_yet"
 
 
 class StoreUnavailable(ServiceError):
     status_code = 503
     code = "store_unavailable"
 
+    def __init__(self, store: str, reason: str, remedy: str = "retry shortly") -> None:
+        super().__init__(f"{store} is unavailable ({reason}); {remedy}")
+
 
 class ModelNotReady(ServiceError):
     status_code = 503
     code = "model_not_ready"
 
+    def __init__(self, problem: str | None) -> None:
+        super().__init__(f"no model is being served: {problem or 'still loading'}")
+
 
 class ModelCheckFailed(Exception):
-    """The fast step disagrees with the batch-1 Keras copy; the service must not become ready."""
+    """The compiled step disagrees with the batch-1 Keras copy: the service must not serve it."""
+
+    def __init__(self, version: str, difference: float, tolerance: float) -> None:
+        super().__init__(
+            f"compiled step disagrees with the batch-1 Keras copy of {version} by "
+            f"{difference:.3g} (tolerance {tolerance:g}); refusing to serve"
+        )

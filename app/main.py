@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
-from app.auth import ApiKeys
+from app.auth import ApiKeys, AuthMiddleware
+from app.body_limit import BodySizeLimitMiddleware
+from app.error_handlers import install_error_handlers
 from app.errors import ModelCheckFailed
-from app.handlers import install_error_handlers
-from app.limits import BodySizeLimitMiddleware
 from app.metrics import MetricsMiddleware, ServiceMetrics
+from app.openapi import declare_bearer_security
 from app.routes import all_routes
+from app.routes.operations import HEALTH_PATH
+from app.schemas import RequestBodies
+from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
-from app.state import AppState, ModelSlot, Services
+from app.stores.base import SessionStore
 from app.stores.factory import open_store
 from forecast_core.artifact import ArtifactError
+from forecast_core.quiet_tensorflow import quiet_tensorflow
 
 logger = logging.getLogger("app")
 # The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
@@ -31,7 +35,7 @@ _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": Fa
 
 def load_model(settings: Settings) -> ModelSlot:
     """Load, rebuild at batch size 1, and check the model; on failure say why in one line."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from app.forecaster import Forecaster
     from forecast_core.artifact import load_artifact
 
@@ -42,33 +46,47 @@ def load_model(settings: Settings) -> ModelSlot:
         logger.error("model not loaded, service not ready: %s", error)
         return ModelSlot(forecaster=None, problem=str(error))
     logger.info("serving model %s from %s", forecaster.version, artifact.path)
-    return ModelSlot(forecaster=forecaster, problem=None)
+    return ModelSlot(forecaster=forecaster)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service; nothing heavy happens until the lifespan starts."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: ModelSlot | None = None,
+    store: SessionStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build the service; nothing heavy happens until the lifespan starts.
+
+    ``model`` and ``store``, when given, are used as they are (a test's already-checked model, a
+    store it built): the lifespan then neither loads the one nor opens or closes the other.
+    ``clock`` tells the time to sessions and stores.
+    """
     settings = settings or get_settings()
     api_keys = ApiKeys(settings.api_keys)
     metrics = ServiceMetrics()
+    holder = ServicesHolder()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not api_keys.enabled:
             logger.warning("FORECAST_API_KEYS is empty: the service is open to every caller")
         # TensorFlow import and the Keras check take seconds: keep them off the event loop.
-        model = await anyio.to_thread.run_sync(load_model, settings)
-        store = await open_store(settings)
+        served = (
+            model if model is not None else await anyio.to_thread.run_sync(load_model, settings)
+        )
+        sessions = store if store is not None else await open_store(settings, clock)
         # Everything loaded so far lives until shutdown; freezing it keeps the collector from
-        # re-scanning TensorFlow's object graph (100 ms pauses at p99 otherwise).
+        # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
         gc.collect()
         gc.freeze()
+        holder.fill(Services(settings, served, sessions, metrics, clock))
         try:
-            services = Services(
-                settings=settings, model=model, store=store, metrics=metrics, api_keys=api_keys
-            )
-            yield AppState(services=services)
+            yield
         finally:
-            await store.close()
+            holder.fill(None)
+            if store is None:
+                await sessions.close()
             gc.unfreeze()
 
     app = FastAPI(
@@ -76,31 +94,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="One-step-ahead forecasts from a stateful LSTM, one value at a time per session.",
         version="0.1.0",
         lifespan=lifespan,
-        routes=all_routes(),
+        routes=all_routes(holder, RequestBodies.from_settings(settings)),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
-    _publish_limits_in_schema(app, settings)
+    if api_keys.enabled:
+        declare_bearer_security(app)
     install_error_handlers(app)
+    # Added last is outermost: metrics see every answer, authentication comes before the body.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, api_keys=api_keys, open_paths=_open_paths(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
-def _publish_limits_in_schema(app: FastAPI, settings: Settings) -> None:
-    """Put the configured request limits into the OpenAPI schema, so clients can see them."""
-    build_schema = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build_schema()
-            components = schema["components"]["schemas"]
-            batch = components["PredictBatchRequest"]["properties"]["values"]
-            batch["maxItems"] = settings.max_values_per_request
-            components["ForecastRequest"]["properties"]["horizon"]["maximum"] = settings.max_horizon
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+def _open_paths(app: FastAPI) -> set[str]:
+    """Paths that need no API key: liveness, and the docs (they hold no session data)."""
+    docs = (app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url, app.openapi_url)
+    return {HEALTH_PATH, *(path for path in docs if path)}
 
 
 def _configure_logging() -> None:

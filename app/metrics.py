@@ -25,8 +25,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 class RequestStats:
     """Request counts and latency by (route, method, status), and steps served, in plain numbers.
 
-    prometheus_client's Counter and Histogram take a lock and walk every bucket per update
-    (~1.5 µs a request); these are only ever updated from the event loop's thread, so plain
+    prometheus_client's Counter and Histogram take a lock and walk every bucket per update;
+    these are only ever updated from the event loop's thread, so plain
     integers do, and the registry reads them through :meth:`collect` when /metrics is scraped.
     """
 

@@ -12,8 +12,8 @@ class ModelResponse(Response):
     """JSON bytes straight from a response model's Rust serializer.
 
     Returned as a Response, the model skips FastAPI's second validation of it against the
-    route's ``response_model`` and its serialization wrapper (~5 µs a request, near the LSTM
-    step); the route still declares ``response_model``, so the schema documents the body.
+    route's ``response_model`` and its serialization wrapper, which cost about as much as the
+    LSTM step; the route still declares ``response_model``, so the schema documents the body.
     """
 
     media_type = "application/json"

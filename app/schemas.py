@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class SessionIdRule:
+    """The one definition of a valid session id: pattern, schema and error message follow it."""
+
+    characters: str = "A-Za-z0-9._:-"
+    min_length: int = 1
+    max_length: int = 128
+
+    @property
+    def pattern(self) -> str:
+        return f"^[{self.characters}]{{{self.min_length},{self.max_length}}}$"
+
+    @property
+    def description(self) -> str:
+        readable = "A-Z a-z 0-9 " + " ".join(self.characters.removeprefix("A-Za-z0-9"))
+        return f"{self.min_length}-{self.max_length} characters of {readable}"
+
+
+SESSION_ID = SessionIdRule()
 
 SessionId = Annotated[
     str,
     Field(
-        pattern=SESSION_ID_PATTERN,
-        min_length=1,
-        max_length=128,
-        description="1-128 characters of A-Z a-z 0-9 . _ : -",
+        pattern=SESSION_ID.pattern,
+        min_length=SESSION_ID.min_length,
+        max_length=SESSION_ID.max_length,
+        description=SESSION_ID.description,
         examples=["sensor-42"],
     ),
 ]
@@ -58,15 +80,56 @@ class PredictRequest(_Body):
 
 class PredictBatchRequest(_Body):
     session_id: SessionId
-    values: list[FiniteFloat] = Field(min_length=1)
+    values: list[FiniteFloat] = Field(min_length=1, description="values in order, oldest first")
     step: Step = None
+
+
+Horizon = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
 
 class ForecastRequest(_Body):
     session_id: SessionId
-    horizon: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] = Field(
-        description="how many values ahead, each forecast fed back"
-    )
+    horizon: Horizon = Field(description="how many values ahead, each forecast fed back")
+
+
+@dataclass(frozen=True)
+class RequestBodies:
+    """Request models carrying the configured limits: validation, error and schema in one.
+
+    Built once per app from its settings; routes declare these as their body types.
+    """
+
+    predict_batch: type[PredictBatchRequest]
+    forecast: type[ForecastRequest]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestBodies:
+        predict_batch = create_model(
+            "PredictBatchRequest",
+            __base__=PredictBatchRequest,
+            __module__=__name__,
+            values=(
+                list[FiniteFloat],
+                Field(
+                    min_length=1,
+                    max_length=settings.max_values_per_request,
+                    description="values in order, oldest first",
+                ),
+            ),
+        )
+        forecast = create_model(
+            "ForecastRequest",
+            __base__=ForecastRequest,
+            __module__=__name__,
+            horizon=(
+                Horizon,
+                Field(
+                    le=settings.max_horizon,
+                    description="how many values ahead, each forecast fed back",
+                ),
+            ),
+        )
+        return cls(predict_batch=predict_batch, forecast=forecast)
 
 
 class SessionRequest(_Body):

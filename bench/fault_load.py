@@ -17,7 +17,6 @@ import collections
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,40 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.local import free_port, wait_for_200
+from bench.local import RedisServer, free_port, wait_for_200
+from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Redis:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
 
 
 class Replica:
@@ -77,7 +46,7 @@ class Replica:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "app.main:app", "--no-access-log"],
                 cwd=REPO,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **self.env},
+                env={**os.environ, **QUIET_TENSORFLOW_ENV, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -140,12 +109,12 @@ def run(duration: float, clients: int, sessions: int, models: Path, workdir: Pat
     from forecast_core.artifact import load_artifact
 
     forecaster = Forecaster.from_artifact(load_artifact(models), 1e-5)
-    redis = Redis(workdir)
+    redis = RedisServer(workdir)
     redis.start()
     env = {
         "FORECAST_MODEL_DIR": str(models),
         "FORECAST_STORE": "redis",
-        "FORECAST_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        "FORECAST_REDIS_URL": redis.url,
     }
     replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
     for replica in replicas:

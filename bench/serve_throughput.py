@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.local import free_port, wait_for_200
+from bench.local import RedisServer, free_port, wait_for_200
+from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("predict.lua")
@@ -43,7 +44,10 @@ def _pinned(command: list[str], core: int) -> list[str]:
     return command
 
 
-def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(
+    app: str, env: dict[str, str], log: Path, checkout: Path = REPO
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Serve ``app`` from the code in ``checkout`` (this one, or another commit's work tree)."""
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
@@ -52,8 +56,8 @@ def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[b
     with log.open("ab") as out:
         process = subprocess.Popen(
             _pinned(command, 0),
-            cwd=REPO,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+            cwd=checkout,
+            env={**os.environ, **QUIET_TENSORFLOW_ENV, "PYTHONPATH": str(checkout), **env},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -143,6 +147,14 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
     parser.add_argument("--stores", default="memory", help="comma list of memory, sqlite, redis")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also serve /predict (memory store) from another work tree, e.g. the commit before "
+        "a change (git worktree add ../before HEAD~1), in the same interleaved rounds",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
@@ -152,7 +164,7 @@ def main() -> None:
         workdir = Path(tmp)
         log = workdir / "servers.log"
         models = _ensure_model(workdir)
-        helpers: list[subprocess.Popen[bytes]] = []
+        helpers: list[RedisServer] = []
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
         try:
             process, base = _serve("bench.trivial_app:app", {}, log)
@@ -165,21 +177,20 @@ def main() -> None:
                     "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                 }
                 if store == "redis":
-                    port = free_port()
-                    helpers.append(
-                        subprocess.Popen(
-                            _pinned(
-                                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-                                1,
-                            ),
-                            stdout=subprocess.DEVNULL,
-                        )
-                    )  # fmt: skip
-                    time.sleep(0.5)
-                    env["FORECAST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+                    redis_server = RedisServer(workdir, durable=False)
+                    redis_server.start(prefix=_pinned([], 1))
+                    helpers.append(redis_server)
+                    env["FORECAST_REDIS_URL"] = redis_server.url
                 process, base = _serve("app.main:app", env, log)
                 servers.append((f"/predict ({store} store)", process, base))
+            if args.compare_with is not None:
+                env = {
+                    "FORECAST_MODEL_DIR": str(models),
+                    "FORECAST_STORE": "memory",
+                    "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
+                }
+                process, base = _serve("app.main:app", env, log, args.compare_with.resolve())
+                servers.append((f"/predict (memory, {args.compare_with.name})", process, base))
             # Rounds interleave the targets, so a noisy moment on the machine hits them alike;
             # each target reports its median round.
             rounds: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
@@ -192,8 +203,7 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=30)
             for helper in helpers:
-                helper.terminate()
-                helper.wait(timeout=30)
+                helper.stop()
 
     baseline = results[0]
     memory = next((r for r in results if "memory" in r.name), None)

@@ -2,9 +2,9 @@
 
 A session's state is one float64 array: h, then c.
 
-A Keras call costs milliseconds; this about two microseconds. The service checks at start-up
-that it agrees with the batch-1 Keras copy before it becomes ready, so it is a faster evaluation
-of the same network, not a second model.
+A Keras call per step is orders of magnitude slower (README has the figures). The service
+checks at start-up that it agrees with the batch-1 Keras copy before it becomes ready, so it is
+a faster evaluation of the same network, not a second model.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _step_loops(
     span: float,
 ) -> float:
     # Plain loops, compiled to machine code by numba below: one call instead of a dozen numpy
-    # ones, each of which costs ~0.5 µs of dispatch (and evicts the CPU caches the request's
+    # ones, each of which pays numpy's dispatch (and evicts the CPU caches the request's
     # other work needs) for a few hundred multiplications. It writes the new state into
     # new_state and allocates nothing. Scaling happens here too, as in MinMaxScaler:
     # (value - minimum) / span in, y * span + minimum out.
@@ -126,7 +126,7 @@ def _step_loops(
     return y * span + minimum
 
 
-# Compiled on first call (about half a second, during start-up's check against Keras); no
+# Compiled on first call (during start-up's check against Keras, not in a request); no
 # fastmath, so the arithmetic is IEEE float64 in the order written.
 _compiled_step = numba.njit(cache=False, fastmath=False)(_step_loops)
 

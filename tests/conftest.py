@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from forecast_core.quiet_tensorflow import quiet_tensorflow
+
+if TYPE_CHECKING:
+    from app.forecaster import Forecaster
+    from app.services import ModelSlot
+    from bench.local import RedisServer
+    from forecast_core.artifact import Artifact
+
+quiet_tensorflow()
 
 DATA_DIR = Path(__file__).parent / "data"
 NILE_CSV = DATA_DIR / "nile.csv"
@@ -30,23 +39,32 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def tutorial_artifact(tutorial_models_dir: Path):
+def tutorial_artifact(tutorial_models_dir: Path) -> Artifact:
     from forecast_core.artifact import load_artifact
 
     return load_artifact(tutorial_models_dir)
 
 
 @pytest.fixture(scope="session")
-def forecaster(tutorial_artifact):
+def forecaster(tutorial_artifact: Artifact) -> Forecaster:
+    """The default model, rebuilt at batch size 1 and checked against Keras once per session."""
     from app.forecaster import Forecaster
 
     return Forecaster.from_artifact(tutorial_artifact, tolerance=1e-5)
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory):
+def tutorial_model(forecaster: Forecaster) -> ModelSlot:
+    """The checked default model, ready to hand to ``create_app`` (no Keras check per app)."""
+    from app.services import ModelSlot
+
+    return ModelSlot(forecaster)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the test session."""
-    from tests.redis_server import RedisServer
+    from bench.local import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()

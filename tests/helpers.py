@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,26 +15,43 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from app.main import create_app
+from app.services import ModelSlot
 from app.settings import Settings
+from bench.local import free_port, wait_for_200
+from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+class Clock:
+    """A clock the test moves by hand, for expiry without sleeping."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.asynccontextmanager
-async def asgi_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, behind httpx's ASGI transport."""
-    app = create_app(settings)
+async def asgi_client(
+    settings: Settings,
+    model: ModelSlot | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, behind httpx's ASGI transport.
+
+    ``model``: an already-checked model (the ``tutorial_model`` fixture) instead of loading and
+    checking ``settings.model_dir`` again.
+    """
+    app = create_app(settings, model=model, clock=clock)
     async with LifespanManager(app, startup_timeout=120) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -53,7 +69,7 @@ class Server:
 def start_uvicorn(env: dict[str, str], log: Path, port: int | None = None) -> Server:
     """Start ``uvicorn app.main:app`` on a free port (not waiting for it)."""
     port = port or free_port()
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    full_env = {**os.environ, **QUIET_TENSORFLOW_ENV, **env}
     with log.open("ab") as log_file:
         process = subprocess.Popen(
             [
@@ -97,17 +113,8 @@ def uvicorn_server(env: dict[str, str], log: Path, port: int | None = None) -> I
 
 
 def wait_until_ready(server: Server, timeout: float = 120) -> None:
-    base_url, process = server.base_url, server.process
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"uvicorn exited with {process.returncode}: {server.log_text()[-3000:]}"
-            )
-        try:
-            if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{base_url} not ready after {timeout} s")
+    """Wait until the server's /ready answers 200; its log in the error if it exits first."""
+    try:
+        wait_for_200(f"{server.base_url}/ready", server.process, timeout)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}: {server.log_text()[-3000:]}") from None

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import REPO, Server, free_port, stop, wait_until_ready
-from tests.redis_server import RedisServer
+from bench.local import RedisServer, free_port
+from tests.helpers import REPO, Server, stop, wait_until_ready
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
+from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import pytest
 
+from app.forecaster import Forecaster
+from app.services import ModelSlot
 from app.settings import Settings
+from bench.local import RedisServer
 from tests.helpers import asgi_client, start_uvicorn, stop, uvicorn_server, wait_until_ready
 
 SERIES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.45, 0.15, 0.9]
 
 
-def reference_forecasts(forecaster, values):
+def reference_forecasts(forecaster: Forecaster, values: Sequence[float]) -> list[float]:
     _state, predictions = forecaster.feed(forecaster.zero_state(), values)
     return predictions
 
 
-def test_sqlite_state_survives_kill_9(tutorial_models_dir, tmp_path, forecaster):
+def test_sqlite_state_survives_kill_9(
+    tutorial_models_dir: Path, tmp_path: Path, forecaster: Forecaster
+) -> None:
     env = {
         "FORECAST_MODEL_DIR": str(tutorial_models_dir),
         "FORECAST_STORE": "sqlite",
@@ -53,16 +61,21 @@ def test_sqlite_state_survives_kill_9(tutorial_models_dir, tmp_path, forecaster)
 @pytest.mark.anyio
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 async def test_a_new_model_restarts_old_sessions_and_says_so(
-    store, tutorial_models_dir, other_models_dir, tmp_path, request
-):
-    extra = {}
+    store: str,
+    tutorial_models_dir: Path,
+    tutorial_model: ModelSlot,
+    other_models_dir: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    extra: dict[str, str] = {}
     if store == "redis":
         server = request.getfixturevalue("redis_server")
         extra = {"redis_url": server.url, "redis_prefix": f"model-change-{tmp_path.name}"}
     common = {"store": store, "data_dir": tmp_path / "data", **extra}
     old = Settings.model_validate({"model_dir": tutorial_models_dir, **common})
     new = Settings.model_validate({"model_dir": other_models_dir, **common})
-    async with asgi_client(old) as client:
+    async with asgi_client(old, tutorial_model) as client:
         first = await client.post("/predict/batch", json={"session_id": "m", "values": [0.1, 0.2]})
         old_version = first.json()["model_version"]
     async with asgi_client(new) as client:
@@ -78,15 +91,15 @@ async def test_a_new_model_restarts_old_sessions_and_says_so(
 
 
 @pytest.mark.anyio
-async def test_redis_outage_gives_503_and_heals(tutorial_models_dir, tmp_path):
-    from tests.redis_server import RedisServer
-
+async def test_redis_outage_gives_503_and_heals(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot, tmp_path: Path
+) -> None:
     redis = RedisServer(tmp_path / "redis")
     (tmp_path / "redis").mkdir()
     redis.start()
     settings = Settings(model_dir=tutorial_models_dir, store="redis", redis_url=redis.url)
     try:
-        async with asgi_client(settings) as client:
+        async with asgi_client(settings, tutorial_model) as client:
             ok = await client.post("/predict", json={"session_id": "r", "value": 0.0, "step": 0})
             assert ok.status_code == 200
             redis.stop()
@@ -106,11 +119,13 @@ async def test_redis_outage_gives_503_and_heals(tutorial_models_dir, tmp_path):
 
 
 @pytest.mark.anyio
-async def test_unusable_sqlite_folder_gives_503_and_heals(tutorial_models_dir, tmp_path):
+async def test_unusable_sqlite_folder_gives_503_and_heals(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot, tmp_path: Path
+) -> None:
     blocked = tmp_path / "data"
     blocked.write_text("a file where the data folder should be")
     settings = Settings(model_dir=tutorial_models_dir, store="sqlite", data_dir=blocked)
-    async with asgi_client(settings) as client:
+    async with asgi_client(settings, tutorial_model) as client:
         down = await client.post("/predict", json={"session_id": "q", "value": 0.0})
         assert down.status_code == 503
         assert "SQLite session file" in down.json()["error"]["message"]
@@ -122,8 +137,8 @@ async def test_unusable_sqlite_folder_gives_503_and_heals(tutorial_models_dir, t
 
 
 def test_two_replicas_share_sessions_through_redis(
-    tutorial_models_dir, tmp_path, forecaster, redis_server
-):
+    tutorial_models_dir: Path, tmp_path: Path, forecaster: Forecaster, redis_server: RedisServer
+) -> None:
     env = {
         "FORECAST_MODEL_DIR": str(tutorial_models_dir),
         "FORECAST_STORE": "redis",
@@ -147,8 +162,6 @@ def test_two_replicas_share_sessions_through_redis(
             got.append(first_try["prediction"])
         assert got == pytest.approx(reference_forecasts(forecaster, SERIES), abs=1e-12)
         # Concurrent appends through both replicas: every step exactly once, in some order.
-        import concurrent.futures
-
         values = [i / 100 for i in range(60)]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             responses = list(

@@ -99,8 +99,9 @@ def test_a_step_that_disagrees_with_keras_is_refused(tutorial_artifact):
 
 
 def test_start_up_check_compiled_every_variant_serving_uses(forecaster):
-    # A variant compiled in a request would stall the event loop for about half a second.
-    from app.sessions import SessionRecord, feed
+    # A variant compiled in a request would stall the event loop while numba compiles it.
+    from app.session_rules import feed
+    from app.stores.record_codec import decode_record, encode_record
     from forecast_core.lstm_step import _compiled_step
 
     compiled = len(_compiled_step.signatures)
@@ -108,7 +109,7 @@ def test_start_up_check_compiled_every_variant_serving_uses(forecaster):
     assert record is not None
     record, _ = feed(record, forecaster, [0.3], None, 1001.0)  # from a state it computed
     assert record is not None
-    decoded = SessionRecord.decode(record.encode())  # from a state a store read back
+    decoded = decode_record(encode_record(record))  # from a state a store read back
     forecaster.feed(decoded.state, [0.4])
     forecaster.forecast_ahead(decoded.state, 0.4, 3)
     assert len(_compiled_step.signatures) == compiled

@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 
 from app.errors import SessionLimitReached
-from app.sessions import FeedOutcome, SessionRecord, feed
+from app.forecaster import Forecaster
+from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.stores.memory import MemoryStore
+from tests.helpers import Clock
 
 pytestmark = pytest.mark.anyio
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def _touch(store: MemoryStore, forecaster, clock: Clock, key: str) -> int:
+async def _touch(store: MemoryStore, forecaster: Forecaster, clock: Clock, key: str) -> int:
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
         return feed(record, forecaster, [0.1], None, clock.now)
 
@@ -27,8 +21,10 @@ async def _touch(store: MemoryStore, forecaster, clock: Clock, key: str) -> int:
     return outcome.step
 
 
-async def test_sessions_expire_by_their_own_last_use_even_after_reordering(forecaster):
-    clock = Clock()
+async def test_sessions_expire_by_their_own_last_use_even_after_reordering(
+    forecaster: Forecaster,
+) -> None:
+    clock = Clock(0.0)
     store = MemoryStore(ttl_s=10, max_sessions=10, clock=clock)
     await _touch(store, forecaster, clock, "a")  # a used at 0
     clock.now = 5
@@ -44,14 +40,39 @@ async def test_sessions_expire_by_their_own_last_use_even_after_reordering(forec
     assert await store.count() == 1
 
 
-async def test_cap_counts_live_sessions_and_expired_ones_make_room(forecaster):
-    clock = Clock()
+async def test_cap_refuses_a_new_session_and_keeps_serving_existing_ones(
+    forecaster: Forecaster,
+) -> None:
+    clock = Clock(0.0)
     store = MemoryStore(ttl_s=10, max_sessions=2, clock=clock)
     await _touch(store, forecaster, clock, "a")
     await _touch(store, forecaster, clock, "b")
     with pytest.raises(SessionLimitReached):
         await _touch(store, forecaster, clock, "c")
-    assert await _touch(store, forecaster, clock, "a") == 2  # existing sessions still served
+    assert await _touch(store, forecaster, clock, "a") == 2
+
+
+async def test_expired_sessions_make_room_under_the_cap(forecaster: Forecaster) -> None:
+    clock = Clock(0.0)
+    store = MemoryStore(ttl_s=10, max_sessions=2, clock=clock)
+    await _touch(store, forecaster, clock, "a")
+    await _touch(store, forecaster, clock, "b")
     clock.now = 10.5  # both idle past the TTL: room again
     assert await _touch(store, forecaster, clock, "c") == 1
     assert await store.count() == 1
+
+
+async def test_offloaded_computes_retry_on_what_won_the_race(forecaster: Forecaster) -> None:
+    """Two offloaded feeds of one session, started together: both apply, one after the other."""
+    import asyncio
+
+    clock = Clock(0.0)
+    store = MemoryStore(ttl_s=10, max_sessions=2, clock=clock)
+
+    def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
+        return feed(record, forecaster, [0.1] * 100, None, clock.now)
+
+    first, second = await asyncio.gather(
+        store.apply("a", compute, offload=True), store.apply("a", compute, offload=True)
+    )
+    assert sorted((first.step, second.step)) == [100, 200]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import REPO, Server, free_port, stop, wait_until_ready
+from bench.local import free_port
+from tests.helpers import REPO, Server, stop, wait_until_ready
 
 
 def test_run_serve_trains_then_serves(tmp_path: Path):

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from app.errors import StepConflict
-from app.sessions import SessionRecord, feed, reset
+from app.forecaster import Forecaster
+from app.session_rules import FeedOutcome, SessionRecord, feed, reset
+from app.stores.record_codec import RecordFormatError, decode_record, encode_record
 
 
-def _feed(record, forecaster, values, step=None):
+def _feed(
+    record: SessionRecord | None,
+    forecaster: Forecaster,
+    values: Sequence[float],
+    step: int | None = None,
+) -> tuple[SessionRecord | None, FeedOutcome]:
     return feed(record, forecaster, values, step, now=1000.0)
 
 
-def test_unknown_session_starts_from_zero(forecaster):
+def _fed(forecaster: Forecaster, values: Sequence[float]) -> SessionRecord:
+    record, _ = _feed(None, forecaster, values)
+    assert record is not None
+    return record
+
+
+def test_unknown_session_starts_from_zero(forecaster: Forecaster) -> None:
     record, outcome = _feed(None, forecaster, [0.0])
     assert record is not None and record.step == 1 and outcome.step == 1
     _, expected = forecaster.feed(forecaster.zero_state(), [0.0])
     assert outcome.predictions == expected
 
 
-def test_matching_step_applies_and_other_steps_conflict(forecaster):
+def test_matching_step_applies_and_other_steps_conflict(forecaster: Forecaster) -> None:
     record, _ = _feed(None, forecaster, [0.0, 0.1])
     advanced, outcome = _feed(record, forecaster, [0.2], step=2)
     assert advanced is not None and outcome.step == 3
@@ -30,7 +46,7 @@ def test_matching_step_applies_and_other_steps_conflict(forecaster):
         assert conflict.value.details == {"expected_step": 3}
 
 
-def test_resending_the_last_request_replays_its_answer(forecaster):
+def test_resending_the_last_request_replays_its_answer(forecaster: Forecaster) -> None:
     record, first = _feed(None, forecaster, [0.0, 0.1], step=0)
     unchanged, again = _feed(record, forecaster, [0.0, 0.1], step=0)
     assert unchanged is None
@@ -39,9 +55,9 @@ def test_resending_the_last_request_replays_its_answer(forecaster):
         _feed(record, forecaster, [0.0, 0.2], step=0)
 
 
-def test_reset_forgets_the_last_request(forecaster):
-    record, _ = _feed(None, forecaster, [0.1])
-    record, _ = _feed(record, forecaster, [0.5], step=1)
+def test_reset_forgets_the_last_request(forecaster: Forecaster) -> None:
+    record, _ = _feed(_fed(forecaster, [0.1]), forecaster, [0.5], step=1)
+    assert record is not None
     cleared = reset(record, forecaster, now=2000.0)
     assert cleared.step == 0 and cleared.created_at == record.created_at
     assert not np.any(cleared.state)
@@ -50,9 +66,8 @@ def test_reset_forgets_the_last_request(forecaster):
     assert conflict.value.details == {"expected_step": 0}
 
 
-def test_session_under_another_model_restarts_its_state_and_says_so(forecaster):
-    record, _ = _feed(None, forecaster, [0.0, 0.1, 0.2])
-    old = record._replace(model_version="older-model")
+def test_session_under_another_model_restarts_its_state_and_says_so(forecaster: Forecaster) -> None:
+    old = _fed(forecaster, [0.0, 0.1, 0.2])._replace(model_version="older-model")
     updated, outcome = _feed(old, forecaster, [0.3], step=3)
     assert outcome.previous_model_version == "older-model"
     assert outcome.step == 4 and updated is not None and updated.model_version == forecaster.version
@@ -60,14 +75,28 @@ def test_session_under_another_model_restarts_its_state_and_says_so(forecaster):
     assert outcome.predictions == from_zero
 
 
-def test_record_round_trips_through_bytes(forecaster):
-    record, _ = _feed(None, forecaster, [0.0, 0.1, 0.2])
-    record = record._replace(revision=42)
-    decoded = SessionRecord.decode(record.encode())
+def test_record_round_trips_through_bytes(forecaster: Forecaster) -> None:
+    record = _fed(forecaster, [0.0, 0.1, 0.2])._replace(revision=42)
+    decoded = decode_record(encode_record(record))
     assert decoded.step == 3 and decoded.revision == 42
     assert decoded.model_version == record.model_version
     assert np.array_equal(decoded.state, record.state)
     assert decoded.last_values == record.last_values
     assert decoded.last_predictions == record.last_predictions
-    with pytest.raises(ValueError, match="truncated"):
-        SessionRecord.decode(record.encode()[:-3])
+
+
+def test_truncated_record_is_refused(forecaster: Forecaster) -> None:
+    with pytest.raises(RecordFormatError, match="truncated"):
+        decode_record(encode_record(_fed(forecaster, [0.0]))[:-3])
+
+
+def test_records_of_format_1_are_still_read(forecaster: Forecaster) -> None:
+    """Format 1 counted LSTM units where format 2 counts state floats."""
+    record = _fed(forecaster, [0.0, 0.1])
+    current = encode_record(record)
+    header = struct.Struct("<BqqddHHH")
+    fields = list(header.unpack_from(current))
+    fields[0], fields[6] = 1, len(record.state) // 2
+    decoded = decode_record(header.pack(*fields) + current[header.size :])
+    assert np.array_equal(decoded.state, record.state)
+    assert decoded.last_predictions == record.last_predictions

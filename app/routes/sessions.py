@@ -2,73 +2,73 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from app.dependencies import caller_of
+from app.auth import store_key
 from app.errors import SessionNotFound
 from app.schemas import (
-    SESSION_ID_PATTERN,
+    SESSION_ID,
     DeleteResponse,
     ErrorResponse,
     ResetResponse,
     SessionInfo,
     SessionRequest,
 )
-from app.sessions import SessionRecord, reset
+from app.services import ServicesHolder
+from app.session_rules import SessionRecord, reset
 
-router = APIRouter(
-    tags=["sessions"],
-    responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)},
-)
-
-SessionIdPath = Annotated[
-    str, Path(pattern=SESSION_ID_PATTERN, description="1-128 characters of A-Z a-z 0-9 . _ : -")
-]
+SessionIdPath = Annotated[str, Path(pattern=SESSION_ID.pattern, description=SESSION_ID.description)]
 
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-@router.post("/reset")
-async def reset_session(body: SessionRequest, request: Request) -> ResetResponse:
-    """Clear a session's state and count; an unknown session is fine."""
-    caller = caller_of(request)
-    forecaster = caller.forecaster
-
-    def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, None]:
-        # Unknown: nothing to clear, and no record to count against the session cap.
-        return (reset(record, forecaster, time.time()) if record is not None else None), None
-
-    await caller.services.store.apply(caller.session_key(body.session_id), compute)
-    return ResetResponse(session_id=body.session_id, step=0)
-
-
-@router.get("/sessions/{session_id}")
-async def session_info(session_id: SessionIdPath, request: Request) -> SessionInfo:
-    """A session's step, times and model version."""
-    caller = caller_of(request)
-    record = await caller.services.store.get(caller.session_key(session_id))
-    if record is None:
-        raise SessionNotFound(f"no session {session_id!r} (never fed, deleted, or expired)")
-    return SessionInfo(
-        session_id=session_id,
-        step=record.step,
-        created_at=_iso(record.created_at),
-        last_used_at=_iso(record.last_used_at),
-        expires_at=_iso(record.last_used_at + caller.services.settings.session_ttl_s),
-        model_version=record.model_version,
-        last_prediction=record.last_predictions[-1] if record.last_predictions else None,
+def sessions_router(holder: ServicesHolder) -> APIRouter:
+    """The session routes, bound to the app's services."""
+    router = APIRouter(
+        tags=["sessions"],
+        responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)},
     )
 
+    @router.post("/reset")
+    async def reset_session(body: SessionRequest, request: Request) -> ResetResponse:
+        """Clear a session's state and count; an unknown session is fine."""
+        services = holder.services
+        forecaster = services.model.require()
+        now = services.clock()
 
-@router.delete("/sessions/{session_id}")
-async def delete_session(session_id: SessionIdPath, request: Request) -> DeleteResponse:
-    """Forget a session entirely; ``deleted`` is false when there was none (safe to retry)."""
-    caller = caller_of(request)
-    deleted = await caller.services.store.delete(caller.session_key(session_id))
-    return DeleteResponse(session_id=session_id, deleted=deleted)
+        def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, None]:
+            # Unknown: nothing to clear, and no record to count against the session cap.
+            return (reset(record, forecaster, now) if record is not None else None), None
+
+        await services.store.apply(store_key(request.scope, body.session_id), compute)
+        return ResetResponse(session_id=body.session_id, step=0)
+
+    @router.get("/sessions/{session_id}")
+    async def session_info(session_id: SessionIdPath, request: Request) -> SessionInfo:
+        """A session's step, times and model version."""
+        services = holder.services
+        record = await services.store.get(store_key(request.scope, session_id))
+        if record is None:
+            raise SessionNotFound(session_id)
+        return SessionInfo(
+            session_id=session_id,
+            step=record.step,
+            created_at=_iso(record.created_at),
+            last_used_at=_iso(record.last_used_at),
+            expires_at=_iso(record.last_used_at + services.settings.session_ttl_s),
+            model_version=record.model_version,
+            last_prediction=record.last_predictions[-1] if record.last_predictions else None,
+        )
+
+    @router.delete("/sessions/{session_id}")
+    async def delete_session(session_id: SessionIdPath, request: Request) -> DeleteResponse:
+        """Forget a session entirely; ``deleted`` is false when there was none (safe to retry)."""
+        deleted = await holder.services.store.delete(store_key(request.scope, session_id))
+        return DeleteResponse(session_id=session_id, deleted=deleted)
+
+    return router

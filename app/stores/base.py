@@ -1,16 +1,16 @@
-"""The session-store interface, and the compare-and-set loop the optimistic stores share."""
+"""The session-store interface, and the one compare-and-set loop the optimistic stores share."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import anyio.to_thread
 
-from app.errors import SessionBusy
-from app.sessions import SessionRecord
+from app.errors import ServiceError, SessionBusy
+from app.session_rules import SessionRecord
 
 T = TypeVar("T")
 
@@ -65,8 +65,8 @@ class KeyedLocks:
 
 
 class _KeyHold:
-    # A class, not @asynccontextmanager: this runs on every request, and the generator-based
-    # context manager costs several microseconds more.
+    # A class, not @asynccontextmanager: this runs on every request, and a generator-based
+    # context manager costs measurably more there.
     __slots__ = ("_key", "_lock", "_locks")
 
     def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], key: str) -> None:
@@ -100,22 +100,64 @@ async def pause_before_retry(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
 
 
-async def compare_and_set_loop(
-    read: Callable[[], Awaitable[SessionRecord | None]],
-    write: Callable[[SessionRecord | None, SessionRecord], Awaitable[bool]],
+class OptimisticBackend(Protocol):
+    """What :func:`apply_optimistically` needs from a store that writes by compare-and-set."""
+
+    def cached(self, key: str) -> SessionRecord | None:
+        """This process's last view of the session, possibly stale; None if it has none."""
+        ...
+
+    async def read(self, key: str) -> SessionRecord | None:
+        """What the store holds now (None: no live session)."""
+        ...
+
+    async def write_if_unchanged(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> tuple[bool, SessionRecord | None]:
+        """Write ``new`` if the session is still ``expected``: (True, the record as written),
+        else (False, what the store holds now)."""
+        ...
+
+
+async def apply_optimistically(
+    backend: OptimisticBackend,
+    key: str,
     compute: Compute[T],
     *,
     offload: bool,
     attempts: int,
 ) -> T:
-    """Read, compute, write-if-unchanged; on a lost race read again, with a short jittered pause."""
+    """Read, compute, write if unchanged; on a lost race compute again on what won.
+
+    A cached record saves a read, but only a record the store itself returned may decide an
+    answer without a write (a replay) or a refusal (a conflict): a cached one is first checked
+    against the store. A lost compare-and-set returns the winning record, so the retry needs no
+    extra read; later retries pause a little, so contending writers spread out.
+    """
+    record = backend.cached(key)
+    trusted = record is None
+    if trusted:
+        record = await backend.read(key)
     for attempt in range(attempts):
-        record = await read()
-        if offload:
-            new, answer = await anyio.to_thread.run_sync(compute, record)
-        else:
-            new, answer = compute(record)
-        if new is None or await write(record, new):
+        try:
+            if offload:
+                new, answer = await anyio.to_thread.run_sync(compute, record)
+            else:
+                new, answer = compute(record)
+        except ServiceError:
+            if trusted:
+                raise
+            record, trusted = await backend.read(key), True
+            continue
+        if new is None:
+            if trusted:
+                return answer
+            record, trusted = await backend.read(key), True
+            continue
+        written, current = await backend.write_if_unchanged(key, record, new)
+        if written:
             return answer
-        await pause_before_retry(attempt + 1)
-    raise SessionBusy.after(attempts)
+        record, trusted = current, True
+        if attempt:
+            await pause_before_retry(attempt)
+    raise SessionBusy(attempts)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.settings import Settings
 from app.stores.base import SessionStore
 from app.stores.memory import MemoryStore
 
 
-async def open_store(settings: Settings) -> SessionStore:
-    """Open (and for durable stores, prepare) the configured store."""
+async def open_store(settings: Settings, clock: Callable[[], float]) -> SessionStore:
+    """Open (and for durable stores, prepare) the configured store; ``clock`` tells the time."""
     if settings.store == "memory":
         return MemoryStore(
             ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
             attempts=settings.store_retry_attempts,
+            clock=clock,
         )
     if settings.store == "sqlite":
         from app.stores.sqlite import SqliteStore
@@ -22,6 +25,7 @@ async def open_store(settings: Settings) -> SessionStore:
             settings.data_dir / "sessions.sqlite3",
             ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
+            clock=clock,
         )
         return sqlite_store
     from app.stores.redis import RedisStore
@@ -32,5 +36,6 @@ async def open_store(settings: Settings) -> SessionStore:
         ttl_s=settings.session_ttl_s,
         max_sessions=settings.max_sessions,
         attempts=settings.store_retry_attempts,
+        clock=clock,
     )
     return redis_store

@@ -9,8 +9,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from app.errors import SessionLimitReached
-from app.sessions import SessionRecord
-from app.stores.base import Compute, T, compare_and_set_loop
+from app.session_rules import SessionRecord
+from app.settings import DEFAULT_CAS_ATTEMPTS
+from app.stores.base import Compute, T, apply_optimistically
 
 
 class MemoryStore:
@@ -27,7 +28,7 @@ class MemoryStore:
         self,
         ttl_s: float,
         max_sessions: int,
-        attempts: int = 50,
+        attempts: int = DEFAULT_CAS_ATTEMPTS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ttl_s = ttl_s
@@ -57,18 +58,23 @@ class MemoryStore:
             self._purge_expired(self._clock())
             return self._records.get(key)
 
-    async def _read_async(self, key: str) -> SessionRecord | None:
+    # -- OptimisticBackend, for computes that run in a worker thread --------------------------
+
+    def cached(self, key: str) -> SessionRecord | None:
+        return None  # reads are as cheap as a cache here
+
+    async def read(self, key: str) -> SessionRecord | None:
         return self._read(key)
 
-    async def _write_if_unchanged(
+    async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
-    ) -> bool:
+    ) -> tuple[bool, SessionRecord | None]:
         with self._lock:
             current = self._records.get(key)
             if current is not expected:
-                return False
+                return False, current
             self._store(key, current, new, self._clock())
-            return True
+            return True, new
 
     def _store(
         self, key: str, current: SessionRecord | None, new: SessionRecord, now: float
@@ -77,7 +83,7 @@ class MemoryStore:
         if current is None and len(self._records) >= self._max_sessions:
             self._purge_expired(now)
             if len(self._records) >= self._max_sessions:
-                raise SessionLimitReached.at(self._max_sessions)
+                raise SessionLimitReached(self._max_sessions)
         self._records[key] = new
         self._records.move_to_end(key)
         if self._next_expiry == math.inf:
@@ -96,12 +102,8 @@ class MemoryStore:
                     self._store(key, record, new, now)
                 return answer
         # A long compute runs in a thread, so other requests may change the record meanwhile.
-        return await compare_and_set_loop(
-            lambda: self._read_async(key),
-            lambda expected, new: self._write_if_unchanged(key, expected, new),
-            compute,
-            offload=offload,
-            attempts=self._attempts,
+        return await apply_optimistically(
+            self, key, compute, offload=offload, attempts=self._attempts
         )
 
     async def get(self, key: str) -> SessionRecord | None:

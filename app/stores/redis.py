@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
-import anyio.to_thread
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.errors import ServiceError, SessionBusy, SessionLimitReached, StoreUnavailable
-from app.sessions import SessionRecord
-from app.stores.base import Compute, KeyedLocks, T, pause_before_retry
+from app.errors import SessionLimitReached, StoreUnavailable
+from app.session_rules import SessionRecord
+from app.settings import DEFAULT_CAS_ATTEMPTS
+from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
+from app.stores.record_codec import decode_record, encode_record
 
 # KEYS: session hash, revision counter, live-sessions sorted set.
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
@@ -56,12 +58,20 @@ class RedisStore:
     name = "redis"
 
     def __init__(
-        self, url: str, *, prefix: str, ttl_s: float, max_sessions: int, attempts: int = 50
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl_s: float,
+        max_sessions: int,
+        attempts: int = DEFAULT_CAS_ATTEMPTS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
         self._ttl_ms = int(ttl_s * 1000)
         self._max_sessions = max_sessions
         self._attempts = attempts
+        self._clock = clock
         self._prefix = prefix
         self._revision_key = f"{prefix}:revision"
         self._live_key = f"{prefix}:live"
@@ -86,9 +96,7 @@ class RedisStore:
         return f"{self._prefix}:s:{key}"
 
     def _unavailable(self, error: RedisError) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"Redis session store at {self._safe_url()} is unavailable ({error}); retry shortly"
-        )
+        return StoreUnavailable(f"Redis session store at {self._safe_url()}", str(error))
 
     def _safe_url(self) -> str:
         # Never echo a password from the URL into responses or logs.
@@ -96,22 +104,35 @@ class RedisStore:
         return f"{scheme}://{rest.rpartition('@')[2]}"
 
     async def get(self, key: str) -> SessionRecord | None:
+        return await self.read(key)
+
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        async with self._local_queue.hold(key):
+            return await apply_optimistically(
+                self, key, compute, offload=offload, attempts=self._attempts
+            )
+
+    # -- OptimisticBackend ---------------------------------------------------------------------
+
+    def cached(self, key: str) -> SessionRecord | None:
+        return self._cache.get(key)
+
+    async def read(self, key: str) -> SessionRecord | None:
         try:
             revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
         except RedisError as error:
             raise self._unavailable(error) from None
-        return _record(revision, data)
+        return self._remember(key, _record(revision, data))
 
-    async def _compare_and_set(
+    async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
-        """Write if unchanged: (True, written record) or (False, what is stored now)."""
         try:
             result = await self._compare_and_set_script(
                 keys=[self._key(key), self._revision_key, self._live_key],
                 args=[
                     expected.revision if expected is not None else 0,
-                    new.encode(),
+                    encode_record(new),
                     repr(new.last_used_at),
                     self._ttl_ms,
                     self._max_sessions,
@@ -121,55 +142,21 @@ class RedisStore:
         except RedisError as error:
             raise self._unavailable(error) from None
         if result[0] == -2:
-            raise SessionLimitReached.at(self._max_sessions)
+            raise SessionLimitReached(self._max_sessions)
         if result[0] == 1:
-            return True, new.with_revision(int(result[1]))
-        return False, _record(result[1], result[2])
+            return True, self._remember(key, new.with_revision(int(result[1])))
+        return False, self._remember(key, _record(result[1], result[2]))
 
-    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
-        async with self._local_queue.hold(key):
-            cached = self._cache.get(key)
-            record = cached if cached is not None else await self.get(key)
-            trusted = cached is None  # read from Redis just now, not from this replica's cache
-            for attempt in range(self._attempts):
-                try:
-                    if offload:
-                        new, answer = await anyio.to_thread.run_sync(compute, record)
-                    else:
-                        new, answer = compute(record)
-                except ServiceError:
-                    if trusted:
-                        raise
-                    # Refused on this replica's cached copy: decide again on what Redis holds.
-                    record, trusted = await self.get(key), True
-                    continue
-                if new is None:
-                    if trusted:
-                        return answer
-                    # An answer without a write (a replay) is only as good as the record it
-                    # came from: make sure that is what Redis holds now.
-                    record, trusted = await self.get(key), True
-                    continue
-                written, current = await self._compare_and_set(key, record, new)
-                if written:
-                    self._remember(key, current)
-                    return answer
-                # Another replica moved the session on; the script told us to what.
-                record, trusted = current, True
-                self._cache.pop(key, None)
-                if attempt:
-                    await pause_before_retry(attempt)
-        raise SessionBusy.after(self._attempts)
-
-    def _remember(self, key: str, record: SessionRecord | None) -> None:
+    def _remember(self, key: str, record: SessionRecord | None) -> SessionRecord | None:
         # Bounded: the cache only saves a read; Redis stays the truth (every write is a CAS).
         if record is None:
             self._cache.pop(key, None)
-            return
+            return None
         self._cache[key] = record
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+        return record
 
     async def delete(self, key: str) -> bool:
         self._cache.pop(key, None)
@@ -182,7 +169,7 @@ class RedisStore:
     async def count(self) -> int:
         try:
             pipe = self._client.pipeline(transaction=True)
-            pipe.zremrangebyscore(self._live_key, "-inf", time.time() - self._ttl_ms / 1000)
+            pipe.zremrangebyscore(self._live_key, "-inf", self._clock() - self._ttl_ms / 1000)
             pipe.zcard(self._live_key)
             _removed, live = await pipe.execute()
         except RedisError as error:
@@ -202,4 +189,4 @@ class RedisStore:
 def _record(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:
     if revision is None or not isinstance(data, bytes):
         return None
-    return SessionRecord.decode(data).with_revision(int(revision))
+    return decode_record(data).with_revision(int(revision))

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import SessionLimitReached, StoreUnavailable
-from app.sessions import SessionRecord
+from app.session_rules import SessionRecord
 from app.stores.base import Compute, T
+from app.stores.record_codec import decode_record, encode_record
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,16 @@ class SqliteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: Path, *, ttl_s: float, max_sessions: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ttl_s: float,
+        max_sessions: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
+        self._clock = clock
         self._ttl_s = ttl_s
         self._max_sessions = max_sessions
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -65,9 +74,16 @@ class SqliteStore:
         self._thread.start()
 
     @classmethod
-    async def open(cls, path: Path, *, ttl_s: float, max_sessions: int) -> SqliteStore:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        ttl_s: float,
+        max_sessions: int,
+        clock: Callable[[], float] = time.time,
+    ) -> SqliteStore:
         """Start the store; a file that cannot be opened yet makes it unavailable, not fatal."""
-        store = cls(path, ttl_s=ttl_s, max_sessions=max_sessions)
+        store = cls(path, ttl_s=ttl_s, max_sessions=max_sessions, clock=clock)
         try:
             await store.ping()
         except StoreUnavailable as error:
@@ -114,7 +130,7 @@ class SqliteStore:
             self._connection.close()
 
     def _run_group(self, group: list[_Job]) -> None:
-        now = time.time()
+        now = self._clock()
         try:
             connection = self._connect()
             connection.execute("BEGIN IMMEDIATE")
@@ -133,8 +149,9 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
             self._drop_connection()
             failure = StoreUnavailable(
-                f"SQLite session file {self.path} is not usable ({error}); check that the "
-                "folder exists, is writable and has space",
+                f"SQLite session file {self.path}",
+                str(error),
+                "check that the folder exists, is writable and has space",
             )
             for job in group:
                 job.error = failure
@@ -162,7 +179,7 @@ class SqliteStore:
             "SELECT record FROM sessions WHERE key = ? AND last_used_at > ?",
             (key, now - self._ttl_s),
         ).fetchone()
-        return SessionRecord.decode(row[0]) if row is not None else None
+        return decode_record(row[0]) if row is not None else None
 
     def _next_revision(self, connection: sqlite3.Connection) -> int:
         row = connection.execute(
@@ -174,7 +191,7 @@ class SqliteStore:
         connection.execute("DELETE FROM sessions WHERE last_used_at <= ?", (now - self._ttl_s,))
         (live,) = connection.execute("SELECT COUNT(*) FROM sessions").fetchone()
         if live >= self._max_sessions:
-            raise SessionLimitReached.at(self._max_sessions)
+            raise SessionLimitReached(self._max_sessions)
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         def run(connection: sqlite3.Connection, now: float) -> T:
@@ -186,7 +203,7 @@ class SqliteStore:
                 stored = new.with_revision(self._next_revision(connection))
                 connection.execute(
                     "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
-                    (key, stored.encode(), stored.last_used_at),
+                    (key, encode_record(stored), stored.last_used_at),
                 )
             return answer
 

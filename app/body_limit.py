@@ -10,11 +10,8 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.handlers import error_response
-
-
-def _too_large_message(limit: int) -> str:
-    return f"request body exceeds {limit} bytes; send fewer values per request"
+from app.error_handlers import service_error_response
+from app.errors import BodyTooLarge
 
 
 class BodySizeLimitMiddleware:
@@ -32,7 +29,7 @@ class BodySizeLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
-                    await self._refuse(scope, receive, send)
+                    await service_error_response(BodyTooLarge(limit))(scope, receive, send)
                     return
                 # The HTTP parser delivers no more than Content-Length bytes: nothing to count.
                 await self.app(scope, receive, send)
@@ -45,19 +42,9 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # Raised inside the app's body parsing; the app's HTTPException handler
-                    # turns it into the usual error body.
-                    raise HTTPException(413, _too_large_message(limit))
+                    # Raised inside FastAPI's body parsing, which turns any other exception into
+                    # a 400 but lets HTTPException through; its handler gives the usual body.
+                    raise HTTPException(413, BodyTooLarge(limit).message)
             return message
 
         await self.app(scope, counting_receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413,
-            "body_too_large",
-            _too_large_message(self.max_body_bytes),
-            {"max_body_bytes": self.max_body_bytes},
-            headers={"connection": "close"},
-        )
-        await response(scope, receive, send)

@@ -7,21 +7,18 @@ the same for every store and two writers can never both advance from the same st
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import NamedTuple
-
-import numpy as np
 
 from app.errors import StepConflict
 from app.forecaster import Forecaster, LstmState
 
-_HEADER = struct.Struct("<BqqddHHH")
-_RECORD_FORMAT = 1
-
 
 class SessionRecord(NamedTuple):
-    """Everything the service keeps about one session (a NamedTuple: cheap to build and copy)."""
+    """Everything the service keeps about one session (a NamedTuple: cheap to build and copy).
+
+    Stores keep it in the binary form of :mod:`app.stores.record_codec`.
+    """
 
     state: LstmState
     step: int  # values consumed since creation or the last reset
@@ -37,54 +34,6 @@ class SessionRecord(NamedTuple):
         """The same record under the revision a store gave it (cheaper than _replace)."""
         state, step, _, version, created, used, values, predictions = self
         return SessionRecord(state, step, revision, version, created, used, values, predictions)
-
-    def encode(self) -> bytes:
-        """Compact binary form for durable and shared stores."""
-        version = self.model_version.encode()
-        count = len(self.last_values)
-        return b"".join(
-            (
-                _HEADER.pack(
-                    _RECORD_FORMAT,
-                    self.step,
-                    self.revision,
-                    self.created_at,
-                    self.last_used_at,
-                    len(version),
-                    len(self.state) // 2,
-                    count,
-                ),
-                version,
-                np.asarray(self.state, dtype="<f8").tobytes(),
-                # struct, not numpy, for the short tuples: a third of the cost per request.
-                struct.pack(f"<{2 * count}d", *self.last_values, *self.last_predictions),
-            )
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> SessionRecord:
-        fmt, step, revision, created, used, version_len, units, count = _HEADER.unpack_from(data)
-        if fmt != _RECORD_FORMAT:
-            raise ValueError(f"unknown session record format {fmt}")
-        offset = _HEADER.size
-        if len(data) != offset + version_len + 8 * (2 * units + 2 * count):
-            raise ValueError("truncated session record")
-        version = data[offset : offset + version_len].decode()
-        offset += version_len
-        floats = np.frombuffer(data, dtype="<f8", offset=offset).astype(np.float64)
-        state = floats[: 2 * units]
-        values = floats[2 * units : 2 * units + count]
-        predictions = floats[2 * units + count :]
-        return cls(
-            state=state,
-            step=step,
-            revision=revision,
-            model_version=version,
-            created_at=created,
-            last_used_at=used,
-            last_values=tuple(values.tolist()),
-            last_predictions=tuple(predictions.tolist()),
-        )
 
 
 class FeedOutcome(NamedTuple):
@@ -129,11 +78,7 @@ def feed(
                 replayed=True,
                 previous_model_version=None,
             )
-        raise StepConflict(
-            f"step {expected_step} does not match this session, which has consumed "
-            f"{current.step} value(s); send step={current.step} to append",
-            expected_step=current.step,
-        )
+        raise StepConflict(expected_step, current.step)
     previous_model: str | None = None
     state = current.state
     if current.model_version != forecaster.version:
@@ -141,7 +86,7 @@ def feed(
         previous_model = current.model_version
         state = forecaster.zero_state()
     new_state, predictions = forecaster.feed(state, values)
-    # The constructor, not _replace: this runs on every request and _replace costs ~2 µs.
+    # The constructor, not _replace: this runs on every request and _replace is slower.
     updated = SessionRecord(
         state=new_state,
         step=current.step + len(values),

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.errors import ServiceError
+from app.schemas import SESSION_ID
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,22 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None, **kw: Any
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    """The one error shape."""
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(body, status_code=status, **kw)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def service_error_response(error: ServiceError) -> JSONResponse:
+    """A domain error as its response (also for middleware that answers before the app)."""
+    return error_response(
+        error.status_code, error.code, error.message, error.details, headers=error.headers
+    )
 
 
 def _describe_validation_error(error: dict[str, Any]) -> str:
@@ -45,14 +58,22 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
         return f"{where}: unknown field; remove it"
     if kind == "model_attributes_type":
         return "the body must be a JSON object"
+    context = error.get("ctx", {})
     if kind == "string_pattern_mismatch":
-        return f"{where}: must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+        return f"{where}: must be {SESSION_ID.description}"
+    if kind == "too_long" and "max_length" in context:
+        return (
+            f"{where} has {context.get('actual_length')} items; "
+            f"send at most {context['max_length']} per request"
+        )
+    if kind == "less_than_equal":
+        return f"{where}: {error.get('input')} is above the limit of {context.get('le')}"
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+    return service_error_response(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -34,14 +34,14 @@ def _tool(name: str) -> str:
     return found
 
 
-def test_dockerfile_passes_hadolint():
+def test_dockerfile_passes_hadolint() -> None:
     result = subprocess.run(
         [_tool("hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_file_is_valid():
+def test_compose_file_is_valid() -> None:
     result = subprocess.run(
         [_tool("docker-compose"), "-f", str(COMPOSE_FILE), "config", "-q"],
         capture_output=True,
@@ -51,7 +51,7 @@ def test_compose_file_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_declares_the_promised_topology():
+def test_compose_declares_the_promised_topology() -> None:
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     assert set(services) == {"train", "redis", "api", "lb"}
     api = services["api"]
@@ -92,7 +92,7 @@ def _render_template(template: str, env: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
-def test_compose_topology_as_local_processes(tmp_path: Path):
+def test_compose_topology_as_local_processes(tmp_path: Path) -> None:
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     redis_service, train, api, lb = (services[n] for n in ("redis", "train", "api", "lb"))
 

@@ -7,7 +7,9 @@ the requests go to a real uvicorn process serving the real model.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -23,7 +25,7 @@ schema = schemathesis.openapi.from_dict(create_app(APP_SETTINGS).openapi())
 
 
 @pytest.fixture(scope="module")
-def server(tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("fuzz")
     env = {
         "FORECAST_MODEL_DIR": str(tutorial_models_dir),
@@ -45,5 +47,5 @@ def server(tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_every_operation_keeps_to_its_schema(case, server: Server):
+def test_every_operation_keeps_to_its_schema(case: schemathesis.Case[Any], server: Server) -> None:
     case.call_and_validate(base_url=server.base_url)

@@ -12,7 +12,7 @@ from bench.local import free_port
 from tests.helpers import REPO, Server, stop, wait_until_ready
 
 
-def test_run_serve_trains_then_serves(tmp_path: Path):
+def test_run_serve_trains_then_serves(tmp_path: Path) -> None:
     port = free_port()
     env = {
         **os.environ,

@@ -9,7 +9,7 @@ import httpx
 from tests.helpers import uvicorn_server
 
 
-def test_tutorial_walk_through_on_a_real_server(tutorial_models_dir: Path, tmp_path: Path):
+def test_tutorial_walk_through_on_a_real_server(tutorial_models_dir: Path, tmp_path: Path) -> None:
     env = {
         "FORECAST_MODEL_DIR": str(tutorial_models_dir),
         "FORECAST_STORE": "sqlite",

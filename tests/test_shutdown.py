@@ -14,7 +14,7 @@ from tests.helpers import start_uvicorn, stop, uvicorn_server, wait_until_ready
 
 def test_sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_step(
     tutorial_models_dir: Path, tmp_path: Path
-):
+) -> None:
     env = {
         "FORECAST_MODEL_DIR": str(tutorial_models_dir),
         "FORECAST_STORE": "sqlite",

@@ -9,6 +9,7 @@ import numpy as np
 
 from app.errors import ModelCheckFailed
 from forecast_core.artifact import Artifact, Manifest
+from forecast_core.calibration import Calibration
 from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step, zero_state
 from forecast_core.scaling import MinMaxScaler
 
@@ -37,6 +38,8 @@ class Forecaster:
         self.scaler = scaler
         self.manifest = manifest
         self.version = manifest.version
+        # Artifacts written before intervals have no calibration: they serve without intervals.
+        self.calibration: Calibration | None = getattr(manifest, "calibration", None)
         self._zero_state = zero_state(weights.units)
 
     @classmethod

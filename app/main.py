@@ -80,7 +80,10 @@ def create_app(
         # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
         gc.collect()
         gc.freeze()
-        holder.fill(Services(settings, served, sessions, metrics, clock))
+        services = await anyio.to_thread.run_sync(
+            Services.build, settings, served, sessions, metrics, clock
+        )
+        holder.fill(services)
         try:
             yield
         finally:

@@ -72,6 +72,62 @@ class RequestStats:
         )
 
 
+# Absolute errors of revealed values, as a fraction of the model's training range.
+_SCALED_ERROR_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+class ForecastStats:
+    """Forecast quality over all sessions: scaled errors, interval hits and misses, flags.
+
+    Aggregates only (no label per session), in plain numbers like :class:`RequestStats`.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = _SCALED_ERROR_BUCKETS) -> None:
+        self.buckets = buckets
+        self._errors = [0] * (len(buckets) + 1)
+        self._error_count = 0
+        self._error_sum = 0.0
+        self._intervals: dict[tuple[str, str], int] = {}  # (level, hit or miss) -> count
+        self._flags: dict[str, int] = {}
+
+    def observe_error(self, scaled_error: float) -> None:
+        self._error_count += 1
+        self._error_sum += scaled_error
+        self._errors[bisect.bisect_left(self.buckets, scaled_error)] += 1
+
+    def observe_interval(self, level: str, hit: bool) -> None:
+        key = (level, "hit" if hit else "miss")
+        self._intervals[key] = self._intervals.get(key, 0) + 1
+
+    def observe_flag(self, flag: str) -> None:
+        self._flags[flag] = self._flags.get(flag, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        errors = HistogramMetricFamily(
+            "forecast_absolute_scaled_error",
+            "Absolute one-step error of each revealed value, as a fraction of the training range",
+        )
+        bounds = [*(repr(bound) for bound in self.buckets), "+Inf"]
+        errors.add_metric(
+            [], list(zip(bounds, itertools.accumulate(self._errors), strict=True)), self._error_sum
+        )
+        yield errors
+        intervals = CounterMetricFamily(
+            "forecast_interval_outcomes",
+            "Revealed values inside (hit) or outside (miss) the interval forecast for them",
+            labels=["level", "outcome"],
+        )
+        for (level, outcome), count in sorted(self._intervals.items()):
+            intervals.add_metric([level, outcome], count)
+        yield intervals
+        flags = CounterMetricFamily(
+            "forecast_flags", "Flags raised on revealed values, by flag", labels=["flag"]
+        )
+        for flag, count in sorted(self._flags.items()):
+            flags.add_metric([flag], count)
+        yield flags
+
+
 class ServiceMetrics:
     """The service's collectors, in their own registry."""
 
@@ -79,6 +135,8 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestStats()
         self.registry.register(self.requests)
+        self.forecasts = ForecastStats()
+        self.registry.register(self.forecasts)
         self.active_sessions = Gauge(
             "forecast_active_sessions", "Live sessions in the store", registry=self.registry
         )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from app.settings import Settings
+from app.settings import MAX_INTERVAL_LEVELS, Settings
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,28 @@ Step = Annotated[
 ]
 
 
+def _level_number(value: Any) -> Any:
+    # 80 stays 80 in the answer, not 80.0.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Level = Annotated[int | float, Field(gt=0, lt=100), BeforeValidator(_level_number)]
+Levels = Annotated[
+    list[Level] | None,
+    Field(
+        default=None,
+        max_length=MAX_INTERVAL_LEVELS,
+        description=(
+            f"interval levels in percent (at most {MAX_INTERVAL_LEVELS}, each strictly between "
+            "0 and 100); default: the service's FORECAST_INTERVAL_LEVELS"
+        ),
+        examples=[[50, 90]],
+    ),
+]
+
+
 class _Body(BaseModel):
     # Strict: JSON true is not step 1 and "1.5" is not a number; the schema says so, and so do we.
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -76,12 +98,14 @@ class PredictRequest(_Body):
     session_id: SessionId
     value: FiniteFloat
     step: Step = None
+    levels: Levels = None
 
 
 class PredictBatchRequest(_Body):
     session_id: SessionId
     values: list[FiniteFloat] = Field(min_length=1, description="values in order, oldest first")
     step: Step = None
+    levels: Levels = None
 
 
 Horizon = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
@@ -90,6 +114,7 @@ Horizon = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 class ForecastRequest(_Body):
     session_id: SessionId
     horizon: Horizon = Field(description="how many values ahead, each forecast fed back")
+    levels: Levels = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,24 @@ class SessionRequest(_Body):
     session_id: SessionId
 
 
+class Interval(BaseModel):
+    level: int | float = Field(description="percent of values the interval is meant to hold")
+    lower: float
+    upper: float
+
+
+Flags = Annotated[
+    list[str],
+    Field(
+        description=(
+            "what is unusual about the value just revealed: 'outside_training_range' (beyond "
+            "the training values' range by more than 10 % of it), 'outside_interval_<level>' "
+            "(outside the widest interval forecast for it)"
+        ),
+    ),
+]
+
+
 class PredictResponse(BaseModel):
     session_id: str
     prediction: float = Field(description="forecast of the next value")
@@ -145,6 +188,10 @@ class PredictResponse(BaseModel):
     previous_model_version: str | None = Field(
         None, description="set when the session was under another model: its state restarted"
     )
+    intervals: list[Interval] = Field(
+        default_factory=list, description="around the prediction, one per level"
+    )
+    flags: Flags = Field(default_factory=list)
 
 
 class PredictBatchResponse(BaseModel):
@@ -154,6 +201,10 @@ class PredictBatchResponse(BaseModel):
     model_version: str
     replayed: bool = False
     previous_model_version: str | None = None
+    intervals: list[list[Interval]] = Field(
+        default_factory=list, description="one list per prediction, one interval per level"
+    )
+    flags: list[Flags] = Field(default_factory=list, description="one list per value")
 
 
 class ForecastResponse(BaseModel):
@@ -161,11 +212,33 @@ class ForecastResponse(BaseModel):
     step: int
     forecasts: list[float]
     model_version: str
+    intervals: list[list[Interval]] = Field(
+        default_factory=list, description="one list per step ahead; they widen with the horizon"
+    )
 
 
 class ResetResponse(BaseModel):
     session_id: str
     step: int
+
+
+class LevelCoverage(BaseModel):
+    level: int | float
+    coverage: float = Field(description="share of revealed values inside the interval")
+
+
+class SkillFigures(BaseModel):
+    count: int = Field(description="revealed values the figures cover")
+    mae: float
+    rmse: float
+    persistence_rmse: float = Field(description="RMSE of next = last on the same values")
+    skill: float | None = Field(description="1 - rmse / persistence_rmse")
+    coverage: list[LevelCoverage]
+
+
+class SessionSkill(BaseModel):
+    life: SkillFigures | None = Field(description="since the session started or was reset")
+    recent: SkillFigures | None = Field(description="over the last FORECAST_SKILL_WINDOW values")
 
 
 class SessionInfo(BaseModel):
@@ -176,6 +249,7 @@ class SessionInfo(BaseModel):
     expires_at: str
     model_version: str
     last_prediction: float | None
+    skill: SessionSkill
 
 
 class DeleteResponse(BaseModel):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from app.errors import ModelNotReady
 from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
 from app.metrics import ServiceMetrics
 from app.settings import Settings
 from app.stores.base import SessionStore
@@ -40,6 +41,26 @@ class Services:
     store: SessionStore
     metrics: ServiceMetrics
     clock: Callable[[], float]
+    intervals: IntervalPolicy
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        model: ModelSlot,
+        store: SessionStore,
+        metrics: ServiceMetrics,
+        clock: Callable[[], float],
+    ) -> Services:
+        """The services of one app run; the interval policy follows the model and settings."""
+        calibration = model.forecaster.calibration if model.forecaster is not None else None
+        intervals = IntervalPolicy.build(
+            calibration,
+            settings.interval_level_values,
+            settings.interval_adaptation_rate,
+            settings.skill_window,
+        )
+        return cls(settings, model, store, metrics, clock, intervals)
 
 
 class ServicesHolder:

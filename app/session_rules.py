@@ -7,11 +7,14 @@ the same for every store and two writers can never both advance from the same st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from app.errors import StepConflict
 from app.forecaster import Forecaster, LstmState
+from app.intervals import IntervalPolicy
+from forecast_core.lstm_step import FloatArray
 
 
 class SessionRecord(NamedTuple):
@@ -29,11 +32,22 @@ class SessionRecord(NamedTuple):
     # The last applied request, so that a retry of it gets the same answer without advancing.
     last_values: tuple[float, ...] = ()
     last_predictions: tuple[float, ...] = ()
+    # Adaptive interval offsets and live skill (app.session_tracking); empty: none yet.
+    tracking: FloatArray | None = None
+    # The last request's interval offsets (one per adapted level per value) and missed levels
+    # (a bit per level per value), so that its replay answers the same intervals and flags.
+    last_offsets: tuple[float, ...] = ()
+    last_misses: tuple[int, ...] = ()
 
     def with_revision(self, revision: int) -> SessionRecord:
         """The same record under the revision a store gave it (cheaper than _replace)."""
-        state, step, _, version, created, used, values, predictions = self
-        return SessionRecord(state, step, revision, version, created, used, values, predictions)
+        state, step, _, version, created, used, values, predictions, tracking, offsets, misses = (
+            self
+        )
+        return SessionRecord(
+            state, step, revision, version, created, used, values, predictions, tracking, offsets,
+            misses,
+        )  # fmt: skip
 
 
 class FeedOutcome(NamedTuple):
@@ -44,9 +58,14 @@ class FeedOutcome(NamedTuple):
     model_version: str
     replayed: bool  # a retry of the last applied request: nothing advanced
     previous_model_version: str | None  # set when the state was restarted for a new model
+    offsets: tuple[float, ...]  # per value, the session's offset per adapted level
+    misses: tuple[int, ...]  # per value, a bit per adapted level its revealed value missed
+    # Per value, the absolute error of the forecast it revealed (NaN: no forecast before it).
+    # Empty for a replay: nothing new was revealed.
+    errors: tuple[float, ...] = ()
 
 
-def fresh_record(forecaster: Forecaster, now: float) -> SessionRecord:
+def fresh_record(forecaster: Forecaster, policy: IntervalPolicy, now: float) -> SessionRecord:
     return SessionRecord(
         state=forecaster.zero_state(),
         step=0,
@@ -54,12 +73,14 @@ def fresh_record(forecaster: Forecaster, now: float) -> SessionRecord:
         model_version=forecaster.version,
         created_at=now,
         last_used_at=now,
+        tracking=policy.fresh_tracking(),
     )
 
 
 def feed(
     record: SessionRecord | None,
     forecaster: Forecaster,
+    policy: IntervalPolicy,
     values: Sequence[float],
     expected_step: int | None,
     now: float,
@@ -68,24 +89,38 @@ def feed(
 
     Returns the record to write (None when nothing changes) and the answer.
     """
-    current = record if record is not None else fresh_record(forecaster, now)
+    current = record if record is not None else fresh_record(forecaster, policy, now)
     if expected_step is not None and expected_step != current.step:
         if _is_retry_of_last(current, values, expected_step):
-            return None, FeedOutcome(
-                predictions=list(current.last_predictions),
-                step=current.step,
-                model_version=current.model_version,
-                replayed=True,
-                previous_model_version=None,
-            )
+            return None, _replay(current, policy)
         raise StepConflict(expected_step, current.step)
     previous_model: str | None = None
-    state = current.state
+    state, tracking = current.state, current.tracking
+    # The forecast this request's first value reveals the error of, and the value before it.
+    previous = (
+        (current.last_predictions[-1], current.last_values[-1]) if current.last_values else None
+    )
     if current.model_version != forecaster.version:
         # State learnt under another model means nothing to this one: restart it, keep counting.
         previous_model = current.model_version
-        state = forecaster.zero_state()
+        state, tracking, previous = forecaster.zero_state(), None, None
+    if tracking is None or tracking.shape[0] != policy.layout.size:
+        tracking = policy.fresh_tracking()  # first use, or other levels or window configured
     new_state, predictions = forecaster.feed(state, values)
+    adapted = policy.layout.levels
+    offsets: list[float] = []
+    misses: list[int] = []
+    errors: list[float] = []
+    for value, prediction in zip(values, predictions, strict=True):
+        missed, error = 0, math.nan
+        if previous is not None:
+            error = value - previous[0]
+            tracking, missed = policy.track(tracking, error, value - previous[1])
+        if adapted:
+            offsets.extend(tracking[:adapted].tolist())
+        misses.append(missed)
+        errors.append(abs(error))
+        previous = (prediction, value)
     # The constructor, not _replace: this runs on every request and _replace is slower.
     updated = SessionRecord(
         state=new_state,
@@ -96,6 +131,9 @@ def feed(
         last_used_at=now,
         last_values=tuple(values),
         last_predictions=tuple(predictions),
+        tracking=tracking,
+        last_offsets=tuple(offsets),
+        last_misses=tuple(misses),
     )
     return updated, FeedOutcome(
         predictions=predictions,
@@ -103,6 +141,27 @@ def feed(
         model_version=forecaster.version,
         replayed=False,
         previous_model_version=previous_model,
+        offsets=updated.last_offsets,
+        misses=updated.last_misses,
+        errors=tuple(errors),
+    )
+
+
+def _replay(record: SessionRecord, policy: IntervalPolicy) -> FeedOutcome:
+    count = len(record.last_predictions)
+    offsets = record.last_offsets
+    if len(offsets) != count * policy.layout.levels:
+        # Written before intervals, or under other configured levels: the session's offsets now.
+        offsets = tuple(policy.current_offsets(record.tracking)) * count
+    misses = record.last_misses if len(record.last_misses) == count else (0,) * count
+    return FeedOutcome(
+        predictions=list(record.last_predictions),
+        step=record.step,
+        model_version=record.model_version,
+        replayed=True,
+        previous_model_version=None,
+        offsets=offsets,
+        misses=misses,
     )
 
 
@@ -115,7 +174,9 @@ def _is_retry_of_last(record: SessionRecord, values: Sequence[float], expected_s
     )
 
 
-def reset(record: SessionRecord | None, forecaster: Forecaster, now: float) -> SessionRecord:
-    """Zero state, step 0; kept as a record so its revision keeps increasing."""
+def reset(
+    record: SessionRecord | None, forecaster: Forecaster, policy: IntervalPolicy, now: float
+) -> SessionRecord:
+    """Zero state, step 0, no tracking; kept as a record so its revision keeps increasing."""
     created = record.created_at if record is not None else now
-    return fresh_record(forecaster, now)._replace(created_at=created)
+    return fresh_record(forecaster, policy, now)._replace(created_at=created)

@@ -11,6 +11,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Compare-and-set attempts before a request gives up with 503 session_busy.
 DEFAULT_CAS_ATTEMPTS = 50
+# Interval levels at most, configured or asked for by one request.
+MAX_INTERVAL_LEVELS = 5
+
+
+def _parse_levels(text: str) -> tuple[float, ...]:
+    levels: list[float] = []
+    for part in (piece.strip() for piece in text.split(",")):
+        if not part:
+            continue
+        try:
+            level = float(part)
+        except ValueError:
+            raise ValueError(f"FORECAST_INTERVAL_LEVELS: {part!r} is not a number") from None
+        if not 0 < level < 100:
+            raise ValueError(f"FORECAST_INTERVAL_LEVELS: {part} is not strictly between 0 and 100")
+        # 80, not 80.0, in every answer that names the level.
+        levels.append(int(level) if level.is_integer() else level)
+    if len(levels) > MAX_INTERVAL_LEVELS:
+        raise ValueError(f"FORECAST_INTERVAL_LEVELS: at most {MAX_INTERVAL_LEVELS} levels")
+    return tuple(sorted(set(levels)))
 
 
 class Settings(BaseSettings):
@@ -53,6 +73,34 @@ class Settings(BaseSettings):
             "nothing configured"
         ),
     )
+
+    interval_levels: str = Field(
+        default="80,95",
+        description=(
+            "comma-separated interval levels in percent that every forecast carries and each "
+            "session adapts; empty: no intervals"
+        ),
+    )
+    interval_adaptation_rate: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="how fast a session's interval widths follow its misses (log-radius step)",
+    )
+    skill_window: int = Field(
+        default=50, ge=1, le=10_000, description="recent values in each session's live skill"
+    )
+
+    @property
+    def interval_level_values(self) -> tuple[float, ...]:
+        """``interval_levels`` as numbers (checked at start-up)."""
+        return _parse_levels(self.interval_levels)
+
+    @field_validator("interval_levels")
+    @classmethod
+    def _check_interval_levels(cls, value: str) -> str:
+        _parse_levels(value)  # raises ValueError with what is wrong
+        return value
 
     @field_validator("api_keys")
     @classmethod

@@ -12,9 +12,11 @@ from forecast_core.quiet_tensorflow import quiet_tensorflow
 
 if TYPE_CHECKING:
     from app.forecaster import Forecaster
+    from app.intervals import IntervalPolicy
     from app.services import ModelSlot
     from bench.local import RedisServer
     from forecast_core.artifact import Artifact
+    from forecast_core.calibration import Calibration
 
 quiet_tensorflow()
 
@@ -59,6 +61,30 @@ def tutorial_model(forecaster: Forecaster) -> ModelSlot:
     from app.services import ModelSlot
 
     return ModelSlot(forecaster)
+
+
+@pytest.fixture(scope="session")
+def calibration() -> Calibration:
+    """A calibration as training records it: 40 sorted one-step errors, and 3 horizons."""
+    from forecast_core.calibration import Calibration
+
+    one_step = [0.005 * i for i in range(1, 41)]
+    return Calibration(
+        window="selection",
+        start=60,
+        length=40,
+        absolute_errors=[one_step, [2 * e for e in one_step[:39]], [3 * e for e in one_step[:38]]],
+        value_minimum=0.0,
+        value_maximum=1.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def policy(calibration: Calibration) -> IntervalPolicy:
+    """Intervals at the default levels around that calibration."""
+    from app.intervals import IntervalPolicy
+
+    return IntervalPolicy.build(calibration, (80, 95), rate=0.05, window=50)
 
 
 @pytest.fixture(scope="session")

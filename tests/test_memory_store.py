@@ -6,16 +6,18 @@ import pytest
 
 from app.errors import SessionLimitReached
 from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
 from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.stores.memory import MemoryStore
 from tests.helpers import Clock
 
 pytestmark = pytest.mark.anyio
+NO_INTERVALS = IntervalPolicy.build(None, (), rate=0.05, window=50)
 
 
 async def _touch(store: MemoryStore, forecaster: Forecaster, clock: Clock, key: str) -> int:
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
-        return feed(record, forecaster, [0.1], None, clock.now)
+        return feed(record, forecaster, NO_INTERVALS, [0.1], None, clock.now)
 
     outcome = await store.apply(key, compute)
     return outcome.step
@@ -70,7 +72,7 @@ async def test_offloaded_computes_retry_on_what_won_the_race(forecaster: Forecas
     store = MemoryStore(ttl_s=10, max_sessions=2, clock=clock)
 
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
-        return feed(record, forecaster, [0.1] * 100, None, clock.now)
+        return feed(record, forecaster, NO_INTERVALS, [0.1] * 100, None, clock.now)
 
     first, second = await asyncio.gather(
         store.apply("a", compute, offload=True), store.apply("a", compute, offload=True)

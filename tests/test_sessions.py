@@ -10,8 +10,11 @@ import pytest
 
 from app.errors import StepConflict
 from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
 from app.session_rules import FeedOutcome, SessionRecord, feed, reset
 from app.stores.record_codec import RecordFormatError, decode_record, encode_record
+
+NO_INTERVALS = IntervalPolicy.build(None, (), rate=0.05, window=50)
 
 
 def _feed(
@@ -19,8 +22,9 @@ def _feed(
     forecaster: Forecaster,
     values: Sequence[float],
     step: int | None = None,
+    policy: IntervalPolicy = NO_INTERVALS,
 ) -> tuple[SessionRecord | None, FeedOutcome]:
-    return feed(record, forecaster, values, step, now=1000.0)
+    return feed(record, forecaster, policy, values, step, now=1000.0)
 
 
 def _fed(forecaster: Forecaster, values: Sequence[float]) -> SessionRecord:
@@ -58,7 +62,7 @@ def test_resending_the_last_request_replays_its_answer(forecaster: Forecaster) -
 def test_reset_forgets_the_last_request(forecaster: Forecaster) -> None:
     record, _ = _feed(_fed(forecaster, [0.1]), forecaster, [0.5], step=1)
     assert record is not None
-    cleared = reset(record, forecaster, now=2000.0)
+    cleared = reset(record, forecaster, NO_INTERVALS, now=2000.0)
     assert cleared.step == 0 and cleared.created_at == record.created_at
     assert not np.any(cleared.state)
     with pytest.raises(StepConflict) as conflict:  # the pre-reset request is no retry now
@@ -90,13 +94,40 @@ def test_truncated_record_is_refused(forecaster: Forecaster) -> None:
         decode_record(encode_record(_fed(forecaster, [0.0]))[:-3])
 
 
-def test_records_of_format_1_are_still_read(forecaster: Forecaster) -> None:
-    """Format 1 counted LSTM units where format 2 counts state floats."""
+def _legacy_bytes(record: SessionRecord, fmt: int) -> bytes:
+    """A record as format 1 (state counted in LSTM units) or 2 (in floats) wrote it."""
+    version = record.model_version.encode()
+    state_count = len(record.state) // 2 if fmt == 1 else len(record.state)
+    count = len(record.last_values)
+    header = struct.pack(
+        "<BqqddHHH",
+        fmt,
+        record.step,
+        record.revision,
+        record.created_at,
+        record.last_used_at,
+        len(version),
+        state_count,
+        count,
+    )
+    floats = [*record.state.tolist(), *record.last_values, *record.last_predictions]
+    return header + version + struct.pack(f"<{len(floats)}d", *floats)
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_records_of_earlier_formats_are_still_read(forecaster: Forecaster, fmt: int) -> None:
     record = _fed(forecaster, [0.0, 0.1])
-    current = encode_record(record)
-    header = struct.Struct("<BqqddHHH")
-    fields = list(header.unpack_from(current))
-    fields[0], fields[6] = 1, len(record.state) // 2
-    decoded = decode_record(header.pack(*fields) + current[header.size :])
+    decoded = decode_record(_legacy_bytes(record, fmt))
     assert np.array_equal(decoded.state, record.state)
     assert decoded.last_predictions == record.last_predictions
+    assert decoded.tracking is None
+
+
+def test_a_session_from_an_earlier_format_goes_on_with_fresh_tracking(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    record = decode_record(_legacy_bytes(_fed(forecaster, [0.0, 0.1]), 2))
+    updated, outcome = _feed(record, forecaster, [0.2], step=2, policy=policy)
+    assert outcome.step == 3 and outcome.previous_model_version is None
+    assert updated is not None and updated.tracking is not None
+    assert policy.skill(updated.tracking).life is not None

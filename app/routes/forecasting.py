@@ -32,17 +32,44 @@ INLINE_STEPS = 64
 
 async def _feed(
     services: Services, key: str, values: Sequence[float], step: int | None
-) -> FeedOutcome:
+) -> tuple[FeedOutcome, list[list[str]]]:
+    """Apply values to a session; the outcome and each value's flags (counted in metrics)."""
     forecaster = services.model.require()
+    policy = services.intervals
     now = services.clock()
 
     def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
-        return feed(record, forecaster, values, step, now)
+        return feed(record, forecaster, policy, values, step, now)
 
     outcome = await services.store.apply(key, compute, offload=len(values) > INLINE_STEPS)
+    flags = [
+        policy.flags(value, missed) for value, missed in zip(values, outcome.misses, strict=True)
+    ]
     if not outcome.replayed:
-        services.metrics.count_steps(len(values))
-    return outcome
+        _observe(services, outcome, flags)
+    return outcome, flags
+
+
+def _observe(services: Services, outcome: FeedOutcome, flags: list[list[str]]) -> None:
+    metrics, policy = services.metrics, services.intervals
+    metrics.count_steps(len(outcome.predictions))
+    calibration = policy.calibration
+    if calibration is None:
+        return
+    span = calibration.value_maximum - calibration.value_minimum
+    labels = policy.level_labels
+    for error, missed, value_flags in zip(outcome.errors, outcome.misses, flags, strict=True):
+        if error != error:  # NaN: no forecast before this value
+            continue
+        metrics.forecasts.observe_error(error / span)
+        for index, label in enumerate(labels):
+            metrics.forecasts.observe_interval(label, not missed >> index & 1)
+        for flag in value_flags:
+            metrics.forecasts.observe_flag(flag)
+
+
+def _per_value(offsets: Sequence[float], adapted: int, index: int) -> Sequence[float]:
+    return offsets[index * adapted : (index + 1) * adapted]
 
 
 def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRouter:
@@ -62,24 +89,35 @@ def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRout
     @router.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest, request: Request) -> ModelResponse:
         """Feed one value to a session; get the forecast of its next value."""
+        services = holder.services
         key = store_key(request.scope, body.session_id)
-        outcome = await _feed(holder.services, key, (body.value,), body.step)
+        outcome, flags = await _feed(services, key, (body.value,), body.step)
+        prediction = outcome.predictions[-1]
         return ModelResponse(
             PredictResponse(
                 session_id=body.session_id,
-                prediction=outcome.predictions[-1],
+                prediction=prediction,
                 step=outcome.step,
                 model_version=outcome.model_version,
                 replayed=outcome.replayed,
                 previous_model_version=outcome.previous_model_version,
+                intervals=services.intervals.intervals(prediction, outcome.offsets, body.levels),
+                flags=flags[0],
             )
         )
 
     @router.post("/predict/batch")
     async def predict_batch(body: PredictBatchBody, request: Request) -> PredictBatchResponse:
         """Feed several values in order (warm-up, backfill); one forecast per value."""
+        services = holder.services
         key = store_key(request.scope, body.session_id)
-        outcome = await _feed(holder.services, key, body.values, body.step)
+        outcome, flags = await _feed(services, key, body.values, body.step)
+        policy = services.intervals
+        adapted = policy.layout.levels
+        intervals = [
+            policy.intervals(prediction, _per_value(outcome.offsets, adapted, index), body.levels)
+            for index, prediction in enumerate(outcome.predictions)
+        ]
         return PredictBatchResponse(
             session_id=body.session_id,
             predictions=outcome.predictions,
@@ -87,6 +125,8 @@ def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRout
             model_version=outcome.model_version,
             replayed=outcome.replayed,
             previous_model_version=outcome.previous_model_version,
+            intervals=intervals,
+            flags=flags,
         )
 
     @router.post("/forecast", responses={404: {"model": ErrorResponse}})
@@ -108,11 +148,17 @@ def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRout
             )
         else:
             forecasts = forecaster.forecast_ahead(record.state, last, body.horizon)
+        policy = services.intervals
+        offsets = policy.current_offsets(record.tracking)
         return ForecastResponse(
             session_id=body.session_id,
             step=record.step,
             forecasts=forecasts,
             model_version=forecaster.version,
+            intervals=[
+                policy.intervals(value, offsets, body.levels, horizon)
+                for horizon, value in enumerate(forecasts, start=1)
+            ],
         )
 
     return router

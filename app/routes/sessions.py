@@ -41,9 +41,11 @@ def sessions_router(holder: ServicesHolder) -> APIRouter:
         forecaster = services.model.require()
         now = services.clock()
 
+        policy = services.intervals
+
         def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, None]:
             # Unknown: nothing to clear, and no record to count against the session cap.
-            return (reset(record, forecaster, now) if record is not None else None), None
+            return (reset(record, forecaster, policy, now) if record is not None else None), None
 
         await services.store.apply(store_key(request.scope, body.session_id), compute)
         return ResetResponse(session_id=body.session_id, step=0)
@@ -63,6 +65,7 @@ def sessions_router(holder: ServicesHolder) -> APIRouter:
             expires_at=_iso(record.last_used_at + services.settings.session_ttl_s),
             model_version=record.model_version,
             last_prediction=record.last_predictions[-1] if record.last_predictions else None,
+            skill=services.intervals.skill(record.tracking),
         )
 
     @router.delete("/sessions/{session_id}")

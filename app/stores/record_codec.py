@@ -1,11 +1,14 @@
 """The binary form of a session record, for the durable and shared stores.
 
-Layout (little-endian): a fixed header (format, step, revision, created, last used, length of the
-model version, number of state floats, number of values in the last request), the model version
-in UTF-8, the state floats, then the last request's values and its predictions.
+Layout (little-endian), format 3: a fixed header (format, step, revision, created, last used,
+length of the model version, number of state floats, number of values in the last request,
+number of tracking floats, interval offsets per value), the model version in UTF-8, then
+float64s: the state, the last request's values, its predictions, the tracking array, the last
+request's offsets; then one uint32 per last value: the interval levels it missed.
 
-Format 1 counted LSTM units instead of state floats (state = 2 * units); it is still read, so
-records written before format 2 keep serving.
+Earlier formats are still read, so records written before an upgrade keep serving: format 2
+ends after the predictions (no tracking: the session's tracking starts afresh), and format 1
+also counted LSTM units instead of state floats (state = 2 * units).
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import numpy as np
 
 from app.session_rules import SessionRecord
 
-_HEADER = struct.Struct("<BqqddHHH")
-FORMAT = 2
+FORMAT = 3
+_HEADER = struct.Struct("<BqqddHHHII")
+_HEADER_BEFORE_TRACKING = struct.Struct("<BqqddHHH")
 _FORMAT_COUNTING_UNITS = 1
+_FORMAT_WITHOUT_TRACKING = 2
 
 
 class RecordFormatError(ValueError):
@@ -29,48 +34,76 @@ def encode_record(record: SessionRecord) -> bytes:
     """Compact binary form of ``record``."""
     version = record.model_version.encode()
     count = len(record.last_values)
-    return b"".join(
-        (
-            _HEADER.pack(
-                FORMAT,
-                record.step,
-                record.revision,
-                record.created_at,
-                record.last_used_at,
-                len(version),
-                len(record.state),
-                count,
-            ),
-            version,
-            np.asarray(record.state, dtype="<f8").tobytes(),
-            # struct, not numpy, for the short tuples: cheaper per request.
-            struct.pack(f"<{2 * count}d", *record.last_values, *record.last_predictions),
-        )
-    )
+    tracking = record.tracking
+    tracking_size = 0 if tracking is None else len(tracking)
+    per_value = len(record.last_offsets) // count if count else 0
+    parts = [
+        _HEADER.pack(
+            FORMAT,
+            record.step,
+            record.revision,
+            record.created_at,
+            record.last_used_at,
+            len(version),
+            len(record.state),
+            count,
+            tracking_size,
+            per_value,
+        ),
+        version,
+        np.asarray(record.state, dtype="<f8").tobytes(),
+        # struct, not numpy, for the short tuples: cheaper per request.
+        struct.pack(f"<{2 * count}d", *record.last_values, *record.last_predictions),
+    ]
+    if tracking is not None:
+        parts.append(np.asarray(tracking, dtype="<f8").tobytes())
+    parts.append(struct.pack(f"<{len(record.last_offsets)}d", *record.last_offsets))
+    misses = record.last_misses if len(record.last_misses) == count else (0,) * count
+    parts.append(struct.pack(f"<{count}I", *misses))
+    return b"".join(parts)
 
 
 def decode_record(data: bytes) -> SessionRecord:
     """The record ``data`` holds; RecordFormatError if it is not one."""
-    if len(data) < _HEADER.size:
+    if len(data) < _HEADER_BEFORE_TRACKING.size:
         raise RecordFormatError("truncated session record")
-    fmt, step, revision, created, used, version_len, state_size, count = _HEADER.unpack_from(data)
+    fmt = data[0]
+    if fmt == FORMAT:
+        if len(data) < _HEADER.size:
+            raise RecordFormatError("truncated session record")
+        header = _HEADER.unpack_from(data)
+        tracking_size, per_value = header[8], header[9]
+        offset = _HEADER.size
+    elif fmt in (_FORMAT_COUNTING_UNITS, _FORMAT_WITHOUT_TRACKING):
+        header = _HEADER_BEFORE_TRACKING.unpack_from(data)
+        tracking_size = per_value = 0
+        offset = _HEADER_BEFORE_TRACKING.size
+    else:
+        raise RecordFormatError(f"unknown session record format {fmt}")
+    _, step, revision, created, used, version_len, state_size, count = header[:8]
     if fmt == _FORMAT_COUNTING_UNITS:
         state_size *= 2
-    elif fmt != FORMAT:
-        raise RecordFormatError(f"unknown session record format {fmt}")
-    offset = _HEADER.size
-    if len(data) != offset + version_len + 8 * (state_size + 2 * count):
+    floats = state_size + 2 * count + tracking_size + per_value * count
+    misses_size = 4 * count if fmt == FORMAT else 0
+    if len(data) != offset + version_len + 8 * floats + misses_size:
         raise RecordFormatError("truncated session record")
     version = data[offset : offset + version_len].decode()
     offset += version_len
-    floats = np.frombuffer(data, dtype="<f8", offset=offset).astype(np.float64)
+    numbers = np.frombuffer(data, dtype="<f8", offset=offset, count=floats).astype(np.float64)
+    cursor = state_size + 2 * count
+    tracking = numbers[cursor : cursor + tracking_size] if tracking_size else None
+    cursor += tracking_size
+    misses = struct.unpack_from(f"<{count}I", data, offset + 8 * floats) if misses_size else ()
     return SessionRecord(
-        state=floats[:state_size],
+        state=numbers[:state_size],
         step=step,
         revision=revision,
         model_version=version,
         created_at=created,
         last_used_at=used,
-        last_values=tuple(floats[state_size : state_size + count].tolist()),
-        last_predictions=tuple(floats[state_size + count :].tolist()),
+        last_values=tuple(numbers[state_size : state_size + count].tolist()),
+        last_predictions=tuple(numbers[state_size + count : state_size + 2 * count].tolist()),
+        tracking=tracking,
+        last_offsets=tuple(numbers[cursor:].tolist()),
+        last_misses=tuple(misses),
     )

@@ -1,0 +1,160 @@
+"""Forecast intervals: the model's calibrated radii, scaled by each session's own adaptation.
+
+The configured levels (``FORECAST_INTERVAL_LEVELS``) are the ones each session adapts (see
+:mod:`app.session_tracking`). A request may ask for other levels: their offset is interpolated
+between the adapted levels around them (the nearest one outside their range), so they follow
+the session's adaptation without a guarantee of their own. Forecasts ``h`` steps ahead use the
+model's calibrated radius for ``h`` with the session's one-step offsets.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.schemas import Interval, LevelCoverage, SessionSkill, SkillFigures
+from app.session_tracking import TrackingLayout, summarize, track
+from forecast_core.calibration import Calibration
+from forecast_core.lstm_step import FloatArray
+
+
+@dataclass(frozen=True)
+class IntervalPolicy:
+    """How one served model sizes intervals and tracks sessions, under the service settings."""
+
+    levels: tuple[float, ...]  # adapted per session, ascending; empty without a calibration
+    calibration: Calibration | None
+    rate: float
+    layout: TrackingLayout
+    base_radii: FloatArray = field(repr=False)
+    alphas: FloatArray = field(repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        calibration: Calibration | None,
+        levels: Sequence[float],
+        rate: float,
+        window: int,
+    ) -> IntervalPolicy:
+        """The policy, with its compiled tracking step ready (compiling in a request would
+        stall the event loop)."""
+        adapted = tuple(sorted(set(levels))) if calibration is not None else ()
+        radii = [calibration.quantile(level) for level in adapted] if calibration else []
+        policy = cls(
+            levels=adapted,
+            calibration=calibration,
+            rate=rate,
+            layout=TrackingLayout(levels=len(adapted), window=window),
+            base_radii=np.asarray(radii, dtype=np.float64),
+            alphas=np.array([1.0 - level / 100.0 for level in adapted], dtype=np.float64),
+        )
+        # Both argument variants serving uses: a fresh session's shared read-only tracking, and
+        # a tracking array a request or a store produced.
+        tracked, _ = policy.track(policy.fresh_tracking(), 0.0, 0.0)
+        policy.track(tracked, 0.0, 0.0)
+        return policy
+
+    @property
+    def widest_level(self) -> float | None:
+        return self.levels[-1] if self.levels else None
+
+    def fresh_tracking(self) -> FloatArray:
+        return self.layout.fresh()
+
+    @property
+    def level_labels(self) -> tuple[str, ...]:
+        """The adapted levels as metric label values (80, not 80.0)."""
+        return tuple(f"{level:g}" for level in self.levels)
+
+    def current_offsets(self, tracking: FloatArray | None) -> Sequence[float]:
+        """A session's offsets now (fresh ones if it has none under these settings)."""
+        if tracking is None or tracking.shape[0] != self.layout.size:
+            tracking = self.fresh_tracking()
+        offsets: list[float] = tracking[: self.layout.levels].tolist()
+        return offsets
+
+    def track(
+        self, tracking: FloatArray, error: float, naive_error: float
+    ) -> tuple[FloatArray, int]:
+        """Fold a revealed value's error in; return the new tracking and the levels it missed."""
+        return track(
+            tracking,
+            error,
+            naive_error,
+            self.base_radii,
+            self.alphas,
+            self.rate,
+            self.layout.window,
+        )
+
+    def offset(self, level: float, offsets: Sequence[float]) -> float:
+        """The session's offset for ``level``: its own if adapted, else interpolated."""
+        levels = self.levels
+        index = bisect.bisect_left(levels, level)
+        if index < len(levels) and levels[index] == level:
+            return offsets[index]
+        if index == 0:
+            return offsets[0]
+        if index == len(levels):
+            return offsets[-1]
+        low, high = levels[index - 1], levels[index]
+        weight = (level - low) / (high - low)
+        return offsets[index - 1] * (1.0 - weight) + offsets[index] * weight
+
+    def intervals(
+        self,
+        forecast: float,
+        offsets: Sequence[float],
+        levels: Sequence[float] | None = None,
+        horizon: int = 1,
+    ) -> list[Interval]:
+        """Intervals around ``forecast`` at ``levels`` (default: the adapted ones)."""
+        calibration = self.calibration
+        if calibration is None:
+            return []
+        chosen = self.levels if levels is None else levels
+        intervals = []
+        for level in chosen:
+            radius = calibration.quantile(level, horizon) * math.exp(self.offset(level, offsets))
+            # Built from numbers computed here: no validation needed on the hot path.
+            intervals.append(
+                Interval.model_construct(
+                    level=level, lower=forecast - radius, upper=forecast + radius
+                )
+            )
+        return intervals
+
+    def skill(self, tracking: FloatArray | None) -> SessionSkill:
+        """A session's live skill: over its life and its last window of values."""
+        if tracking is None or tracking.shape[0] != self.layout.size:
+            tracking = self.fresh_tracking()
+        life, recent = summarize(tracking, self.layout)
+        return SessionSkill(life=self._figures(life), recent=self._figures(recent))
+
+    def _figures(self, figures: dict[str, Any] | None) -> SkillFigures | None:
+        if figures is None:
+            return None
+        coverage = [
+            LevelCoverage(level=level, coverage=share)
+            for level, share in zip(self.levels, figures.pop("coverage"), strict=True)
+        ]
+        return SkillFigures(coverage=coverage, **figures)
+
+    def flags(self, value: float, misses: int) -> list[str]:
+        """What is unusual about a revealed value: outside the training range (by the margin in
+        forecast_core.calibration), outside the widest interval forecast for it."""
+        calibration = self.calibration
+        if calibration is None:
+            return []
+        flags = []
+        if calibration.outside_training_range(value):
+            flags.append("outside_training_range")
+        if misses >> (len(self.levels) - 1) & 1:
+            flags.append(f"outside_interval_{self.widest_level:g}")
+        return flags

@@ -1,0 +1,167 @@
+"""Each session's own record of how well it is forecast: adaptive interval widths and live skill.
+
+When a session's next value arrives, the service learns the error of the forecast it gave for
+it. This module folds that error into one float64 array kept in the session record:
+
+- per configured level, an offset ``theta`` (natural log): the session's interval radius is the
+  model's calibrated radius times ``exp(theta)``. After each revealed value, ``theta`` moves by
+  ``rate * (missed - alpha)`` (``alpha`` = 1 - level / 100): quantile tracking of the log
+  absolute error, the online conformal update of Angelopoulos, Candes and Tibshirani (2023,
+  "Conformal PID control for time series prediction"). Whatever the series does, if the log
+  errors relative to the calibrated radius stay within [-B, B], the long-run miss rate satisfies
+  ``|misses / T - alpha| <= (B + rate) / (rate * T)``: coverage holds after a regime change,
+  at a speed set by ``rate``. The update is arithmetic on the values alone, so every store and
+  replica computes the same widths from the same values.
+- life totals: count, sum of absolute errors, of squared errors, of the persistence forecast's
+  squared errors (next = last), and interval hits per level;
+- the last ``window`` errors, persistence errors and hits, in a ring, for the recent figures.
+
+Layout, for ``L`` levels and a window of ``K``::
+
+    [theta_1 .. theta_L,
+     count, sum_abs, sum_sq, sum_naive_sq, hits_1 .. hits_L,
+     ring_next, ring_filled,
+     K rows of (error, naive_error, hit_1 .. hit_L)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from forecast_core.lstm_step import FloatArray
+
+# theta stays within this many e-folds of the calibrated radius: exp(50) is far past any useful
+# width, and the bound keeps a constant series (every error zero) from driving it to -inf.
+_THETA_BOUND = 50.0
+
+
+@dataclass(frozen=True)
+class TrackingLayout:
+    """Where each figure lives in a session's tracking array."""
+
+    levels: int
+    window: int
+
+    @property
+    def totals(self) -> int:
+        return self.levels
+
+    @property
+    def ring_header(self) -> int:
+        return 2 * self.levels + 4
+
+    @property
+    def ring(self) -> int:
+        return self.ring_header + 2
+
+    @property
+    def row(self) -> int:
+        return 2 + self.levels
+
+    @property
+    def size(self) -> int:
+        return self.ring + self.window * self.row
+
+    def fresh(self) -> FloatArray:
+        """The tracking of a session with no revealed value yet (read-only, shared)."""
+        array = np.zeros(self.size)
+        array.setflags(write=False)
+        return array
+
+
+def _track_loops(
+    tracking: FloatArray,
+    error: float,
+    naive_error: float,
+    base_radii: FloatArray,
+    alphas: FloatArray,
+    rate: float,
+    window: int,
+) -> tuple[FloatArray, int]:
+    # Compiled by numba below: one call per revealed value instead of dozens of numpy ones.
+    levels = base_radii.shape[0]
+    out = tracking.copy()
+    absolute = abs(error)
+    totals = levels
+    out[totals] += 1.0
+    out[totals + 1] += absolute
+    out[totals + 2] += error * error
+    out[totals + 3] += naive_error * naive_error
+    ring_header = 2 * levels + 4
+    row_size = 2 + levels
+    slot = int(out[ring_header])
+    row = ring_header + 2 + slot * row_size
+    out[row] = error
+    out[row + 1] = naive_error
+    misses = 0
+    for level in range(levels):
+        theta = tracking[level]
+        radius = base_radii[level] * math.exp(theta)
+        missed = 1.0 if absolute > radius else 0.0
+        if missed > 0.0:
+            misses |= 1 << level
+        out[totals + 4 + level] += 1.0 - missed
+        out[row + 2 + level] = 1.0 - missed
+        theta += rate * (missed - alphas[level])
+        out[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
+    out[ring_header] = (slot + 1) % window
+    out[ring_header + 1] = min(out[ring_header + 1] + 1.0, float(window))
+    return out, misses
+
+
+_compiled_track = numba.njit(cache=False, fastmath=False)(_track_loops)
+
+
+def track(
+    tracking: FloatArray,
+    error: float,
+    naive_error: float,
+    base_radii: FloatArray,
+    alphas: FloatArray,
+    rate: float,
+    window: int,
+) -> tuple[FloatArray, int]:
+    """Fold one revealed value in; return the new tracking and a bit per level it missed."""
+    out, misses = _compiled_track(tracking, error, naive_error, base_radii, alphas, rate, window)
+    return out, int(misses)
+
+
+def _figures(
+    count: float, sum_abs: float, sum_sq: float, sum_naive_sq: float, hits: list[float]
+) -> dict[str, Any] | None:
+    if count == 0:
+        return None
+    rmse = math.sqrt(sum_sq / count)
+    naive_rmse = math.sqrt(sum_naive_sq / count)
+    return {
+        "count": int(count),
+        "mae": sum_abs / count,
+        "rmse": rmse,
+        "persistence_rmse": naive_rmse,
+        "skill": 1.0 - rmse / naive_rmse if naive_rmse > 0 else None,
+        "coverage": [h / count for h in hits],
+    }
+
+
+def summarize(
+    tracking: FloatArray, layout: TrackingLayout
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(life, recent) figures; None where no value has been revealed yet."""
+    levels = layout.levels
+    totals = tracking[layout.totals : layout.totals + 4 + levels].tolist()
+    life = _figures(totals[0], totals[1], totals[2], totals[3], totals[4:])
+    filled = int(tracking[layout.ring_header + 1])
+    rows = tracking[layout.ring : layout.ring + filled * layout.row].reshape(filled, layout.row)
+    recent = _figures(
+        float(filled),
+        float(np.abs(rows[:, 0]).sum()),
+        float((rows[:, 0] ** 2).sum()),
+        float((rows[:, 1] ** 2).sum()),
+        rows[:, 2:].sum(axis=0).tolist(),
+    )
+    return life, recent

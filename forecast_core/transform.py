@@ -50,7 +50,7 @@ class Transform:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transform:
-        kind = TransformKind(data.get("kind"))
+        kind = TransformKind(str(data.get("kind")))
         if kind is TransformKind.DIFFERENCE:
             return cls.difference(float(data["shrink"]))
         return cls.level()

@@ -15,8 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from training.data import prepare_training_data, tutorial_series  # noqa: E402
-from training.trainer import train_compiled, train_with_fit_loop  # noqa: E402
+from forecast_core.transform import TransformKind  # noqa: E402
+from training.data import network_series, tutorial_series  # noqa: E402
+from training.trainer import Sampling, train_compiled, train_with_fit_loop  # noqa: E402
 
 
 def main() -> None:
@@ -25,14 +26,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    data = prepare_training_data(tutorial_series().values, args.batch_size, 0.0)
-    job = {"units": 10, "epochs": args.epochs, "learning_rate": 0.01, "seed": args.seed}
+    series = network_series(tutorial_series().values, TransformKind.LEVEL)
 
     started = time.perf_counter()
-    reference = train_with_fit_loop(data, **job)
+    reference = train_with_fit_loop(
+        series,
+        batch_size=args.batch_size,
+        units=10,
+        epochs=args.epochs,
+        learning_rate=0.01,
+        seed=args.seed,
+    )
     loop_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    compiled = train_compiled(data, **job)
+    compiled = train_compiled(
+        series,
+        batch_size=args.batch_size,
+        units=10,
+        epochs=args.epochs,
+        learning_rate=0.01,
+        seed=args.seed,
+        sampling=Sampling.fixed(),  # the tutorial's streams, to compare like with like
+    )
     compiled_seconds = time.perf_counter() - started
 
     max_difference = max(

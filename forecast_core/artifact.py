@@ -18,12 +18,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from forecast_core.lstm_step import WEIGHT_NAMES, LstmWeights
 from forecast_core.scaling import MinMaxScaler
+from forecast_core.session_step import SessionStep
+from forecast_core.transform import Transform
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Older formats this code still reads (upgraded in memory, see _upgrade_format_1).
+READABLE_FORMAT_VERSIONS = (1, FORMAT_VERSION)
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npz"
 LATEST_LINK = "latest"
@@ -47,21 +51,26 @@ class Architecture(_Strict):
 
 class TrainingInfo(_Strict):
     batch_size: int = Field(ge=1)
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=0)  # epochs of the weights kept (the best on the selection window)
+    max_epochs: int | None = None
+    patience: int | None = None
     learning_rate: float = Field(gt=0)
     optimizer: str = "adam"
     seed: int
-    layout: str = "parallel_contiguous_streams"
+    layout: str = "random_windows"
+    start_state: str = "uniform(-1, 1)"
+    window_length: int | None = None
     samples_used: int
-    samples_trimmed: int
     final_loss: float
     seconds: float
 
 
 class Scaling(_Strict):
+    """What the network sees (values for a level model, differences for a difference model)."""
+
     method: str = "minmax"
-    min: float
-    max: float
+    minimum: float
+    maximum: float
 
 
 class DataInfo(_Strict):
@@ -79,11 +88,43 @@ class ErrorMetrics(_Strict):
     mae: float
     persistence_rmse: float
     persistence_mae: float
+    skill: float | None = None  # 1 - rmse / persistence_rmse; None when persistence is exact
 
 
 class Metrics(_Strict):
     train: ErrorMetrics | None
+    selection: ErrorMetrics | None = None
     validation: ErrorMetrics | None
+
+
+class Candidate(_Strict):
+    """One configuration of the search and its score on the selection window."""
+
+    transform: str
+    learning_rate: float
+    epochs: int  # the best epoch, whose weights were kept
+    epochs_run: int
+    shrink: float | None
+    selection_rmse: float
+
+
+class Stationarity(_Strict):
+    """The KPSS test (level stationarity) on the training part."""
+
+    statistic: float
+    p_value: float
+    lags: int
+    stationary: bool  # p >= 0.05
+
+
+class SelectionInfo(_Strict):
+    fraction: float
+    start: int  # index of the first value the window scores
+    length: int  # forecasts scored
+    in_sample: bool  # series too short for a held-out window: scored on the training part
+    kpss: Stationarity | None  # None when the training part is too short for the test
+    transforms: list[str]  # the transforms allowed to compete
+    beats_persistence: bool
 
 
 class WeightsInfo(_Strict):
@@ -99,14 +140,31 @@ class Manifest(_Strict):
     created_at: str
     architecture: Architecture
     training: TrainingInfo
+    transform: dict[str, Any]
     scaling: Scaling
+    selection: SelectionInfo | None = None  # None in format-1 artifacts
+    search: list[Candidate] = []
     data: DataInfo
     metrics: Metrics
     software: dict[str, str]
     weights: WeightsInfo
 
+    @field_validator("transform")
+    @classmethod
+    def _known_transform(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return Transform.from_dict(value).to_dict()
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"transform {value} is not one this code serves: {error}") from None
+
     def scaler(self) -> MinMaxScaler:
-        return MinMaxScaler.from_dict(self.scaling.model_dump())
+        """The scaling of what the network sees."""
+        if self.scaling.method != "minmax":
+            raise ValueError(f"unsupported scaling method {self.scaling.method!r}")
+        return MinMaxScaler(self.scaling.minimum, self.scaling.maximum)
+
+    def transform_spec(self) -> Transform:
+        return Transform.from_dict(self.transform)
 
 
 @dataclass(frozen=True)
@@ -123,6 +181,11 @@ class Artifact:
 
     def lstm_weights(self) -> LstmWeights:
         return LstmWeights.from_list(list(self.weights))
+
+    def session_step(self) -> SessionStep:
+        """The serving step (both transforms) for this artifact."""
+        manifest = self.manifest
+        return SessionStep(self.lstm_weights(), manifest.transform_spec(), manifest.scaler())
 
 
 def sha256_file(path: Path) -> str:
@@ -210,6 +273,29 @@ def resolve_artifact_dir(path: Path) -> Path:
     )
 
 
+def _upgrade_format_1(raw: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 manifest in format 2's shape: a level model, scaling as minimum/maximum."""
+    upgraded = dict(raw)
+    scaling = raw.get("scaling")
+    if isinstance(scaling, dict) and {"min", "max"} <= scaling.keys():
+        upgraded["scaling"] = {
+            "method": scaling.get("method", "minmax"),
+            "minimum": scaling["min"],
+            "maximum": scaling["max"],
+        }
+    upgraded["transform"] = Transform.level().to_dict()
+    training = raw.get("training")
+    if isinstance(training, dict):
+        kept = {k: v for k, v in training.items() if k != "samples_trimmed"}
+        upgraded["training"] = {
+            **kept,
+            "max_epochs": training.get("epochs"),
+            "layout": training.get("layout", "parallel_contiguous_streams"),
+            "start_state": "zeros",
+        }
+    return upgraded
+
+
 def load_artifact(path: Path) -> Artifact:
     """Load and verify an artifact (folder or models folder); raise ArtifactError if unusable."""
     folder = resolve_artifact_dir(path)
@@ -220,13 +306,14 @@ def load_artifact(path: Path) -> Artifact:
         raise ArtifactError(f"{manifest_path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ArtifactError(f"{manifest_path} is not readable JSON: {error}") from None
-    if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
-        found = raw.get("format_version") if isinstance(raw, dict) else None
+    found = raw.get("format_version") if isinstance(raw, dict) else None
+    if found not in READABLE_FORMAT_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_FORMAT_VERSIONS)
         raise ArtifactError(
-            f"{manifest_path} has format_version {found!r}; this code reads {FORMAT_VERSION}"
+            f"{manifest_path} has format_version {found!r}; this code reads {readable}"
         )
     try:
-        manifest = Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(_upgrade_format_1(raw) if found == 1 else raw)
         manifest.scaler()
     except (ValidationError, ValueError) as error:
         first = str(error).splitlines()

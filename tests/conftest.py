@@ -27,7 +27,7 @@ TUTORIAL_VALUES = [round(0.1 * i, 1) for i in range(10)]
 
 @pytest.fixture(scope="session")
 def tutorial_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder holding the default model (tutorial sequence, N=3, 1000 epochs)."""
+    """A models folder holding the default model (tutorial sequence, default flags)."""
     from training.cli import main
 
     models = tmp_path_factory.mktemp("models")

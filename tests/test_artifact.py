@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_manifest_not_json(artifact_copy: Path) -> None:
 
 def test_future_format_version(artifact_copy: Path) -> None:
     _edit_manifest(artifact_copy, lambda m: m.update(format_version=99))
-    with pytest.raises(ArtifactError, match="format_version 99; this code reads 1"):
+    with pytest.raises(ArtifactError, match="format_version 99; this code reads 1, 2"):
         load_artifact(artifact_copy)
 
 
@@ -82,4 +83,40 @@ def test_units_disagree_with_weights(artifact_copy: Path) -> None:
 def test_unknown_activation(artifact_copy: Path) -> None:
     _edit_manifest(artifact_copy, lambda m: m["architecture"].update(activation="relu"))
     with pytest.raises(ArtifactError, match="cannot serve"):
+        load_artifact(artifact_copy)
+
+
+def test_format_1_manifest_still_loads_as_a_level_model(artifact_copy: Path) -> None:
+    def to_format_1(manifest: dict[str, Any]) -> None:
+        scaling = manifest["scaling"]
+        manifest.update(
+            format_version=1,
+            scaling={"method": "minmax", "min": scaling["minimum"], "max": scaling["maximum"]},
+            metrics={"train": manifest["metrics"]["train"], "validation": None},
+        )
+        for field in ("transform", "selection", "search"):
+            del manifest[field]
+        training = manifest["training"]
+        for field in ("max_epochs", "patience", "start_state", "window_length"):
+            del training[field]
+        training.update(layout="parallel_contiguous_streams", samples_trimmed=0)
+
+    expected = load_artifact(artifact_copy).manifest.scaling
+    _edit_manifest(artifact_copy, to_format_1)
+    manifest = load_artifact(artifact_copy).manifest
+    assert manifest.transform == {"kind": "level"}
+    assert manifest.scaling == expected
+    assert manifest.training.layout == "parallel_contiguous_streams"
+    assert load_artifact(artifact_copy).session_step().state_size == 20
+
+
+def test_unknown_transform_is_incompatible(artifact_copy: Path) -> None:
+    _edit_manifest(artifact_copy, lambda m: m.update(transform={"kind": "log"}))
+    with pytest.raises(ArtifactError, match="incompatible"):
+        load_artifact(artifact_copy)
+
+
+def test_shrink_outside_0_1_is_incompatible(artifact_copy: Path) -> None:
+    _edit_manifest(artifact_copy, lambda m: m.update(transform={"kind": "difference", "shrink": 2}))
+    with pytest.raises(ArtifactError, match="incompatible"):
         load_artifact(artifact_copy)

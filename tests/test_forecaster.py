@@ -10,7 +10,8 @@ import pytest
 from app.errors import ModelCheckFailed
 from app.forecaster import Forecaster
 from forecast_core.network import build_network, copy_weights, reset_states
-from training.data import prepare_training_data, tutorial_series
+from forecast_core.transform import TransformKind
+from training.data import contiguous_starts, layout_streams, network_series, tutorial_series
 
 
 def _keras_batch1(artifact, dtype: str = "float64"):
@@ -51,13 +52,17 @@ def test_n_sessions_fed_the_training_streams_reproduce_the_batch_n_model(
     tutorial_artifact, forecaster
 ):
     batch_size = tutorial_artifact.manifest.training.batch_size
-    data = prepare_training_data(tutorial_series().values, batch_size, 0.0)
+    series = network_series(tutorial_series().values, TransformKind.LEVEL)
+    length = len(series.inputs) // batch_size
+    inputs = layout_streams(
+        series.inputs, contiguous_starts(len(series.inputs), batch_size), length
+    )
     units = tutorial_artifact.manifest.architecture.units
     model = build_network(batch_size, units, dtype="float64")
     copy_weights(tutorial_artifact.weights, model)
     reset_states(model)
     states = [forecaster.zero_state() for _ in range(batch_size)]
-    for batch in data.inputs:
+    for batch in inputs:
         batch_outputs = model(batch.astype("float64"), training=False).numpy()[:, 0]
         for row in range(batch_size):
             raw_value = float(forecaster.scaler.unscale(batch[row, 0, 0]))

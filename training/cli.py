@@ -6,6 +6,8 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -14,26 +16,41 @@ from forecast_core.artifact import (
     FORMAT_VERSION,
     LATEST_LINK,
     Architecture,
+    Candidate,
     DataInfo,
     Manifest,
     Scaling,
+    SelectionInfo,
+    Stationarity,
     TrainingInfo,
     WeightsInfo,
     write_artifact,
 )
+from forecast_core.transform import TransformKind
 from training.data import (
     TUTORIAL_SOURCE,
     DataError,
     Series,
+    Split,
     load_csv_series,
-    prepare_training_data,
+    min_fit_values,
+    network_series,
+    split_series,
     tutorial_series,
 )
+from training.search import KPSS_LEVEL, MIN_KPSS_LENGTH, allowed_transforms
+from training.stationarity import KpssResult, kpss_level
 
 EXIT_BAD_INPUT = 2
 PLOT_FILE = "evaluation.png"
 # Series up to this length get the tutorial's Expected/Predicted table.
 TABLE_MAX_LENGTH = 30
+# Early stopping scores the selection window once per this many epochs (one compiled call).
+SCORE_EVERY_EPOCHS = 10
+# A selection window with fewer forecasts than this is too noisy to choose on; shorter
+# training parts are scored in-sample (see split_series).
+MIN_SELECTION_VALUES = 10
+TRANSFORM_CHOICES = ("auto", *(kind.value for kind in TransformKind))
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -55,6 +72,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _learning_rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(_positive_float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be numbers above 0, got {text!r}") from None
+    if len(set(rates)) != len(rates):
+        raise argparse.ArgumentTypeError(f"lists a rate twice: {text!r}")
+    return rates
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -72,10 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--column", default=None, help="CSV column (default: the last)")
     parser.add_argument("--batch-size", type=_positive_int, default=3, help="training batch N")
-    parser.add_argument("--epochs", type=_positive_int, default=1000)
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=1000, help="most epochs per candidate"
+    )
+    parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=200,
+        help="stop a candidate after this many epochs without a better selection score",
+    )
     parser.add_argument("--units", type=_positive_int, default=10, help="LSTM units")
-    parser.add_argument("--learning-rate", type=_positive_float, default=0.01, help="Adam rate")
+    parser.add_argument(
+        "--learning-rate",
+        type=_learning_rates,
+        default=(0.003, 0.001),
+        help="Adam learning rates to search, comma-separated (default 0.003,0.001)",
+    )
+    parser.add_argument(
+        "--transform",
+        choices=TRANSFORM_CHOICES,
+        default="auto",
+        help="what the network sees; auto: chosen on the selection window (KPSS-gated)",
+    )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--selection-fraction",
+        type=_fraction,
+        default=0.2,
+        help="end of the training part on which every choice is scored",
+    )
     parser.add_argument(
         "--validation-fraction",
         type=_fraction,
@@ -93,20 +145,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _ProgressBar:
-    """Epoch and loss on one rewritten terminal line."""
+    """Candidate, epoch and loss on one rewritten terminal line per candidate."""
 
     def __init__(self, total: int, stream: TextIO) -> None:
         self.total = total
         self.stream = stream
+        self.label = ""
+
+    def start(self, label: str) -> Callable[[int, float], None]:
+        if self.label:
+            self.stream.write("\n")
+        self.label = label
+        return self
 
     def __call__(self, epoch: int, loss: float) -> None:
         filled = int(30 * epoch / self.total)
         self.stream.write(
-            f"\r[{'#' * filled}{'.' * (30 - filled)}] epoch {epoch}/{self.total} loss {loss:.3e}"
+            f"\r{self.label:<18} [{'#' * filled}{'.' * (30 - filled)}] "
+            f"epoch {epoch}/{self.total} loss {loss:.3e}"
         )
-        if epoch == self.total:
-            self.stream.write("\n")
         self.stream.flush()
+
+    def close(self) -> None:
+        if self.label:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _load_series(args: argparse.Namespace) -> Series:
@@ -117,6 +180,40 @@ def _load_series(args: argparse.Namespace) -> Series:
     return load_csv_series(Path(args.data), args.column)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    series: Series
+    validation_fraction: float
+    split: Split
+    kpss: KpssResult | None
+    kinds: tuple[TransformKind, ...]
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Load and check everything the job needs before TensorFlow is imported."""
+    series = _load_series(args)
+    fraction = args.validation_fraction
+    if fraction is None:
+        fraction = 0.0 if series.source == TUTORIAL_SOURCE else 0.2
+    requested = (
+        tuple(TransformKind) if args.transform == "auto" else (TransformKind(args.transform),)
+    )
+    split = split_series(
+        len(series.values),
+        fraction,
+        args.selection_fraction,
+        batch_size=args.batch_size,
+        min_fit_values=max(min_fit_values(kind, args.batch_size) for kind in requested),
+        min_selection_values=MIN_SELECTION_VALUES,
+    )
+    train = series.values[: split.train_length]
+    kpss = kpss_level(train) if split.train_length >= MIN_KPSS_LENGTH else None
+    kinds = allowed_transforms(args.transform, kpss)
+    for kind in kinds:
+        network_series(series.values[: split.fit_length], kind)  # refuses unscalable data
+    return _Plan(series, fraction, split, kpss, kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the training job; exit code 2 with one line on bad input."""
     args = build_parser().parse_args(argv)
@@ -125,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{args.out / LATEST_LINK} exists; nothing to train (--if-missing)")
         return 0
     try:
-        series = _load_series(args)
-        fraction = args.validation_fraction
-        if fraction is None:
-            fraction = 0.0 if series.source == TUTORIAL_SOURCE else 0.2
-        data = prepare_training_data(series.values, args.batch_size, fraction)
+        plan = _plan(args)
     except DataError as error:
         print(f"python -m training: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -138,54 +231,72 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     # TensorFlow is imported only once the input is known to be good: bad input fails fast.
+    from forecast_core.lstm_step import LstmWeights
+    from forecast_core.session_step import SessionStep
     from training.evaluate import evaluate, tutorial_table
     from training.plot import save_evaluation_plot
-    from training.trainer import train_compiled
+    from training.report import guard_line, metrics_table, search_table
+    from training.search import SearchSettings, best_candidate, run_search
+    from training.trainer import Sampling
 
+    series, split = plan.series, plan.split
+    values = series.values
     say(
-        f"training on {series.source}: {len(series.values)} values, "
-        f"{data.train_length} for training, batch size {args.batch_size}, "
-        f"{data.inputs.shape[0]} batches of parallel contiguous streams"
+        f"training on {series.source}: {split.length} values, {split.train_length} in the "
+        f"training part, batch size {args.batch_size}, random stream windows and start states"
     )
-    if data.samples_trimmed:
+    if split.in_sample:
         say(
-            f"trimmed the first {data.samples_trimmed} training pair(s) to fit a multiple of "
-            f"batch size {args.batch_size}"
+            f"selection: in-sample (the training part is too short for a held-out window of "
+            f"{MIN_SELECTION_VALUES} values); choices are scored on the training part itself"
         )
-    show_progress = not args.quiet and sys.stderr.isatty()
-    started = time.perf_counter()
-    result = train_compiled(
-        data,
-        units=args.units,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        progress=_ProgressBar(args.epochs, sys.stderr) if show_progress else None,
+    else:
+        say(
+            f"selection window: values {split.selection_start}..{split.train_length - 1} "
+            f"({split.train_length - split.selection_start}); the network trains on the "
+            f"{split.fit_length} before it"
+        )
+    if plan.kpss is not None:
+        verdict = "not level-stationary" if plan.kpss.p_value < KPSS_LEVEL else "level-stationary"
+        say(f"KPSS: statistic {plan.kpss.statistic:.3f}, p {plan.kpss.p_value:.3f}: {verdict}")
+    say(
+        f"candidates: {', '.join(k.value for k in plan.kinds)} x learning rates "
+        f"{', '.join(f'{r:g}' for r in args.learning_rate)}"
     )
-    seconds = time.perf_counter() - started
-    say(f"trained {args.epochs} epochs in {seconds:.1f} s, final loss {result.losses[-1]:.3e}")
 
-    weights = result.weights
-    evaluation = evaluate(weights, args.units, data.scaler, series.values, data.train_length)
-    if len(series.values) <= TABLE_MAX_LENGTH:
-        for line in tutorial_table(series.values, evaluation.forecasts):
+    settings = SearchSettings(
+        learning_rates=args.learning_rate,
+        batch_size=args.batch_size,
+        units=args.units,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        score_every=SCORE_EVERY_EPOCHS,
+        seed=args.seed,
+        sampling=Sampling(),
+    )
+    bar = _ProgressBar(args.epochs, sys.stderr) if not args.quiet and sys.stderr.isatty() else None
+    started = time.perf_counter()
+    results = run_search(values, split, plan.kinds, settings, bar.start if bar else None)
+    seconds = time.perf_counter() - started
+    if bar is not None:
+        bar.close()
+    chosen = best_candidate(results)
+    for line in search_table(results, chosen):
+        say(line)
+    say(f"searched {len(results)} candidate(s) in {seconds:.1f} s; chosen: {chosen.label}")
+
+    step = SessionStep(LstmWeights.from_list(list(chosen.weights)), chosen.transform, chosen.scaler)
+    evaluation = evaluate(step, values, split)
+    if len(values) <= TABLE_MAX_LENGTH:
+        for line in tutorial_table(values, evaluation.forecasts):
             say(line)
-    for part, scores in (
-        ("train", evaluation.metrics.train),
-        ("validation", evaluation.metrics.validation),
-    ):
-        if scores is not None:
-            say(
-                f"{part:>10}: RMSE {scores.rmse:.4g} (persistence {scores.persistence_rmse:.4g}), "
-                f"MAE {scores.mae:.4g} (persistence {scores.persistence_mae:.4g}), "
-                f"{scores.count} forecasts"
-            )
-    held_out = evaluation.metrics.validation
-    if held_out is not None and held_out.rmse >= held_out.persistence_rmse:
-        say(
-            "warning: on the validation part the model does not beat next = last; "
-            "try fewer --epochs or a lower --learning-rate"
-        )
+    for line in metrics_table(evaluation.metrics):
+        say(line)
+    window = evaluation.metrics.selection
+    beats_persistence = window is not None and window.rmse < window.persistence_rmse
+    warning = guard_line(beats_persistence)
+    if warning is not None:
+        print(warning, file=sys.stderr if args.quiet else sys.stdout)
 
     import keras
     import numpy as np
@@ -202,22 +313,52 @@ def main(argv: list[str] | None = None) -> int:
             architecture=Architecture(units=args.units),
             training=TrainingInfo(
                 batch_size=args.batch_size,
-                epochs=args.epochs,
-                learning_rate=args.learning_rate,
+                epochs=chosen.best_epoch,
+                max_epochs=args.epochs,
+                patience=args.patience,
+                learning_rate=chosen.learning_rate,
                 seed=args.seed,
-                samples_used=data.samples_used,
-                samples_trimmed=data.samples_trimmed,
-                final_loss=float(result.losses[-1]),
+                window_length=chosen.window_length,
+                samples_used=chosen.samples_used,
+                final_loss=float(chosen.losses[chosen.best_epoch - 1]),
                 seconds=round(seconds, 3),
             ),
-            scaling=Scaling(min=data.scaler.minimum, max=data.scaler.maximum),
+            transform=chosen.transform.to_dict(),
+            scaling=Scaling(minimum=chosen.scaler.minimum, maximum=chosen.scaler.maximum),
+            selection=SelectionInfo(
+                fraction=args.selection_fraction,
+                start=split.selection_start,
+                length=split.train_length - split.selection_start,
+                in_sample=split.in_sample,
+                kpss=None
+                if plan.kpss is None
+                else Stationarity(
+                    statistic=plan.kpss.statistic,
+                    p_value=plan.kpss.p_value,
+                    lags=plan.kpss.lags,
+                    stationary=plan.kpss.p_value >= KPSS_LEVEL,
+                ),
+                transforms=[kind.value for kind in plan.kinds],
+                beats_persistence=beats_persistence,
+            ),
+            search=[
+                Candidate(
+                    transform=result.transform.kind.value,
+                    learning_rate=result.learning_rate,
+                    epochs=result.best_epoch,
+                    epochs_run=result.epochs_run,
+                    shrink=result.transform.shrink if result.transform.is_difference else None,
+                    selection_rmse=result.selection_rmse,
+                )
+                for result in results
+            ],
             data=DataInfo(
                 source=series.source,
                 column=series.column,
                 sha256=series.sha256,
-                length=len(series.values),
-                train_length=data.train_length,
-                validation_fraction=fraction,
+                length=len(values),
+                train_length=split.train_length,
+                validation_fraction=plan.validation_fraction,
             ),
             metrics=evaluation.metrics,
             software={
@@ -232,13 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     def add_plot(folder: Path) -> None:
         save_evaluation_plot(
             folder / PLOT_FILE,
-            series.values,
+            values,
             evaluation.forecasts,
-            data.train_length,
-            result.losses,
-            title=f"{series.source}: one-step forecasts of a batch-1 copy",
+            split,
+            chosen.losses,
+            title=f"{series.source}: one-step forecasts of a session ({chosen.label})",
         )
 
-    folder = write_artifact(args.out, weights, build_manifest, add_plot)
+    folder = write_artifact(args.out, chosen.weights, build_manifest, add_plot)
     say(f"saved artifact {folder} (latest -> {folder.name})")
     return 0

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecast_core.scaling import MinMaxScaler
+from forecast_core.transform import TransformKind
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -84,62 +85,116 @@ def load_csv_series(path: Path, column: str | None) -> Series:
     )
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """Scaled training pairs laid out as N parallel contiguous streams."""
-
-    inputs: FloatArray  # (batches, N, 1, 1): row i of batch b+1 continues row i of batch b
-    targets: FloatArray  # (batches, N, 1)
-    scaler: MinMaxScaler
-    train_length: int  # values in the training part (the rest is validation)
-    samples_used: int
-    samples_trimmed: int
-
-
 def split_length(length: int, validation_fraction: float) -> int:
     """How many leading values form the training part."""
     return length - int(round(length * validation_fraction))
 
 
-def prepare_training_data(
-    series: FloatArray, batch_size: int, validation_fraction: float
-) -> TrainingData:
-    """Frame t -> t+1 on the training part, scale it, and lay it out as batch_size streams."""
-    if batch_size < 1:
-        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+@dataclass(frozen=True)
+class Split:
+    """Training part, selection window and validation tail of a series.
+
+    The network trains on ``values[:fit_length]``. Every choice is scored on the forecasts of
+    ``values[selection_start:train_length]`` by a session fed the series from its start. The
+    validation tail ``values[train_length:]`` is only reported.
+    """
+
+    length: int
+    train_length: int
+    fit_length: int
+    selection_start: int
+    in_sample: bool  # no held-out selection window: scored on the training part itself
+
+
+def split_series(
+    length: int,
+    validation_fraction: float,
+    selection_fraction: float,
+    *,
+    batch_size: int,
+    min_fit_values: int,
+    min_selection_values: int,
+) -> Split:
+    """Cut the validation tail, then the selection window from the end of the training part.
+
+    A window shorter than ``min_selection_values`` says nothing reliable about a choice; then
+    (a tiny series, or ``selection_fraction`` 0) choices are scored on the training part itself.
+    """
     if not 0.0 <= validation_fraction < 1.0:
         raise DataError(f"--validation-fraction must be in [0, 1), got {validation_fraction}")
-    train_length = split_length(len(series), validation_fraction)
-    if validation_fraction > 0 and train_length == len(series):
+    if not 0.0 <= selection_fraction < 1.0:
+        raise DataError(f"--selection-fraction must be in [0, 1), got {selection_fraction}")
+    train_length = split_length(length, validation_fraction)
+    if validation_fraction > 0 and train_length == length:
         raise DataError(
             f"--validation-fraction {validation_fraction} leaves no validation values "
-            f"in a series of {len(series)}"
+            f"in a series of {length}"
         )
-    samples = train_length - 1
-    if samples < batch_size:
+    selection_length = int(round(train_length * selection_fraction))
+    held_out = selection_length >= min_selection_values
+    fit_length = train_length - selection_length if held_out else train_length
+    if fit_length < min_fit_values:
         raise DataError(
-            f"the training part has {train_length} values, {samples} input/target pairs; "
-            f"batch size {batch_size} needs at least {batch_size + 1} values"
+            f"batch size {batch_size} needs at least {min_fit_values} values to train on; "
+            f"the training part leaves {fit_length}"
         )
-    train = series[:train_length]
+    return Split(
+        length=length,
+        train_length=train_length,
+        fit_length=fit_length,
+        selection_start=fit_length if held_out else 1,
+        in_sample=not held_out,
+    )
+
+
+@dataclass(frozen=True)
+class NetworkSeries:
+    """What the network sees for one transform: scaled inputs and next-step targets."""
+
+    kind: TransformKind
+    scaler: MinMaxScaler
+    inputs: FloatArray  # scaled input at step t
+    targets: FloatArray  # scaled input at step t + 1
+
+
+def network_values(values: FloatArray, kind: TransformKind) -> FloatArray:
+    """The raw series the network is fed: the values, or their first differences."""
+    return np.diff(values) if kind is TransformKind.DIFFERENCE else values
+
+
+def min_fit_values(kind: TransformKind, batch_size: int) -> int:
+    """Values needed for one training pair per stream (a difference costs one value)."""
+    return batch_size + (2 if kind is TransformKind.DIFFERENCE else 1)
+
+
+def network_series(values: FloatArray, kind: TransformKind) -> NetworkSeries:
+    """Scale the transformed training values (fitted on them only) and frame t -> t+1."""
+    seen = network_values(values, kind)
     try:
-        scaler = MinMaxScaler.fit(train)
+        scaler = MinMaxScaler.fit(seen, widen_constant=kind is TransformKind.DIFFERENCE)
     except ValueError as error:
         raise DataError(str(error)) from None
-    scaled = scaler.scale(train)
-    # Trim from the start, so the streams end at the newest data the model is served after.
-    trimmed = samples % batch_size
-    x = scaled[trimmed:-1]
-    y = scaled[trimmed + 1 :]
-    stream_length = len(x) // batch_size
-    # Stream i is the contiguous run x[i*L : (i+1)*L]; batch b holds sample b of every stream.
-    inputs = x.reshape(batch_size, stream_length).T.reshape(stream_length, batch_size, 1, 1)
-    targets = y.reshape(batch_size, stream_length).T.reshape(stream_length, batch_size, 1)
-    return TrainingData(
-        inputs=np.ascontiguousarray(inputs),
-        targets=np.ascontiguousarray(targets),
-        scaler=scaler,
-        train_length=train_length,
-        samples_used=len(x),
-        samples_trimmed=trimmed,
-    )
+    scaled = np.asarray(scaler.scale(seen), dtype=np.float64)
+    return NetworkSeries(kind=kind, scaler=scaler, inputs=scaled[:-1], targets=scaled[1:])
+
+
+def window_length(pairs: int, batch_size: int) -> int:
+    """Length of each of the N training streams: N of them cover the pairs once."""
+    return pairs // batch_size
+
+
+def contiguous_starts(pairs: int, batch_size: int) -> npt.NDArray[np.int64]:
+    """Start of each stream in the fixed layout: N contiguous runs ending at the newest pair.
+
+    Leading pairs that do not fill a multiple of N are left out, so the streams end at the
+    newest data the model is served after.
+    """
+    length = window_length(pairs, batch_size)
+    trimmed = pairs - length * batch_size
+    return trimmed + length * np.arange(batch_size, dtype=np.int64)
+
+
+def layout_streams(series: FloatArray, starts: npt.NDArray[np.int64], length: int) -> FloatArray:
+    """(length, N, 1, 1): batch b holds step b of each stream, row i continues row i."""
+    index = starts[None, :] + np.arange(length)[:, None]
+    return np.ascontiguousarray(series[index][:, :, None, None])

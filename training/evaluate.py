@@ -1,4 +1,4 @@
-"""Evaluation as the tutorial did it: a batch-1 copy fed the series one value at a time."""
+"""Evaluation as a session sees it: the serving step fed the series one value at a time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 from forecast_core.artifact import ErrorMetrics, Metrics
-from forecast_core.network import build_network, copy_weights, reset_states
-from forecast_core.scaling import MinMaxScaler
+from forecast_core.session_step import SessionStep
+from training.data import Split
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -20,53 +20,47 @@ class Evaluation:
     metrics: Metrics
 
 
-def one_step_forecasts(
-    weights: list[npt.NDArray[np.float32]], units: int, scaler: MinMaxScaler, series: FloatArray
-) -> FloatArray:
-    """Rebuild with batch size 1, copy the weights, feed series[:-1] from a fresh state."""
-    import tensorflow as tf
-
-    model = build_network(1, units)
-    copy_weights(weights, model)
-    reset_states(model)
-    step = tf.function(lambda x: model(x, training=False))
-    scaled = scaler.scale(series[:-1]).astype(np.float32)
-    outputs = [float(step(tf.constant(v, shape=(1, 1, 1)))[0, 0]) for v in scaled]
-    return np.asarray(scaler.unscale(np.asarray(outputs, dtype=np.float64)))
+def rmse(errors: FloatArray) -> float:
+    return float(np.sqrt(np.mean(errors**2)))
 
 
 def error_metrics(actual: FloatArray, forecast: FloatArray, previous: FloatArray) -> ErrorMetrics:
-    """RMSE and MAE of the forecast next to the persistence forecast (next = last)."""
+    """RMSE and MAE of the forecast next to the persistence forecast (next = last), and skill."""
     errors = forecast - actual
     naive = previous - actual
+    model_rmse, naive_rmse = rmse(errors), rmse(naive)
     return ErrorMetrics(
         count=len(actual),
-        rmse=float(np.sqrt(np.mean(errors**2))),
+        rmse=model_rmse,
         mae=float(np.mean(np.abs(errors))),
-        persistence_rmse=float(np.sqrt(np.mean(naive**2))),
+        persistence_rmse=naive_rmse,
         persistence_mae=float(np.mean(np.abs(naive))),
+        skill=1.0 - model_rmse / naive_rmse if naive_rmse > 0 else None,
     )
 
 
-def evaluate(
-    weights: list[npt.NDArray[np.float32]],
-    units: int,
-    scaler: MinMaxScaler,
-    series: FloatArray,
-    train_length: int,
-) -> Evaluation:
-    """One-step forecasts over the whole series, state carried from its start, scored per part."""
-    forecasts = one_step_forecasts(weights, units, scaler, series)
-    actual, previous = series[1:], series[:-1]
-    # forecasts[t] predicts series[t + 1]; targets before train_length belong to training.
-    boundary = train_length - 1
-    train = error_metrics(actual[:boundary], forecasts[:boundary], previous[:boundary])
+def part_metrics(series: FloatArray, forecasts: FloatArray, first: int, end: int) -> ErrorMetrics:
+    """Scores of the forecasts of series[first:end] (forecasts[t] predicts series[t + 1])."""
+    return error_metrics(
+        series[first:end], forecasts[first - 1 : end - 1], series[first - 1 : end - 1]
+    )
+
+
+def evaluate(step: SessionStep, series: FloatArray, split: Split) -> Evaluation:
+    """One session fed the whole series from a fresh state, scored per part."""
+    forecasts = step.one_step_forecasts(series)
+    train_end = split.train_length if split.in_sample else split.fit_length
+    train = part_metrics(series, forecasts, 1, train_end) if train_end > 1 else None
+    selection = part_metrics(series, forecasts, split.selection_start, split.train_length)
     validation = (
-        error_metrics(actual[boundary:], forecasts[boundary:], previous[boundary:])
-        if boundary < len(actual)
+        part_metrics(series, forecasts, split.train_length, split.length)
+        if split.train_length < split.length
         else None
     )
-    return Evaluation(forecasts=forecasts, metrics=Metrics(train=train, validation=validation))
+    return Evaluation(
+        forecasts=forecasts,
+        metrics=Metrics(train=train, selection=selection, validation=validation),
+    )
 
 
 def tutorial_table(series: FloatArray, forecasts: FloatArray) -> list[str]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import numpy as np
 
 from app.errors import ModelCheckFailed
 from forecast_core.artifact import Artifact, Manifest
 from forecast_core.calibration import Calibration
-from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step, zero_state
-from forecast_core.scaling import MinMaxScaler
+from forecast_core.lstm_step import FloatArray, lstm_step, zero_state
+from forecast_core.session_step import SessionStep
 
 logger = logging.getLogger(__name__)
 
@@ -26,26 +25,32 @@ def _probe_inputs() -> FloatArray:
     return np.concatenate([ramp, jumps])
 
 
-# A session's LSTM state: h then c in one float64 array, never changed in place.
+# A session's state (forecast_core.session_step): one float64 array, never changed in place.
 LstmState = FloatArray
 
 
 class Forecaster:
-    """One-step forecasts in raw units from a session's state; pure, thread-safe, microseconds."""
+    """One-step forecasts in raw units from a session's state; pure, thread-safe, microseconds.
 
-    def __init__(self, weights: LstmWeights, scaler: MinMaxScaler, manifest: Manifest) -> None:
-        self.weights = weights
-        self.scaler = scaler
+    The session step (level or difference model, see forecast_core.session_step) is the one
+    training evaluated; its LSTM step is checked against the batch-1 Keras copy at start-up.
+    """
+
+    def __init__(self, step: SessionStep, manifest: Manifest) -> None:
+        self.step = step
         self.manifest = manifest
         self.version = manifest.version
         # Artifacts written before intervals have no calibration: they serve without intervals.
-        self.calibration: Calibration | None = getattr(manifest, "calibration", None)
-        self._zero_state = zero_state(weights.units)
+        self.calibration: Calibration | None = manifest.calibration
+        # Bound once: these run on every request.
+        self.zero_state = step.zero_state
+        self.feed = step.feed
+        self.forecast_ahead = step.forecast_ahead
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, tolerance: float) -> Forecaster:
         """Rebuild at batch size 1, copy the weights, check the compiled step agrees with it."""
-        forecaster = cls(artifact.lstm_weights(), artifact.manifest.scaler(), artifact.manifest)
+        forecaster = cls(artifact.session_step(), artifact.manifest)
         worst = forecaster.compare_with_keras(artifact)
         if not worst <= tolerance:
             raise ModelCheckFailed(artifact.version, worst, tolerance)
@@ -62,34 +67,15 @@ class Forecaster:
         model = build_network(1, artifact.manifest.architecture.units, dtype="float64")
         copy_weights(artifact.weights, model)
         reset_states(model)
-        state = self.zero_state()
+        weights = self.step.weights
+        state = zero_state(weights.units)
         worst = 0.0
         # In scaled units: the compiled step's own scaling is left out (minimum 0, span 1).
-        # Starting from the shared read-only zero state and carrying the state also compiles
-        # both argument variants serving uses (read-only and writable state), here rather than
-        # in the first request.
+        # Starting from a read-only zero state and carrying the state also compiles both
+        # argument variants serving uses (read-only and writable state), here rather than in
+        # the first request.
         for x in _probe_inputs():
             keras_output = float(model(tf.constant(x, shape=(1, 1, 1), dtype=tf.float64))[0, 0])
-            state, output = lstm_step(self.weights, state, float(x))
+            state, output = lstm_step(weights, state, float(x))
             worst = max(worst, abs(keras_output - output))
         return worst
-
-    def zero_state(self) -> LstmState:
-        return self._zero_state
-
-    def feed(self, state: LstmState, values: Sequence[float]) -> tuple[LstmState, list[float]]:
-        """Feed raw values in order; return the new state and the raw forecast after each."""
-        weights, minimum, span = self.weights, self.scaler.minimum, self.scaler.span
-        predictions = []
-        for value in values:
-            state, prediction = lstm_step(weights, state, value, minimum, span)
-            predictions.append(prediction)
-        return state, predictions
-
-    def forecast_ahead(self, state: LstmState, last_prediction: float, horizon: int) -> list[float]:
-        """Forecast ``horizon`` values, feeding each forecast back as the next input."""
-        forecasts = [last_prediction]
-        for _ in range(horizon - 1):
-            state, (next_value,) = self.feed(state, [forecasts[-1]])
-            forecasts.append(next_value)
-        return forecasts

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from forecast_core.calibration import Calibration
 from forecast_core.lstm_step import WEIGHT_NAMES, LstmWeights
 from forecast_core.scaling import MinMaxScaler
 from forecast_core.session_step import SessionStep
@@ -143,6 +144,8 @@ class Manifest(_Strict):
     transform: dict[str, Any]
     scaling: Scaling
     selection: SelectionInfo | None = None  # None in format-1 artifacts
+    # Split-conformal residuals for intervals; None in artifacts written before them.
+    calibration: Calibration | None = None
     search: list[Candidate] = []
     data: DataInfo
     metrics: Metrics

@@ -91,13 +91,13 @@ def test_a_step_that_disagrees_with_keras_is_refused(tutorial_artifact):
         kernel[:, :units].copy(),
     )
     doctored = dataclasses.replace(tutorial_artifact, weights=weights)
-    forecaster = Forecaster(doctored.lstm_weights(), doctored.manifest.scaler(), doctored.manifest)
+    forecaster = Forecaster(doctored.session_step(), doctored.manifest)
     # The compiled step runs the doctored weights while Keras runs the real ones.
     assert forecaster.compare_with_keras(tutorial_artifact) > 1e-3
 
     class Mismatched(Forecaster):
         def __init__(self, *args, **kwargs):
-            super().__init__(doctored.lstm_weights(), doctored.manifest.scaler(), doctored.manifest)
+            super().__init__(doctored.session_step(), doctored.manifest)
 
     with pytest.raises(ModelCheckFailed, match="disagrees with the batch-1 Keras copy"):
         Mismatched.from_artifact(tutorial_artifact, tolerance=1e-5)

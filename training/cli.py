@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     # TensorFlow is imported only once the input is known to be good: bad input fails fast.
+    from forecast_core.calibration import calibrate
     from forecast_core.lstm_step import LstmWeights
     from forecast_core.session_step import SessionStep
     from training.evaluate import evaluate, tutorial_table
@@ -292,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
             say(line)
     for line in metrics_table(evaluation.metrics):
         say(line)
+    # Interval radii from the selection window's residuals (never the validation tail).
+    calibration = calibrate(
+        step,
+        values,
+        max(1, split.selection_start),
+        split.train_length,
+        values[: split.train_length],
+    )
     window = evaluation.metrics.selection
     beats_persistence = window is not None and window.rmse < window.persistence_rmse
     warning = guard_line(beats_persistence)
@@ -324,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=round(seconds, 3),
             ),
             transform=chosen.transform.to_dict(),
+            calibration=calibration,
             scaling=Scaling(minimum=chosen.scaler.minimum, maximum=chosen.scaler.maximum),
             selection=SelectionInfo(
                 fraction=args.selection_fraction,

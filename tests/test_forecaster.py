@@ -24,7 +24,7 @@ def _keras_batch1(artifact, dtype: str = "float64"):
 def test_session_gets_exactly_what_the_batch1_keras_copy_gives(tutorial_artifact, forecaster):
     values = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.35, -0.2, 1.4]
     model = _keras_batch1(tutorial_artifact)
-    scaler = forecaster.scaler
+    scaler = forecaster.step.scaling
     expected = [
         float(scaler.unscale(model(np.full((1, 1, 1), scaler.scale(v)), training=False)[0, 0]))
         for v in values
@@ -65,9 +65,9 @@ def test_n_sessions_fed_the_training_streams_reproduce_the_batch_n_model(
     for batch in inputs:
         batch_outputs = model(batch.astype("float64"), training=False).numpy()[:, 0]
         for row in range(batch_size):
-            raw_value = float(forecaster.scaler.unscale(batch[row, 0, 0]))
+            raw_value = float(forecaster.step.scaling.unscale(batch[row, 0, 0]))
             states[row], (prediction,) = forecaster.feed(states[row], [raw_value])
-            assert forecaster.scaler.scale(prediction) == pytest.approx(
+            assert forecaster.step.scaling.scale(prediction) == pytest.approx(
                 batch_outputs[row], abs=1e-9
             )
 

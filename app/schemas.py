@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from app.settings import MAX_INTERVAL_LEVELS, Settings
 
@@ -67,14 +67,12 @@ Step = Annotated[
 ]
 
 
-def _level_number(value: Any) -> Any:
+def _level_number(value: float) -> float:
     # 80 stays 80 in the answer, not 80.0.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return int(value) if value.is_integer() else value
 
 
-Level = Annotated[int | float, Field(gt=0, lt=100), BeforeValidator(_level_number)]
+Level = Annotated[float, Field(gt=0, lt=100), AfterValidator(_level_number)]
 Levels = Annotated[
     list[Level] | None,
     Field(

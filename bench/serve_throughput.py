@@ -155,6 +155,14 @@ def main() -> None:
         help="also serve /predict (memory store) from another work tree, e.g. the commit before "
         "a change (git worktree add ../before HEAD~1), in the same interleaved rounds",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+        help="also serve /predict (memory store) with these settings, e.g. "
+        "'no intervals:FORECAST_INTERVAL_LEVELS=' (repeatable)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
@@ -183,6 +191,18 @@ def main() -> None:
                     env["FORECAST_REDIS_URL"] = redis_server.url
                 process, base = _serve("app.main:app", env, log)
                 servers.append((f"/predict ({store} store)", process, base))
+            for variant in args.variant:
+                label, _, assignments = variant.partition(":")
+                env = {
+                    "FORECAST_MODEL_DIR": str(models),
+                    "FORECAST_STORE": "memory",
+                    "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
+                }
+                for assignment in filter(None, assignments.split(",")):
+                    name, _, value = assignment.partition("=")
+                    env[name.strip()] = value
+                process, base = _serve("app.main:app", env, log)
+                servers.append((f"/predict ({label})", process, base))
             if args.compare_with is not None:
                 env = {
                     "FORECAST_MODEL_DIR": str(models),

@@ -180,3 +180,26 @@ def test_two_replicas_share_sessions_through_redis(
         assert [step for step, _, _ in applied] == list(range(1, 61))
         expected = reference_forecasts(forecaster, [v for _, v, _ in applied])
         assert [p for _, _, p in applied] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_stored_record_restarts_the_session_and_says_so(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot, tmp_path: Path
+) -> None:
+    import sqlite3
+    import struct
+
+    settings = Settings(model_dir=tutorial_models_dir, store="sqlite", data_dir=tmp_path / "data")
+    async with asgi_client(settings, tutorial_model) as client:
+        await client.post("/predict/batch", json={"session_id": "u", "values": [0.1, 0.2]})
+    with sqlite3.connect(tmp_path / "data" / "sessions.sqlite3") as connection:
+        (record,) = connection.execute("SELECT record FROM sessions").fetchone()
+        # As a newer release might write it: format 9, the common prefix intact.
+        connection.execute("UPDATE sessions SET record = ?", (struct.pack("<B", 9) + record[1:],))
+    async with asgi_client(settings, tutorial_model) as client:
+        response = await client.post("/predict", json={"session_id": "u", "value": 0.3, "step": 2})
+        fresh = await client.post("/predict", json={"session_id": "fresh", "value": 0.3})
+    assert response.status_code == 200
+    assert response.json()["previous_model_version"] == "unreadable record (format 9)"
+    assert response.json()["step"] == 3
+    assert response.json()["prediction"] == fresh.json()["prediction"]

@@ -56,12 +56,12 @@ async def _feed_one_at_a_time(
 
 def _coverage(answers: list[dict[str, object]], values: FloatArray, level: int) -> float:
     """Share of values[1:] inside the interval at ``level`` forecast for them."""
-    inside = []
+    inside: list[bool] = []
     for answer, actual in zip(answers[:-1], values[1:].tolist(), strict=True):
         intervals = answer["intervals"]
         assert isinstance(intervals, list)
         (interval,) = [i for i in intervals if i["level"] == level]
-        inside.append(interval["lower"] <= actual <= interval["upper"])
+        inside.append(bool(interval["lower"] <= actual <= interval["upper"]))
     return sum(inside) / len(inside)
 
 

@@ -13,6 +13,7 @@ also counted LSTM units instead of state floats (state = 2 * units).
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import numpy as np
@@ -26,8 +27,33 @@ _FORMAT_COUNTING_UNITS = 1
 _FORMAT_WITHOUT_TRACKING = 2
 
 
+logger = logging.getLogger(__name__)
+# Format, step, revision, created and last used: the same first bytes in every format.
+_PREFIX = struct.Struct("<Bqqdd")
+
+
 class RecordFormatError(ValueError):
     """Bytes that are not a session record this code can read."""
+
+
+def decode_stored_record(data: bytes) -> SessionRecord:
+    """What a store read: the record, or, for bytes this code cannot read (a newer format, or
+    damage), a session that restarts from zero state at its step, as after a model change, and
+    says so (``previous_model_version`` names the problem). Never an error for the client."""
+    try:
+        return decode_record(data)
+    except RecordFormatError as error:
+        prefix = _PREFIX.unpack_from(data) if len(data) >= _PREFIX.size else (0, 0, 0, 0.0, 0.0)
+        fmt, step, revision, created, used = prefix
+        logger.warning("session record unreadable (%s); the session restarts its state", error)
+        return SessionRecord(
+            state=np.zeros(0),
+            step=max(step, 0),
+            revision=revision,
+            model_version=f"unreadable record (format {fmt})",
+            created_at=created,
+            last_used_at=used,
+        )
 
 
 def encode_record(record: SessionRecord) -> bytes:

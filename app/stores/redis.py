@@ -23,7 +23,7 @@ from app.errors import SessionLimitReached, StoreUnavailable
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
-from app.stores.record_codec import decode_record, encode_record
+from app.stores.record_codec import decode_stored_record, encode_record
 
 # KEYS: session hash, revision counter, live-sessions sorted set.
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
@@ -189,4 +189,4 @@ class RedisStore:
 def _record(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:
     if revision is None or not isinstance(data, bytes):
         return None
-    return decode_record(data).with_revision(int(revision))
+    return decode_stored_record(data).with_revision(int(revision))

@@ -22,7 +22,7 @@ from typing import Any
 from app.errors import SessionLimitReached, StoreUnavailable
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, T
-from app.stores.record_codec import decode_record, encode_record
+from app.stores.record_codec import decode_stored_record, encode_record
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class SqliteStore:
             "SELECT record FROM sessions WHERE key = ? AND last_used_at > ?",
             (key, now - self._ttl_s),
         ).fetchone()
-        return decode_record(row[0]) if row is not None else None
+        return decode_stored_record(row[0]) if row is not None else None
 
     def _next_revision(self, connection: sqlite3.Connection) -> int:
         row = connection.execute(

@@ -15,10 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from app.schemas import Interval, LevelCoverage, SessionSkill, SkillFigures
-from app.session_tracking import TrackingLayout, summarize, track
+from app.session_tracking import (
+    TrackingLayout,
+    compiled_track,
+    summarize,
+    track,
+    tracking_parameters,
+)
 from forecast_core.calibration import Calibration
 from forecast_core.lstm_step import FloatArray
 
@@ -31,8 +35,10 @@ class IntervalPolicy:
     calibration: Calibration | None
     rate: float
     layout: TrackingLayout
-    base_radii: FloatArray = field(repr=False)
-    alphas: FloatArray = field(repr=False)
+    # The adapted levels' one-step radii, as floats (the hot path) and packed with the rest of
+    # the tracking step's parameters (one array argument for the compiled step).
+    radii: tuple[float, ...] = field(repr=False)
+    parameters: FloatArray = field(repr=False)
 
     @classmethod
     def build(
@@ -45,14 +51,15 @@ class IntervalPolicy:
         """The policy, with its compiled tracking step ready (compiling in a request would
         stall the event loop)."""
         adapted = tuple(sorted(set(levels))) if calibration is not None else ()
-        radii = [calibration.quantile(level) for level in adapted] if calibration else []
+        radii = tuple(calibration.quantile(level) for level in adapted) if calibration else ()
+        layout = TrackingLayout(levels=len(adapted), window=window)
         policy = cls(
             levels=adapted,
             calibration=calibration,
             rate=rate,
-            layout=TrackingLayout(levels=len(adapted), window=window),
-            base_radii=np.asarray(radii, dtype=np.float64),
-            alphas=np.array([1.0 - level / 100.0 for level in adapted], dtype=np.float64),
+            layout=layout,
+            radii=radii,
+            parameters=tracking_parameters(radii, [1.0 - level / 100.0 for level in adapted], rate),
         )
         # Both argument variants serving uses: a fresh session's shared read-only tracking, and
         # a tracking array a request or a store produced.
@@ -64,13 +71,52 @@ class IntervalPolicy:
     def widest_level(self) -> float | None:
         return self.levels[-1] if self.levels else None
 
-    def fresh_tracking(self) -> FloatArray:
-        return self.layout.fresh()
-
     @property
     def level_labels(self) -> tuple[str, ...]:
         """The adapted levels as metric label values (80, not 80.0)."""
         return tuple(f"{level:g}" for level in self.levels)
+
+    def fresh_tracking(self) -> FloatArray:
+        return self.layout.fresh()
+
+    def track(
+        self, tracking: FloatArray, error: float, naive_error: float
+    ) -> tuple[FloatArray, int]:
+        """Fold a revealed value's error in; return the new tracking and the levels it missed."""
+        return track(tracking, error, naive_error, self.parameters, self.layout.levels)
+
+    def track_values(
+        self,
+        tracking: FloatArray,
+        previous: tuple[float, float] | None,
+        values: Sequence[float],
+        forecasts: Sequence[float],
+    ) -> tuple[FloatArray, tuple[float, ...], tuple[int, ...], tuple[float, ...]]:
+        """Fold in the values a request revealed, each against the forecast before it
+        (``previous``: the session's last forecast and value, None if it has none).
+
+        Returns the new tracking, the offsets in force after each value (per adapted level),
+        the levels each value missed (a bit each) and each value's absolute error (NaN where
+        no forecast preceded it)."""
+        compiled, parameters, adapted = compiled_track, self.parameters, self.layout.levels
+        offsets: list[float] = []
+        misses: list[int] = []
+        errors: list[float] = []
+        for value, forecast in zip(values, forecasts, strict=True):
+            if previous is None:
+                missed, error = 0, math.nan
+            else:
+                error = value - previous[0]
+                tracking, missed = compiled(
+                    tracking, error, value - previous[1], parameters, adapted
+                )
+                error = abs(error)
+            if adapted:
+                offsets.extend(tracking[:adapted].tolist())
+            misses.append(missed)
+            errors.append(error)
+            previous = (forecast, value)
+        return tracking, tuple(offsets), tuple(misses), tuple(errors)
 
     def current_offsets(self, tracking: FloatArray | None) -> Sequence[float]:
         """A session's offsets now (fresh ones if it has none under these settings)."""
@@ -78,20 +124,6 @@ class IntervalPolicy:
             tracking = self.fresh_tracking()
         offsets: list[float] = tracking[: self.layout.levels].tolist()
         return offsets
-
-    def track(
-        self, tracking: FloatArray, error: float, naive_error: float
-    ) -> tuple[FloatArray, int]:
-        """Fold a revealed value's error in; return the new tracking and the levels it missed."""
-        return track(
-            tracking,
-            error,
-            naive_error,
-            self.base_radii,
-            self.alphas,
-            self.rate,
-            self.layout.window,
-        )
 
     def offset(self, level: float, offsets: Sequence[float]) -> float:
         """The session's offset for ``level``: its own if adapted, else interpolated."""
@@ -118,15 +150,20 @@ class IntervalPolicy:
         calibration = self.calibration
         if calibration is None:
             return []
-        chosen = self.levels if levels is None else levels
-        intervals = []
-        for level in chosen:
-            radius = calibration.quantile(level, horizon) * math.exp(self.offset(level, offsets))
-            # Built from numbers computed here: no validation needed on the hot path.
-            intervals.append(
-                Interval.model_construct(
-                    level=level, lower=forecast - radius, upper=forecast + radius
+        if levels is None and horizon == 1:
+            # The common case, on every request: radii and offsets line up level by level.
+            intervals: list[Interval] = []
+            for level, radius, theta in zip(self.levels, self.radii, offsets, strict=True):
+                scaled = radius * math.exp(theta)
+                intervals.append(
+                    {"level": level, "lower": forecast - scaled, "upper": forecast + scaled}
                 )
+            return intervals
+        intervals = []
+        for level in self.levels if levels is None else levels:
+            radius = calibration.quantile(level, horizon) * math.exp(self.offset(level, offsets))
+            intervals.append(
+                {"level": level, "lower": forecast - radius, "upper": forecast + radius}
             )
         return intervals
 
@@ -155,6 +192,6 @@ class IntervalPolicy:
         flags = []
         if calibration.outside_training_range(value):
             flags.append("outside_training_range")
-        if misses >> (len(self.levels) - 1) & 1:
+        if self.levels and misses >> (len(self.levels) - 1) & 1:
             flags.append(f"outside_interval_{self.widest_level:g}")
         return flags

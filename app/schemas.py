@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from app.settings import MAX_INTERVAL_LEVELS, Settings
 
@@ -159,8 +160,8 @@ class SessionRequest(_Body):
     session_id: SessionId
 
 
-class Interval(BaseModel):
-    level: int | float = Field(description="percent of values the interval is meant to hold")
+class Interval(TypedDict):
+    level: Annotated[float, Field(description="percent of values the interval is meant to hold")]
     lower: float
     upper: float
 
@@ -177,19 +178,21 @@ Flags = Annotated[
 ]
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(TypedDict):
+    """/predict's answer: a typed dict, built and serialized on the hot path without validation
+    (app.responses.JsonBytesResponse); the schema documents it all the same."""
+
     session_id: str
-    prediction: float = Field(description="forecast of the next value")
-    step: int = Field(description="values this session has consumed, this one included")
+    prediction: Annotated[float, Field(description="forecast of the next value")]
+    step: Annotated[int, Field(description="values this session has consumed, this one included")]
     model_version: str
-    replayed: bool = Field(False, description="a retry of the last request: nothing advanced")
-    previous_model_version: str | None = Field(
-        None, description="set when the session was under another model: its state restarted"
-    )
-    intervals: list[Interval] = Field(
-        default_factory=list, description="around the prediction, one per level"
-    )
-    flags: Flags = Field(default_factory=list)
+    replayed: Annotated[bool, Field(description="a retry of the last request: nothing advanced")]
+    previous_model_version: Annotated[
+        str | None,
+        Field(description="set when the session was under another model: its state restarted"),
+    ]
+    intervals: Annotated[list[Interval], Field(description="around the prediction, one per level")]
+    flags: Flags
 
 
 class PredictBatchResponse(BaseModel):

@@ -7,7 +7,6 @@ the same for every store and two writers can never both advance from the same st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -107,44 +106,17 @@ def feed(
     if tracking is None or tracking.shape[0] != policy.layout.size:
         tracking = policy.fresh_tracking()  # first use, or other levels or window configured
     new_state, predictions = forecaster.feed(state, values)
-    adapted = policy.layout.levels
-    offsets: list[float] = []
-    misses: list[int] = []
-    errors: list[float] = []
-    for value, prediction in zip(values, predictions, strict=True):
-        missed, error = 0, math.nan
-        if previous is not None:
-            error = value - previous[0]
-            tracking, missed = policy.track(tracking, error, value - previous[1])
-        if adapted:
-            offsets.extend(tracking[:adapted].tolist())
-        misses.append(missed)
-        errors.append(abs(error))
-        previous = (prediction, value)
-    # The constructor, not _replace: this runs on every request and _replace is slower.
+    tracking, offsets, misses, errors = policy.track_values(tracking, previous, values, predictions)
+    step = current.step + len(values)
+    # Positional constructors: this runs on every request, and keywords and _replace cost more.
     updated = SessionRecord(
-        state=new_state,
-        step=current.step + len(values),
-        revision=current.revision,
-        model_version=forecaster.version,
-        created_at=current.created_at,
-        last_used_at=now,
-        last_values=tuple(values),
-        last_predictions=tuple(predictions),
-        tracking=tracking,
-        last_offsets=tuple(offsets),
-        last_misses=tuple(misses),
+        new_state, step, current.revision, forecaster.version, current.created_at, now,
+        tuple(values), tuple(predictions), tracking, offsets, misses,
+    )  # fmt: skip
+    outcome = FeedOutcome(
+        predictions, step, forecaster.version, False, previous_model, offsets, misses, errors
     )
-    return updated, FeedOutcome(
-        predictions=predictions,
-        step=updated.step,
-        model_version=forecaster.version,
-        replayed=False,
-        previous_model_version=previous_model,
-        offsets=updated.last_offsets,
-        misses=updated.last_misses,
-        errors=tuple(errors),
-    )
+    return updated, outcome
 
 
 def _replay(record: SessionRecord, policy: IntervalPolicy) -> FeedOutcome:

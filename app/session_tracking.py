@@ -27,7 +27,8 @@ Layout, for ``L`` levels and a window of ``K``::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -46,6 +47,10 @@ class TrackingLayout:
 
     levels: int
     window: int
+    size: int = field(init=False)  # read on every request: computed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", self.ring + self.window * self.row)
 
     @property
     def totals(self) -> int:
@@ -63,10 +68,6 @@ class TrackingLayout:
     def row(self) -> int:
         return 2 + self.levels
 
-    @property
-    def size(self) -> int:
-        return self.ring + self.window * self.row
-
     def fresh(self) -> FloatArray:
         """The tracking of a session with no revealed value yet (read-only, shared)."""
         array = np.zeros(self.size)
@@ -74,17 +75,18 @@ class TrackingLayout:
         return array
 
 
+def tracking_parameters(radii: Sequence[float], alphas: Sequence[float], rate: float) -> FloatArray:
+    """The tracking step's parameters in one array: rate, the radii, then the alphas."""
+    parameters = np.array([rate, *radii, *alphas], dtype=np.float64)
+    parameters.setflags(write=False)
+    return parameters
+
+
 def _track_loops(
-    tracking: FloatArray,
-    error: float,
-    naive_error: float,
-    base_radii: FloatArray,
-    alphas: FloatArray,
-    rate: float,
-    window: int,
+    tracking: FloatArray, error: float, naive_error: float, parameters: FloatArray, levels: int
 ) -> tuple[FloatArray, int]:
     # Compiled by numba below: one call per revealed value instead of dozens of numpy ones.
-    levels = base_radii.shape[0]
+    rate = parameters[0]
     out = tracking.copy()
     absolute = abs(error)
     totals = levels
@@ -94,6 +96,7 @@ def _track_loops(
     out[totals + 3] += naive_error * naive_error
     ring_header = 2 * levels + 4
     row_size = 2 + levels
+    window = (tracking.shape[0] - ring_header - 2) // row_size
     slot = int(out[ring_header])
     row = ring_header + 2 + slot * row_size
     out[row] = error
@@ -101,33 +104,27 @@ def _track_loops(
     misses = 0
     for level in range(levels):
         theta = tracking[level]
-        radius = base_radii[level] * math.exp(theta)
+        radius = parameters[1 + level] * math.exp(theta)
         missed = 1.0 if absolute > radius else 0.0
         if missed > 0.0:
             misses |= 1 << level
         out[totals + 4 + level] += 1.0 - missed
         out[row + 2 + level] = 1.0 - missed
-        theta += rate * (missed - alphas[level])
+        theta += rate * (missed - parameters[1 + levels + level])
         out[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
     out[ring_header] = (slot + 1) % window
     out[ring_header + 1] = min(out[ring_header + 1] + 1.0, float(window))
     return out, misses
 
 
-_compiled_track = numba.njit(cache=False, fastmath=False)(_track_loops)
+compiled_track = numba.njit(cache=False, fastmath=False)(_track_loops)
 
 
 def track(
-    tracking: FloatArray,
-    error: float,
-    naive_error: float,
-    base_radii: FloatArray,
-    alphas: FloatArray,
-    rate: float,
-    window: int,
+    tracking: FloatArray, error: float, naive_error: float, parameters: FloatArray, levels: int
 ) -> tuple[FloatArray, int]:
     """Fold one revealed value in; return the new tracking and a bit per level it missed."""
-    out, misses = _compiled_track(tracking, error, naive_error, base_radii, alphas, rate, window)
+    out, misses = compiled_track(tracking, error, naive_error, parameters, levels)
     return out, int(misses)
 
 

@@ -106,11 +106,11 @@ def test_a_step_that_disagrees_with_keras_is_refused(tutorial_artifact):
 def test_start_up_check_compiled_every_variant_serving_uses(forecaster, policy):
     # A variant compiled in a request would stall the event loop while numba compiles it.
     from app.session_rules import feed
-    from app.session_tracking import _compiled_track
+    from app.session_tracking import compiled_track
     from app.stores.record_codec import decode_record, encode_record
     from forecast_core.lstm_step import _compiled_step
 
-    compiled = len(_compiled_step.signatures), len(_compiled_track.signatures)
+    compiled = len(_compiled_step.signatures), len(compiled_track.signatures)
     record, _ = feed(
         None, forecaster, policy, [0.1, 2.0], None, 1000.0
     )  # from the shared zero state
@@ -120,4 +120,4 @@ def test_start_up_check_compiled_every_variant_serving_uses(forecaster, policy):
     decoded = decode_record(encode_record(record))  # from a state a store read back
     forecaster.feed(decoded.state, [0.4])
     forecaster.forecast_ahead(decoded.state, 0.4, 3)
-    assert (len(_compiled_step.signatures), len(_compiled_track.signatures)) == compiled
+    assert (len(_compiled_step.signatures), len(compiled_track.signatures)) == compiled

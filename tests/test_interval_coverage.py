@@ -56,7 +56,9 @@ def coverage_by_series(tmp_path_factory: pytest.TempPathFactory) -> Coverage:
     return coverage
 
 
+# The first test also trains every series (the module's fixture): minutes, not seconds.
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("level", LEVELS)
 def test_average_coverage_is_within_5_points_of_nominal(
     coverage_by_series: Coverage, level: int
@@ -66,6 +68,7 @@ def test_average_coverage_is_within_5_points_of_nominal(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("level", LEVELS)
 def test_no_series_is_more_than_15_points_below_nominal(
     coverage_by_series: Coverage, level: int

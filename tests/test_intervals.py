@@ -46,9 +46,9 @@ def test_radii_widen_with_the_horizon_and_past_it_like_a_random_walk(
 def test_a_fresh_session_gets_the_calibrated_intervals(policy: IntervalPolicy) -> None:
     offsets = policy.current_offsets(None)
     intervals = policy.intervals(1.0, offsets)
-    assert [i.level for i in intervals] == [80, 95]
-    assert [i.lower for i in intervals] == pytest.approx([1.0 - 0.165, 1.0 - 0.195])
-    assert [i.upper for i in intervals] == pytest.approx([1.0 + 0.165, 1.0 + 0.195])
+    assert [i["level"] for i in intervals] == [80, 95]
+    assert [i["lower"] for i in intervals] == pytest.approx([1.0 - 0.165, 1.0 - 0.195])
+    assert [i["upper"] for i in intervals] == pytest.approx([1.0 + 0.165, 1.0 + 0.195])
 
 
 def test_a_miss_widens_and_a_hit_narrows_by_the_conformal_step(policy: IntervalPolicy) -> None:

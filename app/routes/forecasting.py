@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 
 from app.auth import store_key
 from app.errors import NoValuesYet, SessionNotFound, SessionUnderOtherModel
-from app.responses import ModelResponse
+from app.responses import JsonBytesResponse
 from app.schemas import (
     ErrorResponse,
     ForecastRequest,
@@ -87,24 +87,23 @@ def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRout
         ForecastBody = bodies.forecast
 
     @router.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest, request: Request) -> ModelResponse:
+    async def predict(body: PredictRequest, request: Request) -> JsonBytesResponse:
         """Feed one value to a session; get the forecast of its next value."""
         services = holder.services
         key = store_key(request.scope, body.session_id)
         outcome, flags = await _feed(services, key, (body.value,), body.step)
         prediction = outcome.predictions[-1]
-        return ModelResponse(
-            PredictResponse(
-                session_id=body.session_id,
-                prediction=prediction,
-                step=outcome.step,
-                model_version=outcome.model_version,
-                replayed=outcome.replayed,
-                previous_model_version=outcome.previous_model_version,
-                intervals=services.intervals.intervals(prediction, outcome.offsets, body.levels),
-                flags=flags[0],
-            )
-        )
+        answer: PredictResponse = {
+            "session_id": body.session_id,
+            "prediction": prediction,
+            "step": outcome.step,
+            "model_version": outcome.model_version,
+            "replayed": outcome.replayed,
+            "previous_model_version": outcome.previous_model_version,
+            "intervals": services.intervals.intervals(prediction, outcome.offsets, body.levels),
+            "flags": flags[0],
+        }
+        return JsonBytesResponse(answer)
 
     @router.post("/predict/batch")
     async def predict_batch(body: PredictBatchBody, request: Request) -> PredictBatchResponse:

@@ -39,6 +39,9 @@ class IntervalPolicy:
     # the tracking step's parameters (one array argument for the compiled step).
     radii: tuple[float, ...] = field(repr=False)
     parameters: FloatArray = field(repr=False)
+    level_labels: tuple[str, ...] = field(repr=False)  # as metric label values: 80, not 80.0
+    range_bounds: tuple[float, float] = field(repr=False)  # beyond them: outside_training_range
+    widest_flag: str = field(repr=False)
 
     @classmethod
     def build(
@@ -60,21 +63,17 @@ class IntervalPolicy:
             layout=layout,
             radii=radii,
             parameters=tracking_parameters(radii, [1.0 - level / 100.0 for level in adapted], rate),
+            level_labels=tuple(f"{level:g}" for level in adapted),
+            range_bounds=(
+                calibration.training_range_bounds() if calibration else (-math.inf, math.inf)
+            ),
+            widest_flag=f"outside_interval_{adapted[-1]:g}" if adapted else "",
         )
         # Both argument variants serving uses: a fresh session's shared read-only tracking, and
         # a tracking array a request or a store produced.
         tracked, _ = policy.track(policy.fresh_tracking(), 0.0, 0.0)
         policy.track(tracked, 0.0, 0.0)
         return policy
-
-    @property
-    def widest_level(self) -> float | None:
-        return self.levels[-1] if self.levels else None
-
-    @property
-    def level_labels(self) -> tuple[str, ...]:
-        """The adapted levels as metric label values (80, not 80.0)."""
-        return tuple(f"{level:g}" for level in self.levels)
 
     def fresh_tracking(self) -> FloatArray:
         return self.layout.fresh()
@@ -186,12 +185,10 @@ class IntervalPolicy:
     def flags(self, value: float, misses: int) -> list[str]:
         """What is unusual about a revealed value: outside the training range (by the margin in
         forecast_core.calibration), outside the widest interval forecast for it."""
-        calibration = self.calibration
-        if calibration is None:
-            return []
         flags = []
-        if calibration.outside_training_range(value):
+        low, high = self.range_bounds
+        if not low <= value <= high:
             flags.append("outside_training_range")
-        if self.levels and misses >> (len(self.levels) - 1) & 1:
-            flags.append(f"outside_interval_{self.widest_level:g}")
+        if misses and misses >> (len(self.levels) - 1) & 1:
+            flags.append(self.widest_flag)
         return flags

@@ -87,20 +87,24 @@ class ForecastStats:
         self._errors = [0] * (len(buckets) + 1)
         self._error_count = 0
         self._error_sum = 0.0
-        self._intervals: dict[tuple[str, str], int] = {}  # (level, hit or miss) -> count
+        self._intervals: dict[str, list[int]] = {}  # level -> [hits, misses]
         self._flags: dict[str, int] = {}
 
-    def observe_error(self, scaled_error: float) -> None:
+    def observe(
+        self, scaled_error: float, missed: int, levels: tuple[str, ...], flags: list[str]
+    ) -> None:
+        """One revealed value: its error, the levels it missed (a bit each), its flags."""
         self._error_count += 1
         self._error_sum += scaled_error
         self._errors[bisect.bisect_left(self.buckets, scaled_error)] += 1
-
-    def observe_interval(self, level: str, hit: bool) -> None:
-        key = (level, "hit" if hit else "miss")
-        self._intervals[key] = self._intervals.get(key, 0) + 1
-
-    def observe_flag(self, flag: str) -> None:
-        self._flags[flag] = self._flags.get(flag, 0) + 1
+        intervals = self._intervals
+        for index, level in enumerate(levels):
+            counts = intervals.get(level)
+            if counts is None:
+                counts = intervals[level] = [0, 0]
+            counts[missed >> index & 1] += 1
+        for flag in flags:
+            self._flags[flag] = self._flags.get(flag, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         errors = HistogramMetricFamily(
@@ -117,8 +121,9 @@ class ForecastStats:
             "Revealed values inside (hit) or outside (miss) the interval forecast for them",
             labels=["level", "outcome"],
         )
-        for (level, outcome), count in sorted(self._intervals.items()):
-            intervals.add_metric([level, outcome], count)
+        for level, (hits, misses) in sorted(self._intervals.items()):
+            intervals.add_metric([level, "hit"], hits)
+            intervals.add_metric([level, "miss"], misses)
         yield intervals
         flags = CounterMetricFamily(
             "forecast_flags", "Flags raised on revealed values, by flag", labels=["flag"]

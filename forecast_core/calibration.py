@@ -55,9 +55,10 @@ class Calibration(BaseModel):
             radius *= math.sqrt(horizon / self.horizon)
         return radius
 
-    def outside_training_range(self, value: float) -> bool:
+    def training_range_bounds(self) -> tuple[float, float]:
+        """Values outside these bounds are flagged: the training range widened by the margin."""
         margin = TRAINING_RANGE_MARGIN * (self.value_maximum - self.value_minimum)
-        return not self.value_minimum - margin <= value <= self.value_maximum + margin
+        return self.value_minimum - margin, self.value_maximum + margin
 
 
 class SteppableModel(Protocol):

@@ -3,6 +3,7 @@
 # No ``from __future__ import annotations`` here: FastAPI reads the body types of these routes,
 # built from the settings when the app is built, from their annotations at definition time.
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -59,13 +60,8 @@ def _observe(services: Services, outcome: FeedOutcome, flags: list[list[str]]) -
     span = calibration.value_maximum - calibration.value_minimum
     labels = policy.level_labels
     for error, missed, value_flags in zip(outcome.errors, outcome.misses, flags, strict=True):
-        if error != error:  # NaN: no forecast before this value
-            continue
-        metrics.forecasts.observe_error(error / span)
-        for index, label in enumerate(labels):
-            metrics.forecasts.observe_interval(label, not missed >> index & 1)
-        for flag in value_flags:
-            metrics.forecasts.observe_flag(flag)
+        if not math.isnan(error):  # NaN: no forecast before this value
+            metrics.forecasts.observe(error / span, missed, labels, value_flags)
 
 
 def _per_value(offsets: Sequence[float], adapted: int, index: int) -> Sequence[float]:

@@ -38,7 +38,12 @@ from training.data import (
     split_series,
     tutorial_series,
 )
-from training.search import KPSS_LEVEL, MIN_KPSS_LENGTH, allowed_transforms
+from training.search import (
+    KPSS_LEVEL,
+    MIN_KPSS_LENGTH,
+    allowed_transforms,
+    default_learning_rates,
+)
 from training.stationarity import KpssResult, kpss_level
 
 EXIT_BAD_INPUT = 2
@@ -112,8 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--learning-rate",
         type=_learning_rates,
-        default=(0.003, 0.001),
-        help="Adam learning rates to search, comma-separated (default 0.003,0.001)",
+        default=None,
+        help=(
+            "Adam learning rates to search, comma-separated (default 0.003,0.001; "
+            "0.01,0.003 for a series too short for a held-out selection window)"
+        ),
     )
     parser.add_argument(
         "--transform",
@@ -187,6 +195,7 @@ class _Plan:
     split: Split
     kpss: KpssResult | None
     kinds: tuple[TransformKind, ...]
+    learning_rates: tuple[float, ...]
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -211,7 +220,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     kinds = allowed_transforms(args.transform, kpss)
     for kind in kinds:
         network_series(series.values[: split.fit_length], kind)  # refuses unscalable data
-    return _Plan(series, fraction, split, kpss, kinds)
+    rates = args.learning_rate if args.learning_rate is not None else default_learning_rates(split)
+    return _Plan(series, fraction, split, kpss, kinds, rates)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"KPSS: statistic {plan.kpss.statistic:.3f}, p {plan.kpss.p_value:.3f}: {verdict}")
     say(
         f"candidates: {', '.join(k.value for k in plan.kinds)} x learning rates "
-        f"{', '.join(f'{r:g}' for r in args.learning_rate)}"
+        f"{', '.join(f'{r:g}' for r in plan.learning_rates)}"
     )
 
     settings = SearchSettings(
-        learning_rates=args.learning_rate,
+        learning_rates=plan.learning_rates,
         batch_size=args.batch_size,
         units=args.units,
         max_epochs=args.epochs,
@@ -320,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 window_length=chosen.window_length,
                 samples_used=chosen.samples_used,
-                final_loss=float(chosen.losses[chosen.best_epoch - 1]),
+                final_loss=chosen.best_loss,
                 seconds=round(seconds, 3),
             ),
             transform=chosen.transform.to_dict(),

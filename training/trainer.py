@@ -76,6 +76,11 @@ class TrainingResult:
     def epochs_run(self) -> int:
         return len(self.losses)
 
+    @property
+    def best_loss(self) -> float:
+        """Mean training loss of the epoch whose weights the model holds (NaN before any)."""
+        return float(self.losses[self.best_epoch - 1]) if self.best_epoch > 0 else math.nan
+
 
 def _seeded_network(batch_size: int, units: int, seed: int) -> keras.Model:
     import keras
@@ -165,7 +170,7 @@ def train_compiled(
             continue
         score = early_stopping.score([np.asarray(w, np.float32) for w in model.get_weights()])
         scores.append((len(history), score))
-        if score < best_score:
+        if score < best_score or best_epoch == 0:
             best_score, best_epoch, best_weights = score, len(history), model.get_weights()
         elif len(history) - best_epoch >= early_stopping.patience:
             break

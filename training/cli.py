@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluation.forecasts,
             split,
             chosen.losses,
+            chosen.best_epoch,
             title=f"{series.source}: one-step forecasts of a session ({chosen.label})",
         )
 

@@ -18,6 +18,7 @@ def save_evaluation_plot(
     forecasts: FloatArray,
     split: Split,
     losses: FloatArray,
+    best_epoch: int,
     title: str,
 ) -> None:
     """Whole series with forecasts; the validation tail (or the selection window when there is
@@ -51,6 +52,8 @@ def save_evaluation_plot(
     middle.legend()
 
     bottom.plot(np.arange(1, len(losses) + 1), losses)
+    bottom.axvline(best_epoch, color="grey", linestyle="--", label="weights kept (early stopping)")
+    bottom.legend()
     bottom.set_yscale("log")
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("training loss (MSE, scaled)")

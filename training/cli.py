@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                     epochs_run=result.epochs_run,
                     shrink=result.transform.shrink if result.transform.is_difference else None,
                     selection_rmse=result.selection_rmse,
+                    seconds=round(result.seconds, 3),
                 )
                 for result in results
             ],

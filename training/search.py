@@ -8,6 +8,7 @@ Nothing here sees the validation tail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ class CandidateResult:
     best_loss: float
     window_length: int
     samples_used: int
+    seconds: float
 
     @property
     def label(self) -> str:
@@ -127,6 +129,7 @@ def train_candidate(
     progress: Callable[[int, float], None] | None = None,
 ) -> CandidateResult:
     """Train one configuration with early stopping on the selection window."""
+    started = time.perf_counter()
     series = network_series(values[: split.fit_length], kind)
 
     def score(weights: WeightList) -> float:
@@ -160,6 +163,7 @@ def train_candidate(
         best_loss=result.best_loss,
         window_length=pairs // settings.batch_size,
         samples_used=pairs,
+        seconds=time.perf_counter() - started,
     )
 
 

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 # Epochs per compiled call without early stopping: large enough that Python overhead vanishes,
 # small enough for a progress bar that moves.
 EPOCHS_PER_CALL = 50
-# Streams at least this long are trained through XLA (jit_compile): compiling costs a couple of
-# seconds per candidate and then roughly halves the time of each step, which pays off for a
-# 1,000-value series (windows of about 200 steps) but not for the tutorial's windows of 3.
-XLA_MIN_WINDOW_LENGTH = 100
+# Streams at least this long are trained through XLA (jit_compile): compiling costs a few
+# seconds, then each step takes about half as long, which pays off from series of a few hundred
+# values (windows of 50+ steps at N = 3) but not for the tutorial's windows of 3.
+XLA_MIN_WINDOW_LENGTH = 50
 # Random start states are drawn uniformly from [-bound, bound], the range of h (tanh).
 START_STATE_BOUND = 1.0
 

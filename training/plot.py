@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
+from forecast_core.arrays import FloatArray
 from training.data import Split
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def save_evaluation_plot(
@@ -18,6 +16,7 @@ def save_evaluation_plot(
     forecasts: FloatArray,
     split: Split,
     losses: FloatArray,
+    best_epoch: int,
     title: str,
 ) -> None:
     """Whole series with forecasts; the validation tail (or the selection window when there is
@@ -51,6 +50,8 @@ def save_evaluation_plot(
     middle.legend()
 
     bottom.plot(np.arange(1, len(losses) + 1), losses)
+    bottom.axvline(best_epoch, color="grey", linestyle="--", label="weights kept (early stopping)")
+    bottom.legend()
     bottom.set_yscale("log")
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("training loss (MSE, scaled)")

@@ -35,8 +35,8 @@ from app.stores.redis_common import (
     RecordCache,
     client_options,
     record_from,
+    require_replicas,
     unavailable,
-    unconfirmed,
 )
 
 # KEYS: session hash, revision counter, live-sessions sorted set.
@@ -123,7 +123,7 @@ class RedisStore:
         try:
             if self._min_replicas:
                 revision, data = await self._run_confirmed(
-                    self._confirmable_read, [self._key(key)], []
+                    self._confirmable_read, [self._key(key)], [], _found
                 )
             else:
                 revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
@@ -145,7 +145,9 @@ class RedisStore:
         ]
         try:
             if self._min_replicas:
-                result = await self._run_confirmed(self._compare_and_set_script, keys, args)
+                result = await self._run_confirmed(
+                    self._compare_and_set_script, keys, args, _written
+                )
             else:
                 result = await self._compare_and_set_script(keys=keys, args=args)
         except RedisError as error:
@@ -160,10 +162,15 @@ class RedisStore:
         return False, self._cache.remember(key, record_from(result[1], result[2]))
 
     async def _run_confirmed(
-        self, script: AsyncScript, keys: list[str], args: list[EncodableT]
+        self,
+        script: AsyncScript,
+        keys: list[str],
+        args: list[EncodableT],
+        needs_confirmation: Callable[[Any], bool],
     ) -> Any:
         """Run ``script``, then WAIT on the same connection; the script's result, or
-        StoreUnavailable when too few replicas confirmed within the timeout."""
+        StoreUnavailable when it ``needs_confirmation`` and too few replicas confirmed within
+        the timeout."""
         for _attempt in range(2):
             pipe: Pipeline = self._client.pipeline(transaction=False)
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -174,9 +181,8 @@ class RedisStore:
             await self._client.script_load(script.script)  # Redis restarted: cache empty
         if isinstance(result, RedisError):
             raise result
-        if isinstance(confirmed, RedisError) or int(confirmed) < self._min_replicas:
-            count = 0 if isinstance(confirmed, RedisError) else int(confirmed)
-            raise unconfirmed(self._url, count, self._min_replicas, self._wait_timeout_ms)
+        if needs_confirmation(result):
+            require_replicas(confirmed, self._min_replicas, self._wait_timeout_ms, self._url)
         return result
 
     async def delete(self, key: str) -> bool:
@@ -205,3 +211,13 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _found(result: Any) -> bool:
+    # Only a session that exists can have been acknowledged; an absent one is created (and
+    # its write confirmed) or answered 404.
+    return result[0] is not None
+
+
+def _written(result: Any) -> bool:
+    return bool(result[0] == 1)

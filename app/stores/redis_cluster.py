@@ -39,8 +39,8 @@ from app.stores.redis_common import (
     RecordCache,
     client_options,
     record_from,
+    require_replicas,
     unavailable,
-    unconfirmed,
 )
 
 # KEYS: the session hash. ARGV: expected revision ("0": must not exist), new revision, record,
@@ -123,7 +123,7 @@ class RedisClusterStore:
         hkey = self._key(key)
         try:
             if self._min_replicas:
-                revision, data = await self._run_confirmed(self._confirmable_read, hkey, [])
+                revision, data = await self._run_confirmed(self._confirmable_read, hkey, [], _found)
             else:
                 revision, data = await self._client.hmget(hkey, ["rev", "rec"])
         except RedisError as error:
@@ -147,7 +147,7 @@ class RedisClusterStore:
         hkey = self._key(key)
         try:
             if self._min_replicas:
-                result = await self._run_confirmed(self._compare_and_set, hkey, args)
+                result = await self._run_confirmed(self._compare_and_set, hkey, args, _written)
             else:
                 result = await self._compare_and_set(keys=[hkey], args=args)
         except RedisError as error:
@@ -164,9 +164,16 @@ class RedisClusterStore:
     def _shard_cap(self) -> int:
         return math.ceil(self._max_sessions / max(1, len(self._client.get_primaries())))
 
-    async def _run_confirmed(self, script: AsyncScript, hkey: str, args: list[EncodableT]) -> Any:
+    async def _run_confirmed(
+        self,
+        script: AsyncScript,
+        hkey: str,
+        args: list[EncodableT],
+        needs_confirmation: Callable[[Any], bool],
+    ) -> Any:
         """Run ``script`` on ``hkey``'s primary, then WAIT on the same connection; the script's
-        result, or StoreUnavailable when too few replicas confirmed within the timeout."""
+        result, or StoreUnavailable when it ``needs_confirmation`` and too few replicas
+        confirmed within the timeout."""
         await self._client.initialize()  # after a failover, learns the new primaries
         node = self._client.get_node_from_key(hkey)
         assert node is not None
@@ -181,9 +188,8 @@ class RedisClusterStore:
             # Moved, down, or mid-failover: learn the topology again before the next request.
             await self._client.aclose()
             raise result
-        if isinstance(confirmed, RedisError) or int(confirmed) < self._min_replicas:
-            count = 0 if isinstance(confirmed, RedisError) else int(confirmed)
-            raise unconfirmed(self._url, count, self._min_replicas, self._wait_timeout_ms)
+        if needs_confirmation(result):
+            require_replicas(confirmed, self._min_replicas, self._wait_timeout_ms, self._url)
         return result
 
     async def _script_then_wait(
@@ -222,3 +228,13 @@ class RedisClusterStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _found(result: Any) -> bool:
+    # Only a session that exists can have been acknowledged; an absent one is created (and
+    # its write confirmed) or answered 404.
+    return result[0] is not None
+
+
+def _written(result: Any) -> bool:
+    return bool(result[0] == 1)

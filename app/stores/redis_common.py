@@ -49,14 +49,19 @@ def unavailable(url: str, error: RedisError | str) -> StoreUnavailable:
     return StoreUnavailable(f"Redis session store at {safe_url(url)}", str(error))
 
 
-def unconfirmed(url: str, confirmed: int, wanted: int, timeout_ms: int) -> StoreUnavailable:
-    """A step written on the primary that too few replicas confirmed: it may not survive a
-    failover, so it is not acknowledged. A retry with the same step replays it once confirmed."""
-    return StoreUnavailable(
-        f"Redis session store at {safe_url(url)}",
-        f"{confirmed} of {wanted} replicas confirmed the write within {timeout_ms} ms",
-        "retry the same request (same step): it is applied at most once",
-    )
+def require_replicas(confirmed: object, wanted: int, timeout_ms: int, url: str) -> None:
+    """StoreUnavailable unless ``WAIT`` answered that ``wanted`` replicas have the write.
+
+    Such a write is on the primary but may not survive a failover, so it is not acknowledged;
+    a retry with the same step replays it once it is confirmed (or applies it if it was lost).
+    """
+    count = confirmed if isinstance(confirmed, int) else 0
+    if count < wanted:
+        raise StoreUnavailable(
+            f"Redis session store at {safe_url(url)}",
+            f"{count} of {wanted} replicas confirmed the write within {timeout_ms} ms",
+            "retry the same request (same step): it is applied at most once",
+        )
 
 
 def record_from(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:

@@ -137,6 +137,8 @@ class RedisCluster:
                 "--cluster-node-timeout", str(node_timeout_ms),
                 # A replica may be promoted however long it was cut off: the test kills masters.
                 "--cluster-replica-validity-factor", "0",
+                # A (re)joining replica syncs at once instead of waiting for others to join.
+                "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
             self.nodes.append(node)
         self.replicas_per_master = 1
@@ -179,20 +181,52 @@ class RedisCluster:
     def _healthy(self) -> bool:
         running = [node for node in self.nodes if node.process is not None]
         try:
-            for node in running:
-                client = redis.Redis(port=node.port, socket_timeout=1)
-                try:
-                    if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                        return False
-                finally:
-                    client.close()
+            if not self._all_ok():
+                return False
             roles = self.roles()
         except redis.exceptions.RedisError:
             return False
         masters = [port for port, role in roles.items() if role == "master"]
         return len(masters) * (1 + self.replicas_per_master) == len(running) and all(
-            role in ("master", "slave") for role in roles.values()
+            self._replicas_online(port) == self.replicas_per_master for port in masters
         )
+
+    def _replicas_online(self, port: int) -> int:
+        """Replicas of the master on ``port`` that finished their sync (WAIT can count them)."""
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        return sum(
+            1
+            for name, value in info.items()
+            if name.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
+        )
+
+    def wait_until_promoted(self, masters: int, timeout: float = 60) -> None:
+        """Until ``masters`` running nodes are masters and every node says the cluster is ok."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if len(self.masters()) == masters and self._all_ok():
+                    return
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("no replica was promoted")
+
+    def _all_ok(self) -> bool:
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            client = redis.Redis(port=node.port, socket_timeout=1)
+            try:
+                if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                    return False
+            finally:
+                client.close()
+        return True
 
     def roles(self) -> dict[int, str]:
         """Port -> "master" or "slave" of every running node, as the nodes themselves say."""

@@ -18,14 +18,16 @@ holding its encoded record and its revision. Nothing is shared between sessions 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
@@ -59,6 +61,10 @@ redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'rec', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1}
 """
+
+# What a cluster call raises when a node fails: redis-py's errors, and uvloop's RuntimeError for
+# a write on a connection that redis-py closed meanwhile (it closes them all on a topology change).
+_FAILURES = (RedisError, RuntimeError)
 
 # Random low bits under the clock's milliseconds: two writers that recreate a session in the
 # same millisecond still draw different revisions.
@@ -101,6 +107,7 @@ class RedisClusterStore:
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._cache = RecordCache(min(max_sessions, 100_000))
         self._local_queue = KeyedLocks()
+        self._refresh_lock = asyncio.Lock()
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{{{key}}}"
@@ -126,8 +133,8 @@ class RedisClusterStore:
                 revision, data = await self._run_confirmed(self._confirmable_read, hkey, [], _found)
             else:
                 revision, data = await self._client.hmget(hkey, ["rev", "rec"])
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
         return self._cache.remember(key, record_from(revision, data))
 
     async def write_if_unchanged(
@@ -150,8 +157,8 @@ class RedisClusterStore:
                 result = await self._run_confirmed(self._compare_and_set, hkey, args, _written)
             else:
                 result = await self._compare_and_set(keys=[hkey], args=args)
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
         if result[0] == -2:
             raise SessionLimitReached(self._max_sessions)
         if result[0] == 1:
@@ -174,7 +181,7 @@ class RedisClusterStore:
         """Run ``script`` on ``hkey``'s primary, then WAIT on the same connection; the script's
         result, or StoreUnavailable when it ``needs_confirmation`` and too few replicas
         confirmed within the timeout."""
-        await self._client.initialize()  # after a failover, learns the new primaries
+        await self._client.initialize()
         node = self._client.get_node_from_key(hkey)
         assert node is not None
         for _attempt in range(2):
@@ -185,8 +192,8 @@ class RedisClusterStore:
                 continue
             break
         if isinstance(result, RedisError):
-            # Moved, down, or mid-failover: learn the topology again before the next request.
-            await self._client.aclose()
+            # Moved or mid-failover: learn the topology again for the next request.
+            await self._refresh_topology()
             raise result
         if needs_confirmation(result):
             require_replicas(confirmed, self._min_replicas, self._wait_timeout_ms, self._url)
@@ -195,18 +202,34 @@ class RedisClusterStore:
     async def _script_then_wait(
         self, node: ClusterNode, script: AsyncScript, hkey: str, args: list[EncodableT]
     ) -> tuple[Any, Any]:
-        pipe = self._client.pipeline()
-        pipe.execute_command("EVALSHA", script.sha, 1, hkey, *args, target_nodes=node)
-        pipe.execute_command("WAIT", self._min_replicas, self._wait_timeout_ms, target_nodes=node)
-        result, confirmed = await pipe.execute(raise_on_error=False, allow_redirections=False)
-        return result, confirmed
+        # Straight to the node, one connection, no client-side retry: redis-py's own retry
+        # would resend the script alone, and a WAIT counted on another connection means nothing.
+        commands = [
+            PipelineCommand(0, "EVALSHA", script.sha, 1, hkey, *args),
+            PipelineCommand(1, "WAIT", self._min_replicas, self._wait_timeout_ms),
+        ]
+        try:
+            await node.execute_pipeline(commands)
+        except (RedisError, OSError, RuntimeError) as error:
+            # RuntimeError: uvloop's answer to a write on a connection the node dropped.
+            await self._refresh_topology()
+            raise RedisConnectionError(f"{node.name}: {error}") from None
+        return commands[0].result, commands[1].result
+
+    async def _refresh_topology(self) -> None:
+        """Ask the cluster again which node serves which slot (after a failover or a move)."""
+        async with self._refresh_lock:
+            try:
+                await self._client.nodes_manager.initialize()
+            except RedisError:
+                pass  # the next request asks again
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
         try:
             deleted = await self._client.delete(self._key(key))
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
         return int(deleted) > 0
 
     async def count(self) -> int:
@@ -216,15 +239,15 @@ class RedisClusterStore:
                 await self._client.execute_command("DBSIZE", target_nodes=node)
                 for node in self._client.get_primaries()
             ]
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
         return sum(int(size) for size in sizes)
 
     async def ping(self) -> None:
         try:
             await self._client.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
 
     async def close(self) -> None:
         await self._client.aclose()

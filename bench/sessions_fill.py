@@ -1,0 +1,52 @@
+"""Fill a session store with many sessions, as the wrk script names them (bench/predict.lua)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from app.auth import OPEN_NAMESPACE, session_key
+from app.session_rules import SessionRecord
+from app.stores.base import SessionStore
+from forecast_core.artifact import load_artifact
+from forecast_core.lstm_step import zero_state
+
+# Concurrent writes in flight while filling: enough for the SQLite writer to group its commits
+# and for Redis round trips to overlap.
+_IN_FLIGHT = 2000
+
+
+def wrk_session_id(index: int) -> str:
+    """The id bench/predict.lua gives session ``index`` (one wrk thread)."""
+    return f"t1-{index}"
+
+
+def session_after_one_step(model_dir: Path, now: float) -> SessionRecord:
+    """A record as one /predict leaves it, under the model in ``model_dir``."""
+    artifact = load_artifact(model_dir)
+    return SessionRecord(
+        state=zero_state(artifact.manifest.architecture.units),
+        step=1,
+        revision=0,
+        model_version=artifact.version,
+        created_at=now,
+        last_used_at=now,
+        last_values=(0.5,),
+        last_predictions=(0.5,),
+    )
+
+
+async def fill(store: SessionStore, count: int, record: SessionRecord) -> None:
+    """Write ``count`` sessions (ids of :func:`wrk_session_id`) into ``store``."""
+
+    def put(_current: SessionRecord | None) -> tuple[SessionRecord, None]:
+        return record, None
+
+    for start in range(0, count, _IN_FLIGHT):
+        stop = min(count, start + _IN_FLIGHT)
+        await asyncio.gather(
+            *(
+                store.apply(session_key(OPEN_NAMESPACE, wrk_session_id(index)), put)
+                for index in range(start, stop)
+            )
+        )

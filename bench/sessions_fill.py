@@ -12,8 +12,8 @@ from forecast_core.artifact import load_artifact
 from forecast_core.lstm_step import zero_state
 
 # Concurrent writes in flight while filling: enough for the SQLite writer to group its commits
-# and for Redis round trips to overlap.
-_IN_FLIGHT = 2000
+# (256 a commit) and for Redis round trips to overlap, within the Redis client's connection pool.
+_IN_FLIGHT = 64
 
 
 def wrk_session_id(index: int) -> str:
@@ -40,7 +40,9 @@ async def fill(store: SessionStore, count: int, record: SessionRecord) -> None:
     """Write ``count`` sessions (ids of :func:`wrk_session_id`) into ``store``."""
 
     def put(_current: SessionRecord | None) -> tuple[SessionRecord, None]:
-        return record, None
+        # Each session its own state array, as in service: shared, the memory store would
+        # measure a dictionary of references.
+        return record._replace(state=record.state.copy()), None
 
     for start in range(0, count, _IN_FLIGHT):
         stop = min(count, start + _IN_FLIGHT)

@@ -167,3 +167,19 @@ async def test_no_replicas_confirm_nothing_on_a_single_node(
         response = await client.post("/predict", json={"session_id": "w", "value": 0.1})
     assert response.status_code == 503
     assert "0 of 1 replicas confirmed" in response.json()["error"]["message"]
+
+
+async def test_a_delete_is_confirmed_like_a_step(
+    empty_redis_cluster: RedisCluster, tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    plain = cluster_settings(empty_redis_cluster, tutorial_models_dir)
+    async with asgi_client(plain, tutorial_model) as client:
+        await client.post("/predict", json={"session_id": "gone", "value": 0.1})
+    strict = cluster_settings(
+        empty_redis_cluster, tutorial_models_dir, redis_min_replicas=2, redis_wait_timeout_ms=50
+    )
+    async with asgi_client(strict, tutorial_model) as client:
+        unconfirmed = await client.delete("/sessions/gone")
+        again = await client.delete("/sessions/gone")  # deleted on the master: nothing to confirm
+    assert unconfirmed.status_code == 503
+    assert again.json() == {"session_id": "gone", "deleted": False}

@@ -36,6 +36,9 @@ from app.stores.redis_common import (
     client_options,
     record_from,
     require_replicas,
+    session_found,
+    session_removed,
+    session_written,
     unavailable,
 )
 
@@ -123,7 +126,7 @@ class RedisStore:
         try:
             if self._min_replicas:
                 revision, data = await self._run_confirmed(
-                    self._confirmable_read, [self._key(key)], [], _found
+                    self._confirmable_read, [self._key(key)], [], session_found
                 )
             else:
                 revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
@@ -146,7 +149,7 @@ class RedisStore:
         try:
             if self._min_replicas:
                 result = await self._run_confirmed(
-                    self._compare_and_set_script, keys, args, _written
+                    self._compare_and_set_script, keys, args, session_written
                 )
             else:
                 result = await self._compare_and_set_script(keys=keys, args=args)
@@ -187,8 +190,12 @@ class RedisStore:
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
+        keys = [self._key(key), self._live_key]
         try:
-            deleted = await self._delete(keys=[self._key(key), self._live_key], args=[key])
+            if self._min_replicas:
+                deleted = await self._run_confirmed(self._delete, keys, [key], session_removed)
+            else:
+                deleted = await self._delete(keys=keys, args=[key])
         except RedisError as error:
             raise unavailable(self._url, error) from None
         return int(deleted) > 0
@@ -211,13 +218,3 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-def _found(result: Any) -> bool:
-    # Only a session that exists can have been acknowledged; an absent one is created (and
-    # its write confirmed) or answered 404.
-    return result[0] is not None
-
-
-def _written(result: Any) -> bool:
-    return bool(result[0] == 1)

@@ -42,6 +42,9 @@ from app.stores.redis_common import (
     client_options,
     record_from,
     require_replicas,
+    session_found,
+    session_removed,
+    session_written,
     unavailable,
 )
 
@@ -105,6 +108,7 @@ class RedisClusterStore:
         self._client = RedisCluster.from_url(url, **client_options())
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
+        self._delete = self._client.register_script("return redis.call('DEL', KEYS[1])")
         self._cache = RecordCache(min(max_sessions, 100_000))
         self._local_queue = KeyedLocks()
         self._refresh_lock = asyncio.Lock()
@@ -130,7 +134,9 @@ class RedisClusterStore:
         hkey = self._key(key)
         try:
             if self._min_replicas:
-                revision, data = await self._run_confirmed(self._confirmable_read, hkey, [], _found)
+                revision, data = await self._run_confirmed(
+                    self._confirmable_read, hkey, [], session_found
+                )
             else:
                 revision, data = await self._client.hmget(hkey, ["rev", "rec"])
         except _FAILURES as error:
@@ -154,7 +160,9 @@ class RedisClusterStore:
         hkey = self._key(key)
         try:
             if self._min_replicas:
-                result = await self._run_confirmed(self._compare_and_set, hkey, args, _written)
+                result = await self._run_confirmed(
+                    self._compare_and_set, hkey, args, session_written
+                )
             else:
                 result = await self._compare_and_set(keys=[hkey], args=args)
         except _FAILURES as error:
@@ -226,8 +234,12 @@ class RedisClusterStore:
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
+        hkey = self._key(key)
         try:
-            deleted = await self._client.delete(self._key(key))
+            if self._min_replicas:
+                deleted = await self._run_confirmed(self._delete, hkey, [], session_removed)
+            else:
+                deleted = await self._client.delete(hkey)
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
         return int(deleted) > 0
@@ -251,13 +263,3 @@ class RedisClusterStore:
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-def _found(result: Any) -> bool:
-    # Only a session that exists can have been acknowledged; an absent one is created (and
-    # its write confirmed) or answered 404.
-    return result[0] is not None
-
-
-def _written(result: Any) -> bool:
-    return bool(result[0] == 1)

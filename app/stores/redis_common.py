@@ -98,3 +98,22 @@ class RecordCache:
 
     def forget(self, key: str) -> None:
         self._records.pop(key, None)
+
+
+# What a confirmed operation acknowledged, and so what WAIT must have confirmed.
+
+
+def session_found(result: Any) -> bool:
+    """A read found the session: only a session that exists can have been acknowledged (an
+    absent one is created, and its write confirmed, or answered 404)."""
+    return result[0] is not None
+
+
+def session_written(result: Any) -> bool:
+    """The compare-and-set wrote (a lost race or a refusal acknowledged nothing)."""
+    return bool(result[0] == 1)
+
+
+def session_removed(result: Any) -> bool:
+    """A delete answered "deleted" must not come back with a failover."""
+    return bool(int(result) > 0)

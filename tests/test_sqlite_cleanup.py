@@ -97,3 +97,20 @@ async def test_at_the_cap_expired_sessions_make_room(tmp_path: Path) -> None:
         assert await store.count() == 2
     finally:
         await store.close()
+
+
+async def test_a_file_from_before_the_row_count_is_counted_on_opening(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "old.sqlite3"
+    store = await SqliteStore.open(path, ttl_s=TTL_S, max_sessions=3, clock=clock)
+    await create(store, clock, ["a", "b"])
+    await store.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM meta WHERE name = 'rows'")  # as the older code left it
+    reopened = await SqliteStore.open(path, ttl_s=TTL_S, max_sessions=3, clock=clock)
+    try:
+        await create(reopened, clock, ["c"])
+        with pytest.raises(SessionLimitReached):
+            await create(reopened, clock, ["d"])
+    finally:
+        await reopened.close()

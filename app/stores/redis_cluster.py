@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT
 
 from app.errors import SessionLimitReached
@@ -65,9 +65,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1}
 """
 
-# What a cluster call raises when a node fails: redis-py's errors, and uvloop's RuntimeError for
-# a write on a connection that redis-py closed meanwhile (it closes them all on a topology change).
-_FAILURES = (RedisError, RuntimeError)
+# What a cluster call raises when a node fails: redis-py's errors, its cluster errors (a slot no
+# node serves, mid-failover), and uvloop's RuntimeError for a write on a connection that redis-py
+# closed meanwhile (it closes them all on a topology change).
+_FAILURES = (RedisError, RedisClusterException, RuntimeError)
 
 # Random low bits under the clock's milliseconds: two writers that recreate a session in the
 # same millisecond still draw different revisions.
@@ -190,8 +191,12 @@ class RedisClusterStore:
         result, or StoreUnavailable when it ``needs_confirmation`` and too few replicas
         confirmed within the timeout."""
         await self._client.initialize()
-        node = self._client.get_node_from_key(hkey)
-        assert node is not None
+        try:
+            node = self._client.get_node_from_key(hkey)
+        except RedisClusterException:
+            await self._refresh_topology()
+            raise
+        assert node is not None  # None only when asking for a replica
         for _attempt in range(2):
             result, confirmed = await self._script_then_wait(node, script, hkey, args)
             if isinstance(result, NoScriptError):
@@ -229,7 +234,7 @@ class RedisClusterStore:
         async with self._refresh_lock:
             try:
                 await self._client.nodes_manager.initialize()
-            except RedisError:
+            except _FAILURES:
                 pass  # the next request asks again
 
     async def delete(self, key: str) -> bool:

@@ -230,12 +230,12 @@ def main() -> None:
         f"wrk: {args.connections} connections, {args.sessions} sessions, {args.duration} s, "
         f"median of {args.rounds} interleaved rounds; servers on core 0, wrk on core 1"
     )
-    header = f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    header = f"{'target':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(f"{header}{'vs trivial':>12}{'vs memory':>11}  errors")
     for r in results:
         vs_memory = f"{r.requests_per_s / memory.requests_per_s:.0%}" if memory else "-"
         print(
-            f"{r.name:<26}{r.requests_per_s:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.name:<34}{r.requests_per_s:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.requests_per_s / baseline.requests_per_s:>12.0%}{vs_memory:>11}  {r.errors}"
         )
     if memory is not None:

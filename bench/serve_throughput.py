@@ -4,7 +4,7 @@
         [--compare-with CHECKOUT]
 
 ``--stores`` may also name ``redis-cluster``: a local Redis Cluster (three masters, three
-replicas) instead of one node.
+replicas) instead of one node; ``--min-replicas 1`` with it measures replica confirmation.
 
 Every target is served by the same uvicorn command (one worker, uvloop, httptools, no access log)
 pinned to core 0, with wrk on core 1: 64 connections over 1,000 sessions, on 127.0.0.1 only.
@@ -148,6 +148,12 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--min-replicas",
+        type=int,
+        default=0,
+        help="FORECAST_REDIS_MIN_REPLICAS for the Redis targets (a single node has no replica)",
+    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
     parser.add_argument(
@@ -181,6 +187,7 @@ def main() -> None:
                 "FORECAST_DATA_DIR": str(workdir / f"data-{store}-{prefix}"),
                 "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                 "FORECAST_REDIS_PREFIX": prefix,
+                "FORECAST_REDIS_MIN_REPLICAS": str(args.min_replicas),
             }
             if store.startswith("redis"):
                 if store not in redis_urls:

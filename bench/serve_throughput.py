@@ -4,7 +4,8 @@
         [--compare-with CHECKOUT]
 
 ``--stores`` may also name ``redis-cluster``: a local Redis Cluster (three masters, three
-replicas) instead of one node; ``--min-replicas 1`` with it measures replica confirmation.
+replicas) instead of one node, and ``redis-cluster-confirmed`` the same cluster with
+``FORECAST_REDIS_MIN_REPLICAS=1`` (each step confirmed by a replica).
 
 Every target is served by the same uvicorn command (one worker, uvloop, httptools, no access log)
 pinned to core 0, with wrk on core 1: 64 connections over 1,000 sessions, on 127.0.0.1 only.
@@ -148,16 +149,12 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
-        "--min-replicas",
-        type=int,
-        default=0,
-        help="FORECAST_REDIS_MIN_REPLICAS for the Redis targets (a single node has no replica)",
-    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
     parser.add_argument(
-        "--stores", default="memory", help="comma list of memory, sqlite, redis, redis-cluster"
+        "--stores",
+        default="memory",
+        help="comma list of memory, sqlite, redis, redis-cluster, redis-cluster-confirmed",
     )
     parser.add_argument(
         "--compare-with",
@@ -181,18 +178,19 @@ def main() -> None:
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
 
         def store_env(store: str, prefix: str) -> dict[str, str]:
+            redis_kind = store.removesuffix("-confirmed")
             env = {
                 "FORECAST_MODEL_DIR": str(models),
                 "FORECAST_STORE": "redis" if store.startswith("redis") else store,
                 "FORECAST_DATA_DIR": str(workdir / f"data-{store}-{prefix}"),
                 "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
-                "FORECAST_REDIS_PREFIX": prefix,
-                "FORECAST_REDIS_MIN_REPLICAS": str(args.min_replicas),
+                "FORECAST_REDIS_PREFIX": f"{prefix}-{store}",
+                "FORECAST_REDIS_MIN_REPLICAS": "1" if store.endswith("-confirmed") else "0",
             }
             if store.startswith("redis"):
-                if store not in redis_urls:
+                if redis_kind not in redis_urls:
                     redis: RedisServer | RedisCluster
-                    if store == "redis-cluster":
+                    if redis_kind == "redis-cluster":
                         redis = RedisCluster(workdir / "cluster")
                         for node in redis.nodes:
                             node.extra_args += ["--appendonly", "no"]
@@ -201,8 +199,8 @@ def main() -> None:
                         redis = RedisServer(workdir, durable=False)
                         redis.start(prefix=_pinned([], 1))
                     helpers.append(redis)
-                    redis_urls[store] = redis.url
-                env["FORECAST_REDIS_URL"] = redis_urls[store]
+                    redis_urls[redis_kind] = redis.url
+                env["FORECAST_REDIS_URL"] = redis_urls[redis_kind]
             return env
 
         try:

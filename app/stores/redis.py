@@ -101,7 +101,7 @@ class RedisStore:
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         # This replica's last view of sessions it served: one round trip per step instead of
         # two while no other replica touches the session.
-        self._cache = RecordCache(min(max_sessions, 100_000))
+        self._cache = RecordCache(max_sessions)
         self._local_queue = KeyedLocks()
         self._delete = self._client.register_script(_DELETE)
 

@@ -96,7 +96,6 @@ class RedisClusterStore:
         min_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -105,12 +104,11 @@ class RedisClusterStore:
         self._min_replicas = min_replicas
         self._wait_timeout_ms = wait_timeout_ms
         self._attempts = attempts
-        self._clock = clock
         self._client = RedisCluster.from_url(url, **client_options())
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._delete = self._client.register_script("return redis.call('DEL', KEYS[1])")
-        self._cache = RecordCache(min(max_sessions, 100_000))
+        self._cache = RecordCache(max_sessions)
         self._local_queue = KeyedLocks()
         self._refresh_lock = asyncio.Lock()
 

@@ -71,15 +71,19 @@ def record_from(revision: bytes | str | None, data: bytes | str | None) -> Sessi
     return decode_record(data).with_revision(int(revision))
 
 
+# Sessions a replica remembers at most: a bound on its memory, whatever the session cap.
+_CACHE_LIMIT = 100_000
+
+
 class RecordCache:
     """This replica's last view of the sessions it served, least recently used dropped first.
 
     It only saves a read: Redis stays the truth, as every write is a compare-and-set.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, max_sessions: int) -> None:
         self._records: OrderedDict[str, SessionRecord] = OrderedDict()
-        self._size = size
+        self._size = min(max_sessions, _CACHE_LIMIT)
 
     def get(self, key: str) -> SessionRecord | None:
         return self._records.get(key)

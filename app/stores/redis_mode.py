@@ -50,7 +50,6 @@ async def _open_for_mode(settings: Settings, clock: Callable[[], float]) -> Sess
             min_replicas=settings.redis_min_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
             attempts=settings.store_retry_attempts,
-            clock=clock,
         )
         mode = "Redis Cluster"
     else:

@@ -23,6 +23,7 @@ from app.session_tracking import (
     track,
     tracking_parameters,
 )
+from app.settings import Settings
 from forecast_core.arrays import FloatArray
 from forecast_core.calibration import DEFAULT_SCALE_SMOOTHING, Calibration
 from forecast_core.lstm_step import finite
@@ -44,6 +45,16 @@ class IntervalPolicy:
     level_labels: tuple[str, ...] = field(repr=False)  # as metric label values: 80, not 80.0
     range_bounds: tuple[float, float] = field(repr=False)  # beyond them: outside_training_range
     widest_flag: str = field(repr=False)
+
+    @classmethod
+    def for_settings(cls, calibration: Calibration | None, settings: Settings) -> IntervalPolicy:
+        """The policy of a model's calibration under the service's interval settings."""
+        return cls.build(
+            calibration,
+            settings.interval_level_values,
+            settings.interval_adaptation_rate,
+            settings.skill_window,
+        )
 
     @classmethod
     def build(

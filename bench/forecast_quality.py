@@ -121,12 +121,7 @@ def served_coverage(models: Path, values: FloatArray, tail_start: int) -> dict[i
     artifact = load_artifact(models)
     model = Forecaster(artifact.session_step(), artifact.manifest)  # checked by the tests
     settings = Settings()
-    policy = IntervalPolicy.build(
-        artifact.manifest.calibration,
-        settings.interval_level_values,
-        settings.interval_adaptation_rate,
-        settings.skill_window,
-    )
+    policy = IntervalPolicy.for_settings(artifact.manifest.calibration, settings)
     record: SessionRecord | None = None
     inside = dict.fromkeys(LEVELS, 0)
     intervals: list[Any] = []

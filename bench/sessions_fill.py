@@ -29,12 +29,7 @@ def session_after_one_step(model_dir: Path, now: float) -> SessionRecord:
     artifact = load_artifact(model_dir)
     forecaster = Forecaster(artifact.session_step(), artifact.manifest)
     settings = Settings()
-    policy = IntervalPolicy.build(
-        artifact.manifest.calibration,
-        settings.interval_level_values,
-        settings.interval_adaptation_rate,
-        settings.skill_window,
-    )
+    policy = IntervalPolicy.for_settings(artifact.manifest.calibration, settings)
     record, _ = feed(None, forecaster, policy, [0.4, 0.5], None, now)
     assert record is not None
     return record

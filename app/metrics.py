@@ -87,7 +87,8 @@ class ForecastStats:
         self._errors = [0] * (len(buckets) + 1)
         self._error_count = 0
         self._error_sum = 0.0
-        self._intervals: dict[str, list[int]] = {}  # level -> [hits, misses]
+        # levels -> per level, hits then misses
+        self._intervals: dict[tuple[str, ...], list[int]] = {}
         self._flags: dict[str, int] = {}
 
     def observe(
@@ -97,12 +98,11 @@ class ForecastStats:
         self._error_count += 1
         self._error_sum += scaled_error
         self._errors[bisect.bisect_left(self.buckets, scaled_error)] += 1
-        intervals = self._intervals
-        for index, level in enumerate(levels):
-            counts = intervals.get(level)
-            if counts is None:
-                counts = intervals[level] = [0, 0]
-            counts[missed >> index & 1] += 1
+        counts = self._intervals.get(levels)
+        if counts is None:
+            counts = self._intervals[levels] = [0] * (2 * len(levels))
+        for index in range(len(levels)):
+            counts[2 * index + (missed >> index & 1)] += 1
         for flag in flags:
             self._flags[flag] = self._flags.get(flag, 0) + 1
 
@@ -121,7 +121,13 @@ class ForecastStats:
             "Revealed values inside (hit) or outside (miss) the interval forecast for them",
             labels=["level", "outcome"],
         )
-        for level, (hits, misses) in sorted(self._intervals.items()):
+        totals: dict[str, list[int]] = {}
+        for levels, counts in self._intervals.items():
+            for index, level in enumerate(levels):
+                total = totals.setdefault(level, [0, 0])
+                total[0] += counts[2 * index]
+                total[1] += counts[2 * index + 1]
+        for level, (hits, misses) in sorted(totals.items()):
             intervals.add_metric([level, "hit"], hits)
             intervals.add_metric([level, "miss"], misses)
         yield intervals

@@ -21,7 +21,7 @@ it. This module folds that error into one float64 array kept in the session reco
 
 Layout, for ``L`` levels and a window of ``K``::
 
-    [theta_1 .. theta_L, scale,
+    [theta_1 .. theta_L, scale, m_1 .. m_L,
      count, sum_abs, sum_sq, sum_naive_sq, hits_1 .. hits_L,
      ring_next, ring_filled,
      K rows of (error, naive_error, hit_1 .. hit_L)]
@@ -61,12 +61,18 @@ class TrackingLayout:
         return self.levels
 
     @property
+    def multipliers(self) -> slice:
+        """Where each level's log multiplier of its calibrated score is: theta + log(scale),
+        kept ready so that answering needs no arithmetic in Python."""
+        return slice(self.levels + 1, 2 * self.levels + 1)
+
+    @property
     def totals(self) -> int:
-        return self.levels + 1
+        return 2 * self.levels + 1
 
     @property
     def ring_header(self) -> int:
-        return 2 * self.levels + 5
+        return 3 * self.levels + 5
 
     @property
     def ring(self) -> int:
@@ -80,6 +86,7 @@ class TrackingLayout:
         """The tracking of a session with no revealed value yet (read-only, shared)."""
         array = np.zeros(self.size)
         array[self.scale] = initial_scale
+        array[self.multipliers] = math.log(initial_scale)
         array.setflags(write=False)
         return array
 
@@ -102,12 +109,13 @@ def _track_loops(
     out = tracking.copy()
     absolute = abs(error)
     scale = tracking[levels]
-    totals = levels + 1
+    multipliers = levels + 1
+    totals = 2 * levels + 1
     out[totals] += 1.0
     out[totals + 1] += absolute
     out[totals + 2] += error * error
     out[totals + 3] += naive_error * naive_error
-    ring_header = 2 * levels + 5
+    ring_header = 3 * levels + 5
     row_size = 2 + levels
     window = (tracking.shape[0] - ring_header - 2) // row_size
     slot = int(out[ring_header])
@@ -117,7 +125,7 @@ def _track_loops(
     misses = 0
     for level in range(levels):
         theta = tracking[level]
-        radius = parameters[3 + level] * scale * math.exp(theta)
+        radius = parameters[3 + level] * math.exp(tracking[multipliers + level])
         missed = 1.0 if absolute > radius else 0.0
         if missed > 0.0:
             misses |= 1 << level
@@ -125,7 +133,11 @@ def _track_loops(
         out[row + 2 + level] = 1.0 - missed
         theta += rate * (missed - parameters[3 + levels + level])
         out[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
-    out[levels] = next_scale(scale, absolute, smoothing, error_cap)
+    new_scale = next_scale(scale, absolute, smoothing, error_cap)
+    out[levels] = new_scale
+    log_scale = math.log(new_scale)
+    for level in range(levels):
+        out[multipliers + level] = out[level] + log_scale
     out[ring_header] = (slot + 1) % window
     out[ring_header + 1] = min(out[ring_header + 1] + 1.0, float(window))
     return out, misses

@@ -43,9 +43,13 @@ async def _feed(
         return feed(record, forecaster, policy, values, step, now)
 
     outcome = await services.store.apply(key, compute, offload=len(values) > INLINE_STEPS)
-    flags = [
-        policy.flags(value, missed) for value, missed in zip(values, outcome.misses, strict=True)
-    ]
+    if len(values) == 1:  # /predict: no loop
+        flags = [policy.flags(values[0], outcome.misses[0])]
+    else:
+        flags = [
+            policy.flags(value, missed)
+            for value, missed in zip(values, outcome.misses, strict=True)
+        ]
     if not outcome.replayed:
         _observe(services, outcome, flags)
     return outcome, flags
@@ -54,11 +58,9 @@ async def _feed(
 def _observe(services: Services, outcome: FeedOutcome, flags: list[list[str]]) -> None:
     metrics, policy = services.metrics, services.intervals
     metrics.count_steps(len(outcome.predictions))
-    calibration = policy.calibration
-    if calibration is None:
+    if policy.calibration is None:
         return
-    span = calibration.value_maximum - calibration.value_minimum
-    labels = policy.level_labels
+    span, labels = policy.training_span, policy.level_labels
     for error, missed, value_flags in zip(outcome.errors, outcome.misses, flags, strict=True):
         if not math.isnan(error):  # NaN: no forecast before this value
             metrics.forecasts.observe(error / span, missed, labels, value_flags)

@@ -1,10 +1,11 @@
 """``python -m training``."""
 
-import os
 import sys
 
+from forecast_core.quiet_tensorflow import quiet_tensorflow
+
 # TensorFlow's C++ start-up chatter is not for the person running the job.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()
 
 from training.cli import main  # noqa: E402
 

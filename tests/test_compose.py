@@ -241,7 +241,7 @@ class _AddressEcho(http.server.BaseHTTPRequestHandler):
     """Answers every GET with the address it serves on: which replica the balancer chose."""
 
     def do_GET(self) -> None:
-        body = self.server.socket.getsockname()[0].encode()
+        body = str(self.connection.getsockname()[0]).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()

@@ -23,7 +23,7 @@ from app.session_tracking import (
     track,
     tracking_parameters,
 )
-from forecast_core.calibration import Calibration
+from forecast_core.calibration import DEFAULT_SCALE_SMOOTHING, Calibration
 from forecast_core.lstm_step import FloatArray
 
 
@@ -35,10 +35,11 @@ class IntervalPolicy:
     calibration: Calibration | None
     rate: float
     layout: TrackingLayout
-    # The adapted levels' one-step radii, as floats (the hot path) and packed with the rest of
-    # the tracking step's parameters (one array argument for the compiled step).
-    radii: tuple[float, ...] = field(repr=False)
+    # The adapted levels' one-step calibrated scores, as floats (the hot path) and packed with
+    # the rest of the tracking step's parameters (one array argument for the compiled step).
+    scores: tuple[float, ...] = field(repr=False)
     parameters: FloatArray = field(repr=False)
+    fresh: FloatArray = field(repr=False)  # a fresh session's tracking, shared and read-only
     level_labels: tuple[str, ...] = field(repr=False)  # as metric label values: 80, not 80.0
     range_bounds: tuple[float, float] = field(repr=False)  # beyond them: outside_training_range
     widest_flag: str = field(repr=False)
@@ -54,15 +55,18 @@ class IntervalPolicy:
         """The policy, with its compiled tracking step ready (compiling in a request would
         stall the event loop)."""
         adapted = tuple(sorted(set(levels))) if calibration is not None else ()
-        radii = tuple(calibration.quantile(level) for level in adapted) if calibration else ()
+        scores = tuple(calibration.quantile(level) for level in adapted) if calibration else ()
         layout = TrackingLayout(levels=len(adapted), window=window)
+        smoothing = calibration.scale_smoothing if calibration else DEFAULT_SCALE_SMOOTHING
+        alphas = [1.0 - level / 100.0 for level in adapted]
         policy = cls(
             levels=adapted,
             calibration=calibration,
             rate=rate,
             layout=layout,
-            radii=radii,
-            parameters=tracking_parameters(radii, [1.0 - level / 100.0 for level in adapted], rate),
+            scores=scores,
+            parameters=tracking_parameters(scores, alphas, rate, smoothing),
+            fresh=layout.fresh(calibration.initial_scale if calibration else 1.0),
             level_labels=tuple(f"{level:g}" for level in adapted),
             range_bounds=(
                 calibration.training_range_bounds() if calibration else (-math.inf, math.inf)
@@ -76,7 +80,7 @@ class IntervalPolicy:
         return policy
 
     def fresh_tracking(self) -> FloatArray:
-        return self.layout.fresh()
+        return self.fresh
 
     def track(
         self, tracking: FloatArray, error: float, naive_error: float
@@ -94,10 +98,12 @@ class IntervalPolicy:
         """Fold in the values a request revealed, each against the forecast before it
         (``previous``: the session's last forecast and value, None if it has none).
 
-        Returns the new tracking, the offsets in force after each value (per adapted level),
+        Returns the new tracking, the log multipliers of the calibrated scores in force after
+        each value (per adapted level: the level's offset plus the log of the session's scale),
         the levels each value missed (a bit each) and each value's absolute error (NaN where
         no forecast preceded it)."""
         compiled, parameters, adapted = compiled_track, self.parameters, self.layout.levels
+        log = math.log
         offsets: list[float] = []
         misses: list[int] = []
         errors: list[float] = []
@@ -111,18 +117,22 @@ class IntervalPolicy:
                 )
                 error = abs(error)
             if adapted:
-                offsets.extend(tracking[:adapted].tolist())
+                *thetas, scale = tracking[: adapted + 1].tolist()
+                log_scale = log(scale)
+                offsets.extend([theta + log_scale for theta in thetas])
             misses.append(missed)
             errors.append(error)
             previous = (forecast, value)
         return tracking, tuple(offsets), tuple(misses), tuple(errors)
 
     def current_offsets(self, tracking: FloatArray | None) -> Sequence[float]:
-        """A session's offsets now (fresh ones if it has none under these settings)."""
+        """A session's log multipliers of the calibrated scores now (per adapted level: its
+        offset plus the log of its scale; fresh ones if it has none under these settings)."""
         if tracking is None or tracking.shape[0] != self.layout.size:
             tracking = self.fresh_tracking()
-        offsets: list[float] = tracking[: self.layout.levels].tolist()
-        return offsets
+        adapted = self.layout.levels
+        *thetas, scale = tracking[: adapted + 1].tolist()
+        return [theta + math.log(scale) for theta in thetas]
 
     def offset(self, level: float, offsets: Sequence[float]) -> float:
         """The session's offset for ``level``: its own if adapted, else interpolated."""
@@ -152,8 +162,8 @@ class IntervalPolicy:
         if levels is None and horizon == 1:
             # The common case, on every request: radii and offsets line up level by level.
             intervals: list[Interval] = []
-            for level, radius, theta in zip(self.levels, self.radii, offsets, strict=True):
-                scaled = radius * math.exp(theta)
+            for level, score, multiplier in zip(self.levels, self.scores, offsets, strict=True):
+                scaled = score * math.exp(multiplier)
                 intervals.append(
                     {"level": level, "lower": forecast - scaled, "upper": forecast + scaled}
                 )

@@ -3,12 +3,15 @@
 When a session's next value arrives, the service learns the error of the forecast it gave for
 it. This module folds that error into one float64 array kept in the session record:
 
+- its error scale: an exponentially weighted mean of its absolute errors
+  (``forecast_core.calibration.next_scale``), starting at the model's ``initial_scale``;
 - per configured level, an offset ``theta`` (natural log): the session's interval radius is the
-  model's calibrated radius times ``exp(theta)``. After each revealed value, ``theta`` moves by
-  ``rate * (missed - alpha)`` (``alpha`` = 1 - level / 100): quantile tracking of the log
-  absolute error, the online conformal update of Angelopoulos, Candes and Tibshirani (2023,
-  "Conformal PID control for time series prediction"). Whatever the series does, if the log
-  errors relative to the calibrated radius stay within [-B, B], the long-run miss rate satisfies
+  model's calibrated score times the scale times ``exp(theta)``. After each revealed value,
+  ``theta`` moves by ``rate * (missed - alpha)`` (``alpha`` = 1 - level / 100): quantile
+  tracking of the log score, the online conformal update of Angelopoulos, Candes and Tibshirani
+  (2023, "Conformal PID control for time series prediction"). Whatever the series does, if the
+  log errors relative to the scaled calibrated radius stay within [-B, B], the long-run miss
+  rate satisfies
   ``|misses / T - alpha| <= (B + rate) / (rate * T)``: coverage holds after a regime change,
   at a speed set by ``rate``. The update is arithmetic on the values alone, so every store and
   replica computes the same widths from the same values.
@@ -18,7 +21,7 @@ it. This module folds that error into one float64 array kept in the session reco
 
 Layout, for ``L`` levels and a window of ``K``::
 
-    [theta_1 .. theta_L,
+    [theta_1 .. theta_L, scale,
      count, sum_abs, sum_sq, sum_naive_sq, hits_1 .. hits_L,
      ring_next, ring_filled,
      K rows of (error, naive_error, hit_1 .. hit_L)]
@@ -34,6 +37,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from forecast_core.calibration import next_scale
 from forecast_core.lstm_step import FloatArray
 
 # theta stays within this many e-folds of the calibrated radius: exp(50) is far past any useful
@@ -53,12 +57,16 @@ class TrackingLayout:
         object.__setattr__(self, "size", self.ring + self.window * self.row)
 
     @property
-    def totals(self) -> int:
+    def scale(self) -> int:
         return self.levels
 
     @property
+    def totals(self) -> int:
+        return self.levels + 1
+
+    @property
     def ring_header(self) -> int:
-        return 2 * self.levels + 4
+        return 2 * self.levels + 5
 
     @property
     def ring(self) -> int:
@@ -68,16 +76,20 @@ class TrackingLayout:
     def row(self) -> int:
         return 2 + self.levels
 
-    def fresh(self) -> FloatArray:
+    def fresh(self, initial_scale: float) -> FloatArray:
         """The tracking of a session with no revealed value yet (read-only, shared)."""
         array = np.zeros(self.size)
+        array[self.scale] = initial_scale
         array.setflags(write=False)
         return array
 
 
-def tracking_parameters(radii: Sequence[float], alphas: Sequence[float], rate: float) -> FloatArray:
-    """The tracking step's parameters in one array: rate, the radii, then the alphas."""
-    parameters = np.array([rate, *radii, *alphas], dtype=np.float64)
+def tracking_parameters(
+    scores: Sequence[float], alphas: Sequence[float], rate: float, smoothing: float
+) -> FloatArray:
+    """The tracking step's parameters in one array: rate, smoothing, the levels' calibrated
+    scores, then their alphas."""
+    parameters = np.array([rate, smoothing, *scores, *alphas], dtype=np.float64)
     parameters.setflags(write=False)
     return parameters
 
@@ -86,15 +98,16 @@ def _track_loops(
     tracking: FloatArray, error: float, naive_error: float, parameters: FloatArray, levels: int
 ) -> tuple[FloatArray, int]:
     # Compiled by numba below: one call per revealed value instead of dozens of numpy ones.
-    rate = parameters[0]
+    rate, smoothing = parameters[0], parameters[1]
     out = tracking.copy()
     absolute = abs(error)
-    totals = levels
+    scale = tracking[levels]
+    totals = levels + 1
     out[totals] += 1.0
     out[totals + 1] += absolute
     out[totals + 2] += error * error
     out[totals + 3] += naive_error * naive_error
-    ring_header = 2 * levels + 4
+    ring_header = 2 * levels + 5
     row_size = 2 + levels
     window = (tracking.shape[0] - ring_header - 2) // row_size
     slot = int(out[ring_header])
@@ -104,14 +117,15 @@ def _track_loops(
     misses = 0
     for level in range(levels):
         theta = tracking[level]
-        radius = parameters[1 + level] * math.exp(theta)
+        radius = parameters[2 + level] * scale * math.exp(theta)
         missed = 1.0 if absolute > radius else 0.0
         if missed > 0.0:
             misses |= 1 << level
         out[totals + 4 + level] += 1.0 - missed
         out[row + 2 + level] = 1.0 - missed
-        theta += rate * (missed - parameters[1 + levels + level])
+        theta += rate * (missed - parameters[2 + levels + level])
         out[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
+    out[levels] = next_scale(scale, absolute, smoothing)
     out[ring_header] = (slot + 1) % window
     out[ring_header + 1] = min(out[ring_header + 1] + 1.0, float(window))
     return out, misses

@@ -127,13 +127,18 @@ def _median(results: list[Result]) -> Result:
     return ranked[len(ranked) // 2]
 
 
-def _ensure_model(workdir: Path) -> Path:
-    models = REPO / "models"
-    if (models / "latest").exists():
+def _ensure_model(workdir: Path, checkout: Path = REPO) -> Path:
+    """The default model as ``checkout``'s own training job writes it (artifact formats differ
+    between releases); this checkout's ``models/`` when it has one."""
+    models = checkout / "models"
+    if checkout == REPO and (models / "latest").exists():
         return models
-    models = workdir / "models"
+    models = workdir / f"models-{checkout.name}"
     subprocess.run(
-        [sys.executable, "-m", "training", "--out", str(models), "--quiet"], cwd=REPO, check=True
+        [sys.executable, "-m", "training", "--out", str(models), "--quiet"],
+        cwd=checkout,
+        env={**os.environ, **QUIET_TENSORFLOW_ENV, "PYTHONPATH": str(checkout)},
+        check=True,
     )
     return models
 
@@ -204,12 +209,13 @@ def main() -> None:
                 process, base = _serve("app.main:app", env, log)
                 servers.append((f"/predict ({label})", process, base))
             if args.compare_with is not None:
+                checkout = args.compare_with.resolve()
                 env = {
-                    "FORECAST_MODEL_DIR": str(models),
+                    "FORECAST_MODEL_DIR": str(_ensure_model(workdir, checkout)),
                     "FORECAST_STORE": "memory",
                     "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                 }
-                process, base = _serve("app.main:app", env, log, args.compare_with.resolve())
+                process, base = _serve("app.main:app", env, log, checkout)
                 servers.append((f"/predict (memory, {args.compare_with.name})", process, base))
             # Rounds interleave the targets, so a noisy moment on the machine hits them alike;
             # each target reports its median round.

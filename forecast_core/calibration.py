@@ -1,10 +1,14 @@
 """Split-conformal calibration of forecast intervals, recorded by training, read by serving.
 
-Training feeds the chosen model the series from its start, as a session would, and records on
-the selection window (data the network's weights were not fitted to, see README) the absolute
-error of each one-step forecast and of each h-step forecast (forecasts fed back) for h up to a
-horizon. The interval of level ``l`` around a forecast is then the forecast plus or minus the
-split-conformal quantile of those errors: the ``ceil((n + 1) * l / 100)``-th smallest of ``n``.
+Errors are compared to a running scale: each session keeps an exponentially weighted mean of
+its absolute one-step errors (``scale``, updated as each value is revealed, starting from
+``initial_scale``), so that intervals widen where the series has become harder to forecast and
+narrow where it calms down. Training feeds the chosen model the series from its start, as a
+session would, and records on the selection window (data the network's weights were not fitted
+to, see README) each forecast's *score*: its absolute error divided by the session's scale when
+the forecast was made, for one-step forecasts and for h-step forecasts (forecasts fed back) up
+to a horizon. The interval of level ``l`` is the forecast plus or minus the scale times the
+split-conformal quantile of the scores: the ``ceil((n + 1) * l / 100)``-th smallest of ``n``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
+import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +27,8 @@ from forecast_core.lstm_step import FloatArray
 DEFAULT_CALIBRATION_HORIZON = 24
 # A value this far outside the training part's range (as a fraction of the range) is flagged.
 TRAINING_RANGE_MARGIN = 0.1
+# Weight of the newest error in a session's scale: about the last 20 errors count.
+DEFAULT_SCALE_SMOOTHING = 2.0 / 21.0
 
 
 class Calibration(BaseModel):
@@ -29,31 +36,38 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    window: str = Field(description="where the residuals come from: the selection window")
+    window: str = Field(description="where the scores come from: the selection window")
     start: int = Field(ge=0, description="index of the first forecast target in the window")
     length: int = Field(ge=1, description="forecast targets in the window")
-    # absolute_errors[h - 1]: the sorted absolute errors of the h-step forecasts in the window.
-    absolute_errors: list[list[float]] = Field(min_length=1)
+    initial_scale: float = Field(
+        gt=0, description="a fresh session's error scale: mean absolute one-step error"
+    )
+    scale_smoothing: float = Field(
+        gt=0, le=1, description="weight of the newest absolute error in a session's scale"
+    )
+    # scores[h - 1]: sorted scores (absolute error / scale at the origin) of h-step forecasts.
+    scores: list[list[float]] = Field(min_length=1)
     value_minimum: float = Field(description="smallest value of the training part (raw)")
     value_maximum: float = Field(description="largest value of the training part (raw)")
 
     @property
     def horizon(self) -> int:
-        return len(self.absolute_errors)
+        return len(self.scores)
 
     def quantile(self, level: float, horizon: int = 1) -> float:
-        """The split-conformal radius of ``level`` % for forecasts ``horizon`` steps ahead.
+        """The split-conformal score of ``level`` % for forecasts ``horizon`` steps ahead: the
+        interval's radius is this times the session's scale.
 
-        With too few errors for the level (``ceil((n + 1) l) > n``) the largest error is used:
-        the level is then not guaranteed (README says when). Past the recorded horizon the last
-        recorded radius grows like a random walk's, with the square root of the horizon.
+        With too few scores for the level (``ceil((n + 1) l) > n``) the largest is used: the
+        level is then not guaranteed (README says when). Past the recorded horizon the last
+        recorded score grows like a random walk's spread, with the square root of the horizon.
         """
-        errors = self.absolute_errors[min(horizon, self.horizon) - 1]
-        rank = math.ceil((len(errors) + 1) * level / 100.0)
-        radius = errors[min(rank, len(errors)) - 1]
+        scores = self.scores[min(horizon, self.horizon) - 1]
+        rank = math.ceil((len(scores) + 1) * level / 100.0)
+        score = scores[min(rank, len(scores)) - 1]
         if horizon > self.horizon:
-            radius *= math.sqrt(horizon / self.horizon)
-        return radius
+            score *= math.sqrt(horizon / self.horizon)
+        return score
 
     def training_range_bounds(self) -> tuple[float, float]:
         """Values outside these bounds are flagged: the training range widened by the margin."""
@@ -75,6 +89,15 @@ class SteppableModel(Protocol):
     ) -> list[float]: ...
 
 
+def _next_scale(scale: float, absolute_error: float, smoothing: float) -> float:
+    return (1.0 - smoothing) * scale + smoothing * absolute_error
+
+
+# A session's error scale after one more revealed value: compiled, so that serving's compiled
+# tracking step and training's calibration use this one definition.
+next_scale = numba.njit(cache=False, fastmath=False)(_next_scale)
+
+
 def calibrate(
     model: SteppableModel,
     series: FloatArray,
@@ -82,27 +105,40 @@ def calibrate(
     window_end: int,
     training_values: FloatArray,
     horizon: int = DEFAULT_CALIBRATION_HORIZON,
+    smoothing: float = DEFAULT_SCALE_SMOOTHING,
 ) -> Calibration:
-    """Residuals of ``model`` on targets ``series[window_start:window_end]``, state carried from
-    the series' start, for horizons 1 .. ``horizon`` (an h-step forecast is made at the value
-    h - 1 before its target and needs the target inside the window)."""
+    """Scores of ``model`` on targets ``series[window_start:window_end]``, state and scale
+    carried from the series' start, for horizons 1 .. ``horizon`` (an h-step forecast is made
+    at the value h - 1 before its target and needs the target inside the window)."""
     if not 1 <= window_start < window_end <= len(series):
         raise ValueError(f"calibration window {window_start}..{window_end} is not in the series")
+    _, one_step = model.feed(model.zero_state(), series[: window_end - 1].tolist())
+    # one_step[t] forecasts series[t + 1]
+    absolute = np.abs(series[1:window_end] - np.asarray(one_step))
+    initial_scale = float(np.mean(absolute[window_start - 1 :]))
+    if not initial_scale > 0:
+        initial_scale = float(np.max(absolute)) or 1.0
     state = model.zero_state()
-    state, _ = model.feed(state, series[: window_start - 1].tolist())
-    errors: list[list[float]] = [[] for _ in range(horizon)]
-    for origin in range(window_start - 1, window_end - 1):
+    scale = initial_scale
+    scores: list[list[float]] = [[] for _ in range(horizon)]
+    for origin in range(window_end - 1):
         state, (forecast,) = model.feed(state, [float(series[origin])])
+        if origin >= 1:  # the value at origin revealed the error of the forecast made before it
+            scale = next_scale(scale, float(absolute[origin - 1]), smoothing)
+        if origin < window_start - 1:
+            continue
         reach = min(horizon, window_end - 1 - origin)
         ahead = model.forecast_ahead(state, forecast, reach)
         for step, predicted in enumerate(ahead):
-            errors[step].append(abs(float(series[origin + 1 + step]) - predicted))
-    recorded = [sorted(e) for e in errors if e]
+            error = abs(float(series[origin + 1 + step]) - predicted)
+            scores[step].append(error / scale)  # scale > 0: it starts positive and decays
     return Calibration(
         window="selection",
         start=window_start,
         length=window_end - window_start,
-        absolute_errors=recorded,
+        initial_scale=initial_scale,
+        scale_smoothing=smoothing,
+        scores=[sorted(s) for s in scores if s],
         value_minimum=float(np.min(training_values)),
         value_maximum=float(np.max(training_values)),
     )

@@ -65,7 +65,8 @@ def tutorial_model(forecaster: Forecaster) -> ModelSlot:
 
 @pytest.fixture(scope="session")
 def calibration() -> Calibration:
-    """A calibration as training records it: 40 sorted one-step errors, and 3 horizons."""
+    """A calibration as training records it: 40 sorted one-step scores, and 3 horizons (a
+    fresh session's scale is 1, so its radii are the scores themselves)."""
     from forecast_core.calibration import Calibration
 
     one_step = [0.005 * i for i in range(1, 41)]
@@ -73,7 +74,9 @@ def calibration() -> Calibration:
         window="selection",
         start=60,
         length=40,
-        absolute_errors=[one_step, [2 * e for e in one_step[:39]], [3 * e for e in one_step[:38]]],
+        initial_scale=1.0,
+        scale_smoothing=0.1,
+        scores=[one_step, [2 * e for e in one_step[:39]], [3 * e for e in one_step[:38]]],
         value_minimum=0.0,
         value_maximum=1.0,
     )

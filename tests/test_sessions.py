@@ -131,3 +131,15 @@ def test_a_session_from_an_earlier_format_goes_on_with_fresh_tracking(
     assert outcome.step == 3 and outcome.previous_model_version is None
     assert updated is not None and updated.tracking is not None
     assert policy.skill(updated.tracking).life is not None
+
+
+def test_tracking_offsets_and_misses_round_trip_through_bytes(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    record, _ = _feed(None, forecaster, [0.0, 0.4, 0.1], policy=policy)
+    assert record is not None and record.tracking is not None
+    decoded = decode_record(encode_record(record))
+    assert decoded.tracking is not None
+    assert np.array_equal(decoded.tracking, record.tracking)
+    assert decoded.last_offsets == record.last_offsets and len(record.last_offsets) == 6
+    assert decoded.last_misses == record.last_misses

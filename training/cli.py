@@ -381,15 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     def add_plot(folder: Path) -> None:
+        metrics = evaluation.metrics
         save_evaluation_plot(
             folder / PLOT_FILE,
-            values,
+            series,
             evaluation.forecasts,
             split,
             chosen.losses,
             title=f"{series.source}: one-step forecasts of a session ({chosen.label})",
+            scores=metrics.validation if metrics.validation is not None else metrics.selection,
         )
 
     folder = write_artifact(args.out, chosen.weights, build_manifest, add_plot)
-    say(f"saved artifact {folder} (latest -> {folder.name})")
+    say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {folder / PLOT_FILE}")
     return 0

@@ -7,9 +7,10 @@ import logging
 import numpy as np
 
 from app.errors import ModelCheckFailed
+from forecast_core.arrays import FloatArray
 from forecast_core.artifact import Artifact, Manifest
 from forecast_core.calibration import Calibration
-from forecast_core.lstm_step import FloatArray, lstm_step, zero_state
+from forecast_core.lstm_step import lstm_step, zero_state
 from forecast_core.session_step import SessionStep
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from app.session_tracking import (
     track,
     tracking_parameters,
 )
+from forecast_core.arrays import FloatArray
 from forecast_core.calibration import DEFAULT_SCALE_SMOOTHING, Calibration
-from forecast_core.lstm_step import FloatArray
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from app.errors import StepConflict
 from app.forecaster import Forecaster, LstmState
 from app.intervals import IntervalPolicy
-from forecast_core.lstm_step import FloatArray
+from forecast_core.arrays import FloatArray
 
 
 class SessionRecord(NamedTuple):

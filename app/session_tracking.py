@@ -37,8 +37,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from forecast_core.arrays import FloatArray
 from forecast_core.calibration import next_scale
-from forecast_core.lstm_step import FloatArray
 
 # theta stays within this many e-folds of the calibrated radius: exp(50) is far past any useful
 # width, and the bound keeps a constant series (every error zero) from driving it to -inf.

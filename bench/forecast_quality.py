@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from forecast_core.arrays import FloatArray
+from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 NILE_CSV = REPO / "tests" / "data" / "nile.csv"
 VALIDATION_FRACTION = 0.2  # the job's default for a CSV
@@ -111,7 +112,7 @@ def run_job(values: FloatArray, seed: int, extra: list[str]) -> tuple[dict[str, 
         subprocess.run(
             [*command, "--quiet", "--seed", str(seed), *extra],
             cwd=REPO,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            env={**os.environ, **QUIET_TENSORFLOW_ENV},
             check=True,
         )
         seconds = time.perf_counter() - started

@@ -8,10 +8,11 @@ Target: the compiled trainer at least 20x faster, with the same weights.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from forecast_core.quiet_tensorflow import quiet_tensorflow
+
+quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 

@@ -107,6 +107,7 @@ class Candidate(_Strict):
     epochs_run: int
     shrink: float | None
     selection_rmse: float
+    seconds: float
 
 
 class Stationarity(_Strict):

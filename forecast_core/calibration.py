@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from forecast_core.lstm_step import FloatArray
+from forecast_core.arrays import FloatArray
 
 # Horizons recorded by default: past it, serving widens the last recorded width (see README).
 DEFAULT_CALIBRATION_HORIZON = 24

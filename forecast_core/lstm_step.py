@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from forecast_core.arrays import FloatArray
 
 # Scaled inputs are clamped to this (see _step_loops).
 SCALED_INPUT_BOUND = 1e150

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from forecast_core.lstm_step import FloatArray, LstmWeights, lstm_step
+from forecast_core.arrays import FloatArray
+from forecast_core.lstm_step import LstmWeights, lstm_step
 from forecast_core.scaling import MinMaxScaler
 from forecast_core.transform import Transform
 

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from bench.local import RedisServer, free_port
+from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 from tests.fake_dns import FakeDns
 from tests.helpers import REPO, Server, stop, wait_until_ready
 
@@ -167,7 +168,7 @@ def test_compose_topology_as_local_processes(tmp_path: Path) -> None:
         train_command = [localize(arg) for arg in train["command"]]
         assert train_command[:3] == ["python", "-m", "training"]
         train_command[0] = sys.executable
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {**os.environ, **QUIET_TENSORFLOW_ENV}
         subprocess.run(train_command, cwd=REPO, env=env, check=True, capture_output=True)
         again = subprocess.run(
             train_command, cwd=REPO, env=env, check=True, capture_output=True, text=True

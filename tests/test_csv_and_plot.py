@@ -57,7 +57,7 @@ def _nile_figure(scores: ErrorMetrics | None) -> Figure:
     )
     forecasts = series.values[:-1]  # persistence stands in for the model's forecasts
     losses = np.linspace(1.0, 0.1, 20)
-    return evaluation_figure(series, forecasts, split, losses, "Nile", scores)
+    return evaluation_figure(series, forecasts, split, losses, 12, "Nile", scores)
 
 
 def test_plot_axes_are_the_csv_columns() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 from bench.local import RedisServer
-from forecast_core.lstm_step import FloatArray
+from forecast_core.arrays import FloatArray
 from tests.helpers import asgi_client
 
 pytestmark = pytest.mark.anyio

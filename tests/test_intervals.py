@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from app.intervals import IntervalPolicy
+from forecast_core.arrays import FloatArray
 from forecast_core.calibration import Calibration
-from forecast_core.lstm_step import FloatArray
 
 
 def _track_all(

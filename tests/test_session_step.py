@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from forecast_core.lstm_step import LstmWeights
 from forecast_core.network import build_network, copy_weights, reset_states
+from forecast_core.scaling import MinMaxScaler
 from forecast_core.session_step import SessionStep
 from forecast_core.transform import Transform, TransformKind
 from training.data import (
@@ -73,11 +75,18 @@ def test_sessions_reproduce_the_batch_n_training_rows(trained) -> None:
         np.testing.assert_allclose(forecasts[lag:], expected, atol=1e-9, rtol=0)
 
 
-def test_zero_shrink_is_exactly_persistence(trained) -> None:
-    series, result = trained
-    if series.kind is not TransformKind.DIFFERENCE:
-        pytest.skip("a level model has no shrink factor")
-    step = _step(series, result, shrink=0.0)
+def test_zero_shrink_is_exactly_persistence() -> None:
+    rng = np.random.default_rng(9)
+    arrays: list[npt.NDArray[np.floating]] = [
+        rng.normal(size=(1, 4 * UNITS)),
+        rng.normal(size=(UNITS, 4 * UNITS)),
+        rng.normal(size=4 * UNITS),
+        rng.normal(size=(UNITS, 1)),
+        rng.normal(size=1),
+    ]
+    step = SessionStep(
+        LstmWeights.from_list(arrays), Transform.difference(0.0), MinMaxScaler(-2.0, 3.0)
+    )
     values = [3.25, -1.0e6, 0.1, 7.0, 7.0, 1e-300, 42.5]
     _, forecasts = step.feed(step.zero_state(), values)
     assert forecasts == values

@@ -44,12 +44,19 @@ def test_fixed_sampling_matches_the_tutorial_fit_loop(source: str, batch_size: i
     np.testing.assert_allclose(compiled.losses, reference.losses, rtol=1e-5)
 
 
-def test_same_seed_gives_same_weights_with_random_windows_and_states() -> None:
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_same_seed_gives_same_weights_with_random_windows_and_states(jit_compile: bool) -> None:
     series = network_series(load_csv_series(NILE_CSV, None).values, TransformKind.DIFFERENCE)
 
     def weights(seed: int) -> WeightList:
         return train_compiled(
-            series, batch_size=3, units=10, epochs=6, learning_rate=0.003, seed=seed
+            series,
+            batch_size=3,
+            units=10,
+            epochs=6,
+            learning_rate=0.003,
+            seed=seed,
+            jit_compile=jit_compile,
         ).weights
 
     first, second, other = weights(3), weights(3), weights(4)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from forecast_core.artifact import load_artifact, sha256_file
+from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 from training.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def test_prints_the_tutorial_table_and_scores(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, **QUIET_TENSORFLOW_ENV},
         check=True,
     )
     lines = result.stdout.splitlines()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -12,20 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from forecast_core.artifact import (
-    FORMAT_VERSION,
-    LATEST_LINK,
-    Architecture,
-    Candidate,
-    DataInfo,
-    Manifest,
-    Scaling,
-    SelectionInfo,
-    Stationarity,
-    TrainingInfo,
-    WeightsInfo,
-    write_artifact,
-)
+from forecast_core.artifact import LATEST_LINK, write_artifact
 from forecast_core.transform import TransformKind
 from training.data import (
     TUTORIAL_SOURCE,
@@ -38,7 +24,12 @@ from training.data import (
     split_series,
     tutorial_series,
 )
-from training.search import KPSS_LEVEL, MIN_KPSS_LENGTH, allowed_transforms
+from training.search import (
+    KPSS_LEVEL,
+    MIN_KPSS_LENGTH,
+    allowed_transforms,
+    default_learning_rates,
+)
 from training.stationarity import KpssResult, kpss_level
 
 EXIT_BAD_INPUT = 2
@@ -112,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--learning-rate",
         type=_learning_rates,
-        default=(0.003, 0.001),
-        help="Adam learning rates to search, comma-separated (default 0.003,0.001)",
+        default=None,
+        help=(
+            "Adam learning rates to search, comma-separated (default 0.003,0.001; "
+            "0.01,0.003 for a series too short for a held-out selection window)"
+        ),
     )
     parser.add_argument(
         "--transform",
@@ -187,6 +181,7 @@ class _Plan:
     split: Split
     kpss: KpssResult | None
     kinds: tuple[TransformKind, ...]
+    learning_rates: tuple[float, ...]
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -211,7 +206,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     kinds = allowed_transforms(args.transform, kpss)
     for kind in kinds:
         network_series(series.values[: split.fit_length], kind)  # refuses unscalable data
-    return _Plan(series, fraction, split, kpss, kinds)
+    rates = args.learning_rate if args.learning_rate is not None else default_learning_rates(split)
+    return _Plan(series, fraction, split, kpss, kinds, rates)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     from forecast_core.lstm_step import LstmWeights
     from forecast_core.session_step import SessionStep
     from training.evaluate import evaluate, tutorial_table
+    from training.manifest import JobRecord, manifest_builder
     from training.plot import save_evaluation_plot
     from training.report import guard_line, metrics_table, search_table
     from training.search import SearchSettings, best_candidate, run_search
@@ -262,11 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"KPSS: statistic {plan.kpss.statistic:.3f}, p {plan.kpss.p_value:.3f}: {verdict}")
     say(
         f"candidates: {', '.join(k.value for k in plan.kinds)} x learning rates "
-        f"{', '.join(f'{r:g}' for r in args.learning_rate)}"
+        f"{', '.join(f'{r:g}' for r in plan.learning_rates)}"
     )
 
     settings = SearchSettings(
-        learning_rates=args.learning_rate,
+        learning_rates=plan.learning_rates,
         batch_size=args.batch_size,
         units=args.units,
         max_epochs=args.epochs,
@@ -307,78 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     if warning is not None:
         print(warning, file=sys.stderr if args.quiet else sys.stdout)
 
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    created = datetime.now(UTC)
-    version_stem = created.strftime("%Y%m%dT%H%M%S%fZ")
-
-    def build_manifest(weights_info: WeightsInfo) -> Manifest:
-        return Manifest(
-            format_version=FORMAT_VERSION,
-            version=f"{version_stem}-{weights_info.sha256[:8]}",
-            created_at=created.isoformat(),
-            architecture=Architecture(units=args.units),
-            training=TrainingInfo(
-                batch_size=args.batch_size,
-                epochs=chosen.best_epoch,
-                max_epochs=args.epochs,
-                patience=args.patience,
-                learning_rate=chosen.learning_rate,
-                seed=args.seed,
-                window_length=chosen.window_length,
-                samples_used=chosen.samples_used,
-                final_loss=float(chosen.losses[chosen.best_epoch - 1]),
-                seconds=round(seconds, 3),
-            ),
-            transform=chosen.transform.to_dict(),
-            calibration=calibration,
-            scaling=Scaling(minimum=chosen.scaler.minimum, maximum=chosen.scaler.maximum),
-            selection=SelectionInfo(
-                fraction=args.selection_fraction,
-                start=split.selection_start,
-                length=split.train_length - split.selection_start,
-                in_sample=split.in_sample,
-                kpss=None
-                if plan.kpss is None
-                else Stationarity(
-                    statistic=plan.kpss.statistic,
-                    p_value=plan.kpss.p_value,
-                    lags=plan.kpss.lags,
-                    stationary=plan.kpss.p_value >= KPSS_LEVEL,
-                ),
-                transforms=[kind.value for kind in plan.kinds],
-                beats_persistence=beats_persistence,
-            ),
-            search=[
-                Candidate(
-                    transform=result.transform.kind.value,
-                    learning_rate=result.learning_rate,
-                    epochs=result.best_epoch,
-                    epochs_run=result.epochs_run,
-                    shrink=result.transform.shrink if result.transform.is_difference else None,
-                    selection_rmse=result.selection_rmse,
-                )
-                for result in results
-            ],
-            data=DataInfo(
-                source=series.source,
-                column=series.column,
-                sha256=series.sha256,
-                length=len(values),
-                train_length=split.train_length,
-                validation_fraction=plan.validation_fraction,
-            ),
-            metrics=evaluation.metrics,
-            software={
-                "python": platform.python_version(),
-                "tensorflow": tf.__version__,
-                "keras": keras.__version__,
-                "numpy": np.__version__,
-            },
-            weights=weights_info,
-        )
+    record = JobRecord(
+        series=series,
+        split=split,
+        validation_fraction=plan.validation_fraction,
+        selection_fraction=args.selection_fraction,
+        kpss=plan.kpss,
+        kinds=plan.kinds,
+        settings=settings,
+        results=results,
+        chosen=chosen,
+        evaluation=evaluation,
+        beats_persistence=beats_persistence,
+        seconds=seconds,
+        calibration=calibration,
+    )
 
     def add_plot(folder: Path) -> None:
         metrics = evaluation.metrics
@@ -388,10 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             evaluation.forecasts,
             split,
             chosen.losses,
+            chosen.best_epoch,
             title=f"{series.source}: one-step forecasts of a session ({chosen.label})",
             scores=metrics.validation if metrics.validation is not None else metrics.selection,
         )
 
+    build_manifest = manifest_builder(record, datetime.now(UTC))
     folder = write_artifact(args.out, chosen.weights, build_manifest, add_plot)
     say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {folder / PLOT_FILE}")
     return 0

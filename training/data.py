@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from forecast_core.arrays import FloatArray
 from forecast_core.scaling import MinMaxScaler
 from forecast_core.transform import TransformKind
-
-FloatArray = npt.NDArray[np.float64]
 
 # The tutorial's sequence: 0.0, 0.1, ..., 0.9.
 TUTORIAL_SOURCE = "tutorial"

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from forecast_core.arrays import FloatArray
 from forecast_core.artifact import ErrorMetrics, Metrics
 from forecast_core.session_step import SessionStep
 from training.data import Split
-
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
+from forecast_core.arrays import FloatArray
 from forecast_core.artifact import ErrorMetrics
 from training.data import Series, Split
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-FloatArray = npt.NDArray[np.float64]
 # Tick labels on a time axis whose values are not numbers (dates): at most this many.
 MAX_TIME_TICKS = 8
 
@@ -27,6 +26,7 @@ def save_evaluation_plot(
     forecasts: FloatArray,
     split: Split,
     losses: FloatArray,
+    best_epoch: int,
     title: str,
     scores: ErrorMetrics | None,
 ) -> None:
@@ -36,7 +36,7 @@ def save_evaluation_plot(
     matplotlib.use("Agg")  # no display on servers and in CI
     import matplotlib.pyplot as plt
 
-    figure = evaluation_figure(series, forecasts, split, losses, title, scores)
+    figure = evaluation_figure(series, forecasts, split, losses, best_epoch, title, scores)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -46,6 +46,7 @@ def evaluation_figure(
     forecasts: FloatArray,
     split: Split,
     losses: FloatArray,
+    best_epoch: int,
     title: str,
     scores: ErrorMetrics | None,
 ) -> Figure:
@@ -92,6 +93,8 @@ def evaluation_figure(
     _label(middle, time, value_label)
 
     bottom.plot(np.arange(1, len(losses) + 1), losses)
+    bottom.axvline(best_epoch, color="grey", linestyle="--", label="weights kept (early stopping)")
+    bottom.legend()
     bottom.set_yscale("log")
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("training loss (MSE, scaled)")

@@ -16,7 +16,7 @@ def search_table(results: Sequence[CandidateResult], chosen: CandidateResult) ->
         mark = "  <- chosen" if result is chosen else ""
         lines.append(
             f"  {result.label:<22} epochs {result.best_epoch:>4} of {result.epochs_run:>4} run"
-            f"  RMSE {result.selection_rmse:.4g}{shrink}{mark}"
+            f"  {result.seconds:5.1f} s  RMSE {result.selection_rmse:.4g}{shrink}{mark}"
         )
     return lines
 

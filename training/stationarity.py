@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from forecast_core.arrays import FloatArray
 
 CRITICAL_VALUES = (0.347, 0.463, 0.574, 0.739)
 P_VALUES = (0.10, 0.05, 0.025, 0.01)

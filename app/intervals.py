@@ -23,8 +23,10 @@ from app.session_tracking import (
     track,
     tracking_parameters,
 )
+from app.settings import Settings
 from forecast_core.arrays import FloatArray
 from forecast_core.calibration import DEFAULT_SCALE_SMOOTHING, Calibration
+from forecast_core.lstm_step import finite
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,16 @@ class IntervalPolicy:
     level_labels: tuple[str, ...] = field(repr=False)  # as metric label values: 80, not 80.0
     range_bounds: tuple[float, float] = field(repr=False)  # beyond them: outside_training_range
     widest_flag: str = field(repr=False)
+
+    @classmethod
+    def for_settings(cls, calibration: Calibration | None, settings: Settings) -> IntervalPolicy:
+        """The policy of a model's calibration under the service's interval settings."""
+        return cls.build(
+            calibration,
+            settings.interval_level_values,
+            settings.interval_adaptation_rate,
+            settings.skill_window,
+        )
 
     @classmethod
     def build(
@@ -65,7 +77,9 @@ class IntervalPolicy:
             rate=rate,
             layout=layout,
             scores=scores,
-            parameters=tracking_parameters(scores, alphas, rate, smoothing),
+            parameters=tracking_parameters(
+                scores, alphas, rate, smoothing, calibration.error_cap if calibration else math.inf
+            ),
             fresh=layout.fresh(calibration.initial_scale if calibration else 1.0),
             level_labels=tuple(f"{level:g}" for level in adapted),
             range_bounds=(
@@ -165,14 +179,22 @@ class IntervalPolicy:
             for level, score, multiplier in zip(self.levels, self.scores, offsets, strict=True):
                 scaled = score * math.exp(multiplier)
                 intervals.append(
-                    {"level": level, "lower": forecast - scaled, "upper": forecast + scaled}
+                    {
+                        "level": level,
+                        "lower": finite(forecast - scaled),
+                        "upper": finite(forecast + scaled),
+                    }
                 )
             return intervals
         intervals = []
         for level in self.levels if levels is None else levels:
             radius = calibration.quantile(level, horizon) * math.exp(self.offset(level, offsets))
             intervals.append(
-                {"level": level, "lower": forecast - radius, "upper": forecast + radius}
+                {
+                    "level": level,
+                    "lower": finite(forecast - radius),
+                    "upper": finite(forecast + radius),
+                }
             )
         return intervals
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from uvicorn.config import STARTUP_FAILURE
 
 from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
@@ -27,6 +29,7 @@ from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
 from app.stores.base import SessionStore
 from app.stores.factory import open_store
+from app.workers import split_sessions_reason, uvicorn_workers
 from forecast_core.artifact import ArtifactError
 from forecast_core.quiet_tensorflow import quiet_tensorflow
 
@@ -131,5 +134,18 @@ def _configure_logging() -> None:
         )
 
 
+def _refuse_split_sessions(settings: Settings) -> None:
+    """Exit before serving when the store cannot be shared by uvicorn's workers.
+
+    At import, not in the lifespan: uvicorn stops all workers on this exit code (a failing
+    lifespan would print a traceback instead of the one line).
+    """
+    reason = split_sessions_reason(settings.store, uvicorn_workers())
+    if reason is not None:
+        logger.error(reason)
+        sys.exit(STARTUP_FAILURE)
+
+
 _configure_logging()
+_refuse_split_sessions(get_settings())
 app = create_app()

@@ -54,12 +54,7 @@ class Services:
     ) -> Services:
         """The services of one app run; the interval policy follows the model and settings."""
         calibration = model.forecaster.calibration if model.forecaster is not None else None
-        intervals = IntervalPolicy.build(
-            calibration,
-            settings.interval_level_values,
-            settings.interval_adaptation_rate,
-            settings.skill_window,
-        )
+        intervals = IntervalPolicy.for_settings(calibration, settings)
         return cls(settings, model, store, metrics, clock, intervals)
 
 

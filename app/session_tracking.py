@@ -85,11 +85,11 @@ class TrackingLayout:
 
 
 def tracking_parameters(
-    scores: Sequence[float], alphas: Sequence[float], rate: float, smoothing: float
+    scores: Sequence[float], alphas: Sequence[float], rate: float, smoothing: float, cap: float
 ) -> FloatArray:
-    """The tracking step's parameters in one array: rate, smoothing, the levels' calibrated
-    scores, then their alphas."""
-    parameters = np.array([rate, smoothing, *scores, *alphas], dtype=np.float64)
+    """The tracking step's parameters in one array: rate, smoothing, error cap, the levels'
+    calibrated scores, then their alphas."""
+    parameters = np.array([rate, smoothing, cap, *scores, *alphas], dtype=np.float64)
     parameters.setflags(write=False)
     return parameters
 
@@ -98,7 +98,7 @@ def _track_loops(
     tracking: FloatArray, error: float, naive_error: float, parameters: FloatArray, levels: int
 ) -> tuple[FloatArray, int]:
     # Compiled by numba below: one call per revealed value instead of dozens of numpy ones.
-    rate, smoothing = parameters[0], parameters[1]
+    rate, smoothing, error_cap = parameters[0], parameters[1], parameters[2]
     out = tracking.copy()
     absolute = abs(error)
     scale = tracking[levels]
@@ -117,15 +117,15 @@ def _track_loops(
     misses = 0
     for level in range(levels):
         theta = tracking[level]
-        radius = parameters[2 + level] * scale * math.exp(theta)
+        radius = parameters[3 + level] * scale * math.exp(theta)
         missed = 1.0 if absolute > radius else 0.0
         if missed > 0.0:
             misses |= 1 << level
         out[totals + 4 + level] += 1.0 - missed
         out[row + 2 + level] = 1.0 - missed
-        theta += rate * (missed - parameters[2 + levels + level])
+        theta += rate * (missed - parameters[3 + levels + level])
         out[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
-    out[levels] = next_scale(scale, absolute, smoothing)
+    out[levels] = next_scale(scale, absolute, smoothing, error_cap)
     out[ring_header] = (slot + 1) % window
     out[ring_header + 1] = min(out[ring_header + 1] + 1.0, float(window))
     return out, misses

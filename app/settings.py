@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Compare-and-set attempts before a request gives up with 503 session_busy.
 DEFAULT_CAS_ATTEMPTS = 50
+# How long a Redis reply may take; a replica confirmation (WAIT) must fit well inside it.
+REDIS_SOCKET_TIMEOUT_S = 2.0
 # Interval levels at most, configured or asked for by one request.
 MAX_INTERVAL_LEVELS = 5
 
@@ -47,7 +49,23 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("data"), description="folder of the SQLite session file")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis store URL")
-    redis_prefix: str = Field(default="forecast", description="prefix of the service's Redis keys")
+    redis_prefix: str = Field(
+        default="forecast",
+        pattern=r"^[^{}]*$",
+        description="prefix of the service's Redis keys (no braces: the cluster's hash tags)",
+    )
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="acknowledge a step only once this many Redis replicas have it (WAIT)",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=int(REDIS_SOCKET_TIMEOUT_S * 1000) // 2,
+        description="how long a step waits for its replica confirmations before 503",
+    )
     session_ttl_s: int = Field(default=3600, ge=1, description="idle sessions expire after this")
     max_sessions: int = Field(default=100_000, ge=1, description="live sessions at most")
     max_values_per_request: int = Field(default=1000, ge=1, le=100_000)

@@ -1,13 +1,16 @@
 """Sustained /predict load with faults: kill -9 a replica and restart it, restart Redis.
 
-    python -m bench.fault_load [--duration 30] [--clients 8] [--sessions 40]
+    python -m bench.fault_load [--duration 30] [--clients 8] [--sessions 40] [--cluster]
 
 Two uvicorn replicas share one Redis (AOF, fsync always) on 127.0.0.1. Client threads feed their
 sessions with ``step`` and retry every failed request (same step, same value) on either replica
 until it is acknowledged. Meanwhile one replica is killed with SIGKILL and restarted, and Redis is
-stopped and restarted. Afterwards every session's acknowledged steps must form one unbroken
-sequence, the store must hold exactly that many, and the session's state must equal a replay of
-the acknowledged values. Prints the counts; exits 1 if anything was lost, duplicated or differs.
+stopped and restarted. With ``--cluster`` the replicas share a Redis Cluster (three masters, three
+replicas, ``FORECAST_REDIS_MIN_REPLICAS=1``) instead, and a master is killed with SIGKILL: its
+replica is promoted, and the killed node comes back as the new master's replica. Afterwards
+every session's acknowledged steps must form one unbroken sequence, the store must hold exactly
+that many, and the session's state must equal a replay of the acknowledged values. Prints the
+counts; exits 1 if anything was lost, duplicated or differs.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.local import RedisServer, free_port, wait_for_200
+from bench.local import RedisCluster, RedisServer, free_port, wait_for_200
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,6 +77,7 @@ class SessionLog:
 
 @dataclass
 class Report:
+    failover_s: float | None
     requests: int
     errors: dict[str, int]
     acknowledged_steps: int
@@ -93,7 +97,13 @@ class Report:
 
     def lines(self) -> list[str]:
         errors = ", ".join(f"{kind} {count}" for kind, count in sorted(self.errors.items()))
+        failover = (
+            [f"master killed; its replica promoted after {self.failover_s:.1f} s"]
+            if self.failover_s is not None
+            else []
+        )
         return [
+            *failover,
             f"requests: {self.requests}",
             f"errors (each retried until acknowledged): {errors or 'none'}",
             f"acknowledged steps: {self.acknowledged_steps} over {self.sessions} sessions",
@@ -103,18 +113,85 @@ class Report:
         ]
 
 
-def run(duration: float, clients: int, sessions: int, models: Path, workdir: Path) -> Report:
+class SingleRedis:
+    """The fault for one Redis node: stop it (SIGTERM, AOF with fsync always) and restart it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.server = RedisServer(workdir)
+        self.env: dict[str, str] = {}
+        self.failover_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> None:
+        self.server.start()
+
+    def fault(self, pause: float) -> None:
+        self.server.stop()
+        time.sleep(pause)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class ClusterRedis:
+    """The fault for a Redis Cluster: SIGKILL a master; once its replica is promoted, restart the
+    killed node, which rejoins as the new master's replica. Steps are acknowledged only once a
+    replica has them, so the promoted replica holds every acknowledged step."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.cluster = RedisCluster(workdir / "cluster")
+        self.env = {"FORECAST_REDIS_MIN_REPLICAS": "1"}
+        self.failover_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    def start(self) -> None:
+        self.cluster.start()
+
+    def fault(self, pause: float) -> None:
+        # Not the node the service's URL names: a restarting replica must reach some node.
+        victim = next(node for node in self.cluster.masters() if node.url != self.url)
+        started = time.monotonic()
+        assert victim.process is not None
+        victim.process.kill()
+        victim.process.wait()
+        victim.process = None
+        self.cluster.wait_until_promoted(len(self.cluster.nodes) // 2)
+        self.failover_s = time.monotonic() - started
+        time.sleep(pause)
+        victim.start()
+        self.cluster.wait_until_healthy()
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+def run(
+    duration: float,
+    clients: int,
+    sessions: int,
+    models: Path,
+    workdir: Path,
+    cluster: bool = False,
+) -> Report:
     """Drive the load, inject the faults, and check every session afterwards."""
     from app.forecaster import Forecaster
     from forecast_core.artifact import load_artifact
 
     forecaster = Forecaster.from_artifact(load_artifact(models), 1e-5)
-    redis = RedisServer(workdir)
+    redis = ClusterRedis(workdir) if cluster else SingleRedis(workdir)
     redis.start()
     env = {
         "FORECAST_MODEL_DIR": str(models),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
+        **redis.env,
     }
     replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
     for replica in replicas:
@@ -173,9 +250,7 @@ def run(duration: float, clients: int, sessions: int, models: Path, workdir: Pat
         time.sleep(duration * 0.1)
         replicas[0].start(wait=False)
         time.sleep(duration * 0.25)
-        redis.stop()  # SIGTERM; AOF with fsync always keeps every acknowledged write
-        time.sleep(duration * 0.05)
-        redis.start()
+        redis.fault(pause=duration * 0.05)
         for thread in threads:
             thread.join(timeout=duration + 120)
         wait_for_200(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
@@ -201,6 +276,7 @@ def run(duration: float, clients: int, sessions: int, models: Path, workdir: Pat
                 elif any(abs(a - b) > 1e-9 for a, b in zip(ahead, replayed, strict=True)):
                     mismatched += 1
         return Report(
+            failover_s=redis.failover_s,
             requests=requests,
             errors=dict(errors),
             acknowledged_steps=sum(len(log.values) for log in logs.values()),
@@ -223,6 +299,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--sessions", type=int, default=40)
     parser.add_argument("--models", type=Path, default=REPO / "models")
+    parser.add_argument(
+        "--cluster", action="store_true", help="a Redis Cluster, and kill -9 one of its masters"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         models = args.models
@@ -233,7 +312,9 @@ def main() -> None:
                 cwd=REPO,
                 check=True,
             )
-        report = run(args.duration, args.clients, args.sessions, models, Path(tmp))
+        report = run(
+            args.duration, args.clients, args.sessions, models, Path(tmp), cluster=args.cluster
+        )
     for line in report.lines():
         print(line)
     sys.exit(0 if report.ok else 1)

@@ -99,10 +99,45 @@ class Row:
     beats_persistence: bool
     seconds: float
     arima_order: tuple[int, int, int]
+    coverage: dict[int, float]  # served intervals on the validation tail, per level
+    arima_coverage: dict[int, float]
 
 
-def run_job(values: FloatArray, seed: int, extra: list[str]) -> tuple[dict[str, Any], float]:
-    """The training job with default flags; its manifest and wall time."""
+LEVELS = (80, 95)
+
+
+def served_coverage(models: Path, values: FloatArray, tail_start: int) -> dict[int, float]:
+    """Share of the validation tail's values inside the intervals a session forecast for them.
+
+    The service's own code path without HTTP: one session fed the series value by value from
+    its start (app.session_rules.feed with the interval policy of the default settings).
+    """
+    from app.forecaster import Forecaster
+    from app.intervals import IntervalPolicy
+    from app.session_rules import SessionRecord, feed
+    from app.settings import Settings
+    from forecast_core.artifact import load_artifact
+
+    artifact = load_artifact(models)
+    model = Forecaster(artifact.session_step(), artifact.manifest)  # checked by the tests
+    settings = Settings()
+    policy = IntervalPolicy.for_settings(artifact.manifest.calibration, settings)
+    record: SessionRecord | None = None
+    inside = dict.fromkeys(LEVELS, 0)
+    intervals: list[Any] = []
+    for index, value in enumerate(values.tolist()):
+        if index >= tail_start:
+            for interval in intervals:
+                inside[interval["level"]] += interval["lower"] <= value <= interval["upper"]
+        record, outcome = feed(record, model, policy, [value], None, 0.0)
+        intervals = policy.intervals(outcome.predictions[-1], outcome.offsets, LEVELS)
+    return {level: count / (len(values) - tail_start) for level, count in inside.items()}
+
+
+def run_job(
+    values: FloatArray, seed: int, extra: list[str]
+) -> tuple[dict[str, Any], float, dict[int, float]]:
+    """The training job with default flags; its manifest, wall time and served coverage."""
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "series.csv"
         data.write_text("value\n" + "\n".join(repr(float(v)) for v in values) + "\n")
@@ -117,11 +152,15 @@ def run_job(values: FloatArray, seed: int, extra: list[str]) -> tuple[dict[str, 
         )
         seconds = time.perf_counter() - started
         manifest = json.loads((out / "latest" / "manifest.json").read_text())
-    return manifest, seconds
+        coverage = served_coverage(out, values, manifest["data"]["train_length"])
+    return manifest, seconds, coverage
 
 
-def arima_ratio(values: FloatArray, train_length: int) -> tuple[float, tuple[int, int, int]]:
-    """Validation-tail RMSE / persistence RMSE of the AIC-best ARIMA, one step at a time."""
+def arima_ratio(
+    values: FloatArray, train_length: int
+) -> tuple[float, tuple[int, int, int], dict[int, float]]:
+    """Validation-tail RMSE / persistence RMSE of the AIC-best ARIMA, one step at a time, and
+    the coverage of its own prediction intervals on the tail."""
     from statsmodels.tsa.arima.model import ARIMA
 
     train, tail = values[:train_length], values[train_length:]
@@ -140,19 +179,22 @@ def arima_ratio(values: FloatArray, train_length: int) -> tuple[float, tuple[int
         # Appending the tail keeps the fitted parameters and updates the state value by value:
         # the predictions from train_length on are one-step-ahead forecasts.
         extended = fitted.append(tail)  # type: ignore[attr-defined]
-        forecasts = np.asarray(
-            extended.get_prediction(start=train_length, end=len(values) - 1).predicted_mean
-        )
+        prediction = extended.get_prediction(start=train_length, end=len(values) - 1)
+        forecasts = np.asarray(prediction.predicted_mean)
+        coverage = {}
+        for level in LEVELS:
+            bounds = np.asarray(prediction.conf_int(alpha=1 - level / 100))
+            coverage[level] = float(np.mean((bounds[:, 0] <= tail) & (tail <= bounds[:, 1])))
     previous = values[train_length - 1 : -1]
     ratio = np.sqrt(np.mean((forecasts - tail) ** 2)) / np.sqrt(np.mean((previous - tail) ** 2))
-    return float(ratio), order
+    return float(ratio), order, coverage
 
 
 def bench_series(name: str, seed: int, extra: list[str]) -> Row:
     values = SERIES[name]()
-    manifest, seconds = run_job(values, seed, extra)
+    manifest, seconds, coverage = run_job(values, seed, extra)
     validation = manifest["metrics"]["validation"]
-    ratio, order = arima_ratio(values, manifest["data"]["train_length"])
+    ratio, order, arima_coverage = arima_ratio(values, manifest["data"]["train_length"])
     transform = manifest["transform"]
     label = transform["kind"]
     if "shrink" in transform:
@@ -168,6 +210,8 @@ def bench_series(name: str, seed: int, extra: list[str]) -> Row:
         beats_persistence=manifest["selection"]["beats_persistence"],
         seconds=seconds,
         arima_order=order,
+        coverage=coverage,
+        arima_coverage=arima_coverage,
     )
 
 
@@ -179,9 +223,10 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| series | n | LSTM / persistence | ARIMA / persistence | LSTM / ARIMA | transform | "
-        "lr | epochs | beats persistence (selection) | ARIMA order | job s |"
+        "lr | epochs | beats persistence (selection) | ARIMA order | job s | "
+        "coverage 80 / 95 | ARIMA coverage 80 / 95 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for name in args.series.split(","):
         row = bench_series(name, args.seed, args.extra)
@@ -190,7 +235,8 @@ def main() -> None:
             f"| {row.name} | {row.length} | {row.lstm_ratio:.3f} | {row.arima_ratio:.3f} | "
             f"{row.lstm_ratio / row.arima_ratio:.3f} | {row.transform} | {row.learning_rate:g} | "
             f"{row.epochs} | {'yes' if row.beats_persistence else 'no'} | {row.arima_order} | "
-            f"{row.seconds:.1f} |",
+            f"{row.seconds:.1f} | {row.coverage[80]:.2f} / {row.coverage[95]:.2f} | "
+            f"{row.arima_coverage[80]:.2f} / {row.arima_coverage[95]:.2f} |",
             flush=True,
         )
     lstm = np.array([row.lstm_ratio for row in rows])
@@ -201,6 +247,14 @@ def main() -> None:
         f"{int(np.sum(lstm > 1.05))} above 1.05; ARIMA median {np.median(arima):.3f}; "
         f"LSTM within 10 % of ARIMA on {int(np.sum(lstm <= 1.1 * arima))}/{len(rows)}"
     )
+    for level in LEVELS:
+        ours = np.array([row.coverage[level] for row in rows])
+        theirs = np.array([row.arima_coverage[level] for row in rows])
+        print(
+            f"{level} % intervals on the validation tails: mean coverage {ours.mean():.3f}, "
+            f"lowest {ours.min():.3f} (ARIMA's own: mean {theirs.mean():.3f}, "
+            f"lowest {theirs.min():.3f})"
+        )
 
 
 if __name__ == "__main__":

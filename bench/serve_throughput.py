@@ -1,6 +1,11 @@
 """Throughput and p99 latency of POST /predict under wrk, next to a trivial FastAPI endpoint.
 
     python -m bench.serve_throughput [--duration 10] [--rounds 3] [--stores memory,sqlite,redis]
+        [--compare-with CHECKOUT]
+
+``--stores`` may also name ``redis-cluster``: a local Redis Cluster (three masters, three
+replicas) instead of one node, and ``redis-cluster-confirmed`` the same cluster with
+``FORECAST_REDIS_MIN_REPLICAS=1`` (each step confirmed by a replica).
 
 Every target is served by the same uvicorn command (one worker, uvloop, httptools, no access log)
 pinned to core 0, with wrk on core 1: 64 connections over 1,000 sessions, on 127.0.0.1 only.
@@ -21,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.local import RedisServer, free_port, wait_for_200
+from bench.local import RedisCluster, RedisServer, free_port, wait_for_200
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,14 +156,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
-    parser.add_argument("--stores", default="memory", help="comma list of memory, sqlite, redis")
+    parser.add_argument(
+        "--stores",
+        default="memory",
+        help="comma list of memory, sqlite, redis, redis-cluster, redis-cluster-confirmed",
+    )
     parser.add_argument(
         "--compare-with",
         type=Path,
         default=None,
         metavar="CHECKOUT",
-        help="also serve /predict (memory store) from another work tree, e.g. the commit before "
-        "a change (git worktree add ../before HEAD~1), in the same interleaved rounds",
+        help="also serve /predict (each of --stores) from another work tree, e.g. the commit "
+        "before a change (git worktree add ../before HEAD~1), in the same interleaved rounds",
     )
     parser.add_argument(
         "--variant",
@@ -177,32 +186,45 @@ def main() -> None:
         workdir = Path(tmp)
         log = workdir / "servers.log"
         models = _ensure_model(workdir)
-        helpers: list[RedisServer] = []
+        helpers: list[RedisServer | RedisCluster] = []
+        redis_urls: dict[str, str] = {}
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
+
+        def store_env(store: str, prefix: str) -> dict[str, str]:
+            redis_kind = store.removesuffix("-confirmed")
+            env = {
+                "FORECAST_MODEL_DIR": str(models),
+                "FORECAST_STORE": "redis" if store.startswith("redis") else store,
+                "FORECAST_DATA_DIR": str(workdir / f"data-{store}-{prefix}"),
+                "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
+                "FORECAST_REDIS_PREFIX": f"{prefix}-{store}",
+                "FORECAST_REDIS_MIN_REPLICAS": "1" if store.endswith("-confirmed") else "0",
+            }
+            if store.startswith("redis"):
+                if redis_kind not in redis_urls:
+                    redis: RedisServer | RedisCluster
+                    if redis_kind == "redis-cluster":
+                        redis = RedisCluster(workdir / "cluster")
+                        for node in redis.nodes:
+                            node.extra_args += ["--appendonly", "no"]
+                        redis.start()
+                    else:
+                        redis = RedisServer(workdir, durable=False)
+                        redis.start(prefix=_pinned([], 1))
+                    helpers.append(redis)
+                    redis_urls[redis_kind] = redis.url
+                env["FORECAST_REDIS_URL"] = redis_urls[redis_kind]
+            return env
+
         try:
             process, base = _serve("bench.trivial_app:app", {}, log)
             servers.append(("trivial endpoint", process, base))
             for store in stores:
-                env = {
-                    "FORECAST_MODEL_DIR": str(models),
-                    "FORECAST_STORE": store,
-                    "FORECAST_DATA_DIR": str(workdir / f"data-{store}"),
-                    "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
-                }
-                if store == "redis":
-                    redis_server = RedisServer(workdir, durable=False)
-                    redis_server.start(prefix=_pinned([], 1))
-                    helpers.append(redis_server)
-                    env["FORECAST_REDIS_URL"] = redis_server.url
-                process, base = _serve("app.main:app", env, log)
+                process, base = _serve("app.main:app", store_env(store, "this"), log)
                 servers.append((f"/predict ({store} store)", process, base))
             for variant in args.variant:
                 label, _, assignments = variant.partition(":")
-                env = {
-                    "FORECAST_MODEL_DIR": str(models),
-                    "FORECAST_STORE": "memory",
-                    "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
-                }
+                env = store_env("memory", "variant")
                 for assignment in filter(None, assignments.split(",")):
                     name, _, value = assignment.partition("=")
                     env[name.strip()] = value
@@ -210,13 +232,11 @@ def main() -> None:
                 servers.append((f"/predict ({label})", process, base))
             if args.compare_with is not None:
                 checkout = args.compare_with.resolve()
-                env = {
-                    "FORECAST_MODEL_DIR": str(_ensure_model(workdir, checkout)),
-                    "FORECAST_STORE": "memory",
-                    "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
-                }
-                process, base = _serve("app.main:app", env, log, checkout)
-                servers.append((f"/predict (memory, {args.compare_with.name})", process, base))
+                other_models = str(_ensure_model(workdir, checkout))
+                for store in stores:
+                    env = {**store_env(store, "other"), "FORECAST_MODEL_DIR": other_models}
+                    process, base = _serve("app.main:app", env, log, checkout)
+                    servers.append((f"/predict ({store}, {args.compare_with.name})", process, base))
             # Rounds interleave the targets, so a noisy moment on the machine hits them alike;
             # each target reports its median round.
             rounds: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
@@ -237,12 +257,12 @@ def main() -> None:
         f"wrk: {args.connections} connections, {args.sessions} sessions, {args.duration} s, "
         f"median of {args.rounds} interleaved rounds; servers on core 0, wrk on core 1"
     )
-    header = f"{'target':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    header = f"{'target':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(f"{header}{'vs trivial':>12}{'vs memory':>11}  errors")
     for r in results:
         vs_memory = f"{r.requests_per_s / memory.requests_per_s:.0%}" if memory else "-"
         print(
-            f"{r.name:<26}{r.requests_per_s:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.name:<34}{r.requests_per_s:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.requests_per_s / baseline.requests_per_s:>12.0%}{vs_memory:>11}  {r.errors}"
         )
     if memory is not None:

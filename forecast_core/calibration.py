@@ -29,6 +29,9 @@ DEFAULT_CALIBRATION_HORIZON = 24
 TRAINING_RANGE_MARGIN = 0.1
 # Weight of the newest error in a session's scale: about the last 20 errors count.
 DEFAULT_SCALE_SMOOTHING = 2.0 / 21.0
+# One error moves the scale as if it were at most this many times the initial scale: an absurd
+# value cannot blow the intervals up for thousands of values (the offsets still adapt).
+SCALE_ERROR_CAP = 100.0
 
 
 class Calibration(BaseModel):
@@ -49,6 +52,11 @@ class Calibration(BaseModel):
     scores: list[list[float]] = Field(min_length=1)
     value_minimum: float = Field(description="smallest value of the training part (raw)")
     value_maximum: float = Field(description="largest value of the training part (raw)")
+
+    @property
+    def error_cap(self) -> float:
+        """The largest absolute error a session's scale takes in (``next_scale``)."""
+        return SCALE_ERROR_CAP * self.initial_scale
 
     @property
     def horizon(self) -> int:
@@ -89,8 +97,8 @@ class SteppableModel(Protocol):
     ) -> list[float]: ...
 
 
-def _next_scale(scale: float, absolute_error: float, smoothing: float) -> float:
-    return (1.0 - smoothing) * scale + smoothing * absolute_error
+def _next_scale(scale: float, absolute_error: float, smoothing: float, cap: float) -> float:
+    return (1.0 - smoothing) * scale + smoothing * min(absolute_error, cap)
 
 
 # A session's error scale after one more revealed value: compiled, so that serving's compiled
@@ -120,11 +128,12 @@ def calibrate(
         initial_scale = float(np.max(absolute)) or 1.0
     state = model.zero_state()
     scale = initial_scale
+    error_cap = SCALE_ERROR_CAP * initial_scale
     scores: list[list[float]] = [[] for _ in range(horizon)]
     for origin in range(window_end - 1):
         state, (forecast,) = model.feed(state, [float(series[origin])])
         if origin >= 1:  # the value at origin revealed the error of the forecast made before it
-            scale = next_scale(scale, float(absolute[origin - 1]), smoothing)
+            scale = next_scale(scale, float(absolute[origin - 1]), smoothing, error_cap)
         if origin < window_start - 1:
             continue
         reach = min(horizon, window_end - 1 - origin)

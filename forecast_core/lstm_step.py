@@ -20,6 +20,15 @@ from forecast_core.arrays import FloatArray
 
 # Scaled inputs are clamped to this (see _step_loops).
 SCALED_INPUT_BOUND = 1e150
+# Forecasts and interval bounds stay within the finite float64 range (JSON has no infinity).
+FINITE_BOUND = 1.7976931348623157e308
+
+
+def finite(value: float) -> float:
+    """``value`` clamped to the finite float64 range."""
+    return min(max(value, -FINITE_BOUND), FINITE_BOUND)
+
+
 # Names of the arrays in the weights file, in Keras get_weights() order.
 WEIGHT_NAMES = ("lstm/kernel", "lstm/recurrent_kernel", "lstm/bias", "dense/kernel", "dense/bias")
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from forecast_core.arrays import FloatArray
-from forecast_core.lstm_step import LstmWeights, lstm_step
+from forecast_core.lstm_step import LstmWeights, finite, lstm_step
 from forecast_core.scaling import MinMaxScaler
 from forecast_core.transform import Transform
 
@@ -74,7 +74,8 @@ class SessionStep:
                 forecasts.append(value)
             else:
                 lstm_state, difference = lstm_step(weights, lstm_state, value - last, minimum, span)
-                forecasts.append(value + shrink * difference)
+                # A value near the float64 limit plus a difference could overflow.
+                forecasts.append(finite(value + shrink * difference))
             last = value
         new_state = np.empty(self._lstm_size + 1)
         new_state[: self._lstm_size] = lstm_state

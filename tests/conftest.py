@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from app.forecaster import Forecaster
     from app.intervals import IntervalPolicy
     from app.services import ModelSlot
-    from bench.local import RedisServer
+    from bench.local import RedisCluster, RedisServer
     from forecast_core.artifact import Artifact
     from forecast_core.calibration import Calibration
 
@@ -99,6 +99,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One real Redis Cluster (three masters, three replicas) for the test session."""
+    from bench.local import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def empty_redis_cluster(redis_cluster: RedisCluster) -> RedisCluster:
+    """The test session's Redis Cluster with no keys: its per-shard counts start from zero."""
+    redis_cluster.flush()
+    return redis_cluster
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +66,11 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_uvicorn(env: dict[str, str], log: Path, port: int | None = None) -> Server:
-    """Start ``uvicorn app.main:app`` on a free port (not waiting for it)."""
+def start_uvicorn(
+    env: dict[str, str], log: Path, port: int | None = None, args: Sequence[str] = ()
+) -> Server:
+    """Start ``uvicorn app.main:app`` on a free port (not waiting for it); ``args`` are more
+    uvicorn options."""
     port = port or free_port()
     full_env = {**os.environ, **QUIET_TENSORFLOW_ENV, **env}
     with log.open("ab") as log_file:
@@ -82,6 +85,7 @@ def start_uvicorn(env: dict[str, str], log: Path, port: int | None = None) -> Se
                 "--port",
                 str(port),
                 "--no-access-log",
+                *args,
             ],
             cwd=REPO,
             env=full_env,
@@ -102,9 +106,11 @@ def stop(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def uvicorn_server(env: dict[str, str], log: Path, port: int | None = None) -> Iterator[Server]:
+def uvicorn_server(
+    env: dict[str, str], log: Path, port: int | None = None, args: Sequence[str] = ()
+) -> Iterator[Server]:
     """A real uvicorn serving the app, ready when /ready answers 200; stopped afterwards."""
-    server = start_uvicorn(env, log, port)
+    server = start_uvicorn(env, log, port, args)
     try:
         wait_until_ready(server)
         yield server

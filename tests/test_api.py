@@ -23,18 +23,22 @@ from tests.helpers import Clock, asgi_client
 pytestmark = pytest.mark.anyio
 
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "redis-cluster"]
 OpenClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 def store_settings(
     store: str, models: Path, tmp_path: Path, request: pytest.FixtureRequest, **overrides: Any
 ) -> Settings:
-    """Settings for one store; a Redis store gets its own key prefix on the shared test server."""
+    """Settings for one store; a Redis store gets its own key prefix on the shared test server,
+    a Redis Cluster store the test session's cluster, emptied (its counts are per node)."""
     extra = {}
     if store == "redis":
         redis_server = request.getfixturevalue("redis_server")
         extra = {"redis_url": redis_server.url, "redis_prefix": f"test-{tmp_path.name}-{store}"}
+    if store == "redis-cluster":
+        store = "redis"
+        extra = {"redis_url": request.getfixturevalue("empty_redis_cluster").url}
     fields = {"model_dir": models, "store": store, "data_dir": tmp_path / store}
     return Settings.model_validate({**fields, **extra, **overrides})
 
@@ -51,7 +55,8 @@ async def client(settings: Settings, tutorial_model: ModelSlot) -> AsyncIterator
         yield client
 
 
-@pytest.fixture(params=STORES)
+# The cluster's cap counts per shard: tests/test_redis_cluster.py.
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def capped_client(
     request: pytest.FixtureRequest,
     tutorial_models_dir: Path,

@@ -14,7 +14,7 @@ import pytest
 from app.forecaster import Forecaster
 from app.services import ModelSlot
 from app.settings import Settings
-from bench.local import RedisServer
+from bench.local import RedisCluster, RedisServer
 from tests.helpers import asgi_client, start_uvicorn, stop, uvicorn_server, wait_until_ready
 
 SERIES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.45, 0.15, 0.9]
@@ -136,13 +136,19 @@ async def test_unusable_sqlite_folder_gives_503_and_heals(
         assert up.status_code == 200 and up.json()["step"] == 1
 
 
+@pytest.mark.parametrize("redis_fixture", ["redis_server", "redis_cluster"])
 def test_two_replicas_share_sessions_through_redis(
-    tutorial_models_dir: Path, tmp_path: Path, forecaster: Forecaster, redis_server: RedisServer
+    redis_fixture: str,
+    tutorial_models_dir: Path,
+    tmp_path: Path,
+    forecaster: Forecaster,
+    request: pytest.FixtureRequest,
 ) -> None:
+    redis: RedisServer | RedisCluster = request.getfixturevalue(redis_fixture)
     env = {
         "FORECAST_MODEL_DIR": str(tutorial_models_dir),
         "FORECAST_STORE": "redis",
-        "FORECAST_REDIS_URL": redis_server.url,
+        "FORECAST_REDIS_URL": redis.url,
         "FORECAST_REDIS_PREFIX": f"replicas-{tmp_path.name}",
     }
     with (

@@ -21,3 +21,24 @@ def test_no_acknowledged_step_is_lost_or_duplicated_under_faults(
     assert report.lost_steps == 0
     assert report.duplicated_steps == 0
     assert report.mismatched_sessions == 0
+
+
+@pytest.mark.slow
+def test_a_cluster_master_killed_under_load_loses_no_acknowledged_step(
+    tutorial_models_dir: Path, tmp_path: Path
+):
+    report = run(
+        duration=16,
+        clients=6,
+        sessions=24,
+        models=tutorial_models_dir,
+        workdir=tmp_path,
+        cluster=True,
+    )
+    print("\n".join(report.lines()))
+    assert report.failover_s is not None  # a replica really was promoted
+    assert sum(report.errors.values()) > 0
+    assert report.acknowledged_steps > 500
+    assert report.lost_steps == 0
+    assert report.duplicated_steps == 0
+    assert report.mismatched_sessions == 0

@@ -112,3 +112,16 @@ def test_without_a_calibration_there_are_no_intervals_but_skill_is_kept() -> Non
     tracking, _ = _track_all(policy, [0.1, 0.2])
     assert policy.intervals(1.0, policy.current_offsets(tracking)) == []
     assert policy.skill(tracking).life is not None
+
+
+def test_one_absurd_error_moves_the_scale_by_at_most_the_cap(policy: IntervalPolicy) -> None:
+    assert policy.calibration is not None
+    tracking, _ = policy.track(policy.fresh_tracking(), 1.7e308, 1.0)
+    scale = float(tracking[policy.layout.scale])
+    smoothing = policy.calibration.scale_smoothing
+    assert scale == pytest.approx((1 - smoothing) * 1.0 + smoothing * policy.calibration.error_cap)
+
+
+def test_interval_bounds_stay_finite(policy: IntervalPolicy) -> None:
+    intervals = policy.intervals(1.7e308, [60.0, 60.0])
+    assert all(math.isfinite(i["lower"]) and math.isfinite(i["upper"]) for i in intervals)

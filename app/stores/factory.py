@@ -28,14 +28,6 @@ async def open_store(settings: Settings, clock: Callable[[], float]) -> SessionS
             clock=clock,
         )
         return sqlite_store
-    from app.stores.redis import RedisStore
+    from app.stores.redis_mode import open_redis_store
 
-    redis_store: SessionStore = RedisStore(
-        settings.redis_url,
-        prefix=settings.redis_prefix,
-        ttl_s=settings.session_ttl_s,
-        max_sessions=settings.max_sessions,
-        attempts=settings.store_retry_attempts,
-        clock=clock,
-    )
-    return redis_store
+    return await open_redis_store(settings, clock)

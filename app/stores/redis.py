@@ -1,29 +1,46 @@
-"""Redis session store: any replica serves any session.
+"""Redis session store on a single Redis node: any replica of the service serves any session.
 
 A session is a hash ``{prefix}:s:{key}`` holding its encoded record and its revision. A change is
 read, computed in the replica, and written by a Lua script only if the revision is still the one
 read (compare-and-set, retried on a lost race). Revisions come from one ``INCR`` counter, so they
 only ever increase: a reset or a delete-and-recreate between read and write can never make an
 old revision current again. Expiry is Redis key expiry; a sorted set by last use counts live
-sessions for the cap.
+sessions for the cap. (A Redis Cluster gets :mod:`app.stores.redis_cluster`, which needs no key
+shared by all sessions.)
+
+With ``min_replicas``, the script and a ``WAIT`` go down one connection in one pipeline, and a
+read that may decide an answer first rewrites the key's expiry unchanged (a replicated write
+that changes nothing), so its ``WAIT`` covers what was written to the session before.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
-from app.errors import SessionLimitReached, StoreUnavailable
+from app.errors import SessionLimitReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
-from app.stores.record_codec import decode_stored_record, encode_record
+from app.stores.record_codec import encode_record
+from app.stores.redis_common import (
+    CONFIRMABLE_READ,
+    RecordCache,
+    client_options,
+    record_from,
+    require_replicas,
+    session_found,
+    session_removed,
+    session_written,
+    unavailable,
+)
 
 # KEYS: session hash, revision counter, live-sessions sorted set.
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
@@ -64,44 +81,32 @@ class RedisStore:
         prefix: str,
         ttl_s: float,
         max_sessions: int,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
         self._ttl_ms = int(ttl_s * 1000)
         self._max_sessions = max_sessions
+        self._min_replicas = min_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._attempts = attempts
         self._clock = clock
         self._prefix = prefix
         self._revision_key = f"{prefix}:revision"
         self._live_key = f"{prefix}:live"
-        # Fail fast while Redis is down (503 at once, not after a long back-off); one immediate
-        # retry covers a pooled connection that Redis dropped when it restarted.
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=1.0,
-            socket_timeout=2.0,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=10,
-        )
+        self._client = aioredis.Redis.from_url(url, **client_options())
         self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
+        self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         # This replica's last view of sessions it served: one round trip per step instead of
         # two while no other replica touches the session.
-        self._cache: OrderedDict[str, SessionRecord] = OrderedDict()
-        self._cache_size = min(max_sessions, 100_000)
+        self._cache = RecordCache(max_sessions)
         self._local_queue = KeyedLocks()
         self._delete = self._client.register_script(_DELETE)
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{key}"
-
-    def _unavailable(self, error: RedisError) -> StoreUnavailable:
-        return StoreUnavailable(f"Redis session store at {self._safe_url()}", str(error))
-
-    def _safe_url(self) -> str:
-        # Never echo a password from the URL into responses or logs.
-        scheme, _, rest = self._url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
 
     async def get(self, key: str) -> SessionRecord | None:
         return await self.read(key)
@@ -119,51 +124,80 @@ class RedisStore:
 
     async def read(self, key: str) -> SessionRecord | None:
         try:
-            revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
+            if self._min_replicas:
+                revision, data = await self._run_confirmed(
+                    self._confirmable_read, [self._key(key)], [], session_found
+                )
+            else:
+                revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
         except RedisError as error:
-            raise self._unavailable(error) from None
-        return self._remember(key, _record(revision, data))
+            raise unavailable(self._url, error) from None
+        return self._cache.remember(key, record_from(revision, data))
 
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
+        keys = [self._key(key), self._revision_key, self._live_key]
+        args: list[EncodableT] = [
+            expected.revision if expected is not None else 0,
+            encode_record(new),
+            repr(new.last_used_at),
+            self._ttl_ms,
+            self._max_sessions,
+            key,
+        ]
         try:
-            result = await self._compare_and_set_script(
-                keys=[self._key(key), self._revision_key, self._live_key],
-                args=[
-                    expected.revision if expected is not None else 0,
-                    encode_record(new),
-                    repr(new.last_used_at),
-                    self._ttl_ms,
-                    self._max_sessions,
-                    key,
-                ],
-            )
+            if self._min_replicas:
+                result = await self._run_confirmed(
+                    self._compare_and_set_script, keys, args, session_written
+                )
+            else:
+                result = await self._compare_and_set_script(keys=keys, args=args)
         except RedisError as error:
-            raise self._unavailable(error) from None
+            raise unavailable(self._url, error) from None
         if result[0] == -2:
             raise SessionLimitReached(self._max_sessions)
         if result[0] == 1:
-            return True, self._remember(key, new.with_revision(int(result[1])))
-        return False, self._remember(key, _record(result[1], result[2]))
+            return True, self._cache.remember(key, new.with_revision(int(result[1])))
+        if self._min_replicas:
+            # What won the race decides the answer: it must be confirmed like any other read.
+            return False, await self.read(key)
+        return False, self._cache.remember(key, record_from(result[1], result[2]))
 
-    def _remember(self, key: str, record: SessionRecord | None) -> SessionRecord | None:
-        # Bounded: the cache only saves a read; Redis stays the truth (every write is a CAS).
-        if record is None:
-            self._cache.pop(key, None)
-            return None
-        self._cache[key] = record
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return record
+    async def _run_confirmed(
+        self,
+        script: AsyncScript,
+        keys: list[str],
+        args: list[EncodableT],
+        needs_confirmation: Callable[[Any], bool],
+    ) -> Any:
+        """Run ``script``, then WAIT on the same connection; the script's result, or
+        StoreUnavailable when it ``needs_confirmation`` and too few replicas confirmed within
+        the timeout."""
+        for _attempt in range(2):
+            pipe: Pipeline = self._client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.wait(self._min_replicas, self._wait_timeout_ms)
+            result, confirmed = await pipe.execute(raise_on_error=False)
+            if not isinstance(result, NoScriptError):
+                break
+            await self._client.script_load(script.script)  # Redis restarted: cache empty
+        if isinstance(result, RedisError):
+            raise result
+        if needs_confirmation(result):
+            require_replicas(confirmed, self._min_replicas, self._wait_timeout_ms, self._url)
+        return result
 
     async def delete(self, key: str) -> bool:
-        self._cache.pop(key, None)
+        self._cache.forget(key)
+        keys = [self._key(key), self._live_key]
         try:
-            deleted = await self._delete(keys=[self._key(key), self._live_key], args=[key])
+            if self._min_replicas:
+                deleted = await self._run_confirmed(self._delete, keys, [key], session_removed)
+            else:
+                deleted = await self._delete(keys=keys, args=[key])
         except RedisError as error:
-            raise self._unavailable(error) from None
+            raise unavailable(self._url, error) from None
         return int(deleted) > 0
 
     async def count(self) -> int:
@@ -173,20 +207,14 @@ class RedisStore:
             pipe.zcard(self._live_key)
             _removed, live = await pipe.execute()
         except RedisError as error:
-            raise self._unavailable(error) from None
+            raise unavailable(self._url, error) from None
         return int(live)
 
     async def ping(self) -> None:
         try:
             await self._client.ping()
         except RedisError as error:
-            raise self._unavailable(error) from None
+            raise unavailable(self._url, error) from None
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-def _record(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:
-    if revision is None or not isinstance(data, bytes):
-        return None
-    return decode_stored_record(data).with_revision(int(revision))

@@ -4,6 +4,11 @@ One writer thread owns the connection. Requests queue their changes; the thread 
 are waiting inside one ``BEGIN IMMEDIATE`` transaction and commits once (group commit), so one
 fsync serves many requests. ``BEGIN IMMEDIATE`` also serializes writers in other processes that
 share the file, which makes read-compute-write atomic across processes without compare-and-set.
+
+Expired sessions are deleted a bounded batch per transaction (oldest first, by the index on last
+use), so the file stops growing at its peak of live sessions (SQLite reuses the freed pages) and
+no single request pays for a mass expiry. The number of rows is kept in ``meta``, so the cap and
+the live count never scan the table.
 """
 
 from __future__ import annotations
@@ -35,9 +40,13 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_by_last_use ON sessions (last_used_at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+INSERT OR IGNORE INTO meta (name, value) SELECT 'rows', COUNT(*) FROM sessions;
 """
 # Changes applied in one transaction at most; bounds the latency one commit adds.
 _MAX_GROUP = 256
+# Expired sessions deleted per transaction at most: cleanup keeps pace with any rate of new
+# sessions below this many per commit, and one commit never deletes a mass expiry at once.
+_PURGE_BATCH = 256
 
 
 @dataclass
@@ -142,6 +151,7 @@ class SqliteStore:
                         raise
                     except Exception as error:  # a refusal (conflict, cap): nothing written
                         job.error = error
+                self._purge_expired(connection, now)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -187,11 +197,29 @@ class SqliteStore:
         ).fetchone()
         return int(row[0])
 
+    def _purge_expired(self, connection: sqlite3.Connection, now: float) -> int:
+        """Delete up to one batch of expired sessions, oldest first; how many were deleted."""
+        deleted = connection.execute(
+            "DELETE FROM sessions WHERE key IN (SELECT key FROM sessions WHERE last_used_at <= ?"
+            " ORDER BY last_used_at LIMIT ?)",
+            (now - self._ttl_s, _PURGE_BATCH),
+        ).rowcount
+        self._add_rows(connection, -deleted)
+        return deleted
+
+    def _add_rows(self, connection: sqlite3.Connection, change: int) -> None:
+        if change:
+            connection.execute("UPDATE meta SET value = value + ? WHERE name = 'rows'", (change,))
+
+    def _rows(self, connection: sqlite3.Connection) -> int:
+        (rows,) = connection.execute("SELECT value FROM meta WHERE name = 'rows'").fetchone()
+        return int(rows)
+
     def _ensure_room(self, connection: sqlite3.Connection, now: float) -> None:
-        connection.execute("DELETE FROM sessions WHERE last_used_at <= ?", (now - self._ttl_s,))
-        (live,) = connection.execute("SELECT COUNT(*) FROM sessions").fetchone()
-        if live >= self._max_sessions:
-            raise SessionLimitReached(self._max_sessions)
+        # Expired rows still count in 'rows': at the cap, clear them before refusing anyone.
+        while self._rows(connection) >= self._max_sessions:
+            if not self._purge_expired(connection, now):
+                raise SessionLimitReached(self._max_sessions)
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         def run(connection: sqlite3.Connection, now: float) -> T:
@@ -199,7 +227,10 @@ class SqliteStore:
             new, answer = compute(record)
             if new is not None:
                 if record is None:
+                    # An expired row under this key is replaced: it leaves the count first.
+                    self._add_rows(connection, -self._delete_row(connection, key))
                     self._ensure_room(connection, now)
+                    self._add_rows(connection, 1)
                 stored = new.with_revision(self._next_revision(connection))
                 connection.execute(
                     "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
@@ -216,19 +247,25 @@ class SqliteStore:
         )
         return record
 
+    def _delete_row(self, connection: sqlite3.Connection, key: str) -> int:
+        return connection.execute("DELETE FROM sessions WHERE key = ?", (key,)).rowcount
+
     async def delete(self, key: str) -> bool:
         def run(connection: sqlite3.Connection, _now: float) -> bool:
-            return connection.execute("DELETE FROM sessions WHERE key = ?", (key,)).rowcount > 0
+            deleted = self._delete_row(connection, key)
+            self._add_rows(connection, -deleted)
+            return deleted > 0
 
         deleted: bool = await self._submit(run)
         return deleted
 
     async def count(self) -> int:
         def run(connection: sqlite3.Connection, now: float) -> int:
-            (live,) = connection.execute(
-                "SELECT COUNT(*) FROM sessions WHERE last_used_at > ?", (now - self._ttl_s,)
+            # Expired rows are few (deleted a batch per commit): count those, not the live ones.
+            (expired,) = connection.execute(
+                "SELECT COUNT(*) FROM sessions WHERE last_used_at <= ?", (now - self._ttl_s,)
             ).fetchone()
-            return int(live)
+            return self._rows(connection) - int(expired)
 
         live: int = await self._submit(run)
         return live

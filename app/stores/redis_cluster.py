@@ -1,0 +1,268 @@
+"""Redis Cluster session store: every per-request operation touches one hash slot.
+
+A session is a hash ``{prefix}:s:{{key}}`` (the braces are the hash tag: the session's own slot)
+holding its encoded record and its revision. Nothing is shared between sessions on the hot path:
+
+- **Compare-and-set** on a revision drawn by the writing replica (:func:`next_revision`): it
+  grows with every write to the session and starts from the clock (plus random bits) after a
+  delete or expiry, so a reader of an old session can never see its revision come back.
+- **The cap is per shard.** A new session is admitted while its primary holds fewer than
+  ``ceil(max_sessions / primaries)`` keys (``DBSIZE``, counted inside the script), so no key is
+  shared by all sessions. The cluster must be the service's own, and keys that expired but that
+  Redis has not yet reclaimed still count (README, "Sessions and stores").
+- **Replica confirmation.** With ``min_replicas``, the write and a ``WAIT`` go to the session's
+  primary on one connection (``WAIT`` counts that connection's writes); a read that may decide
+  an answer rewrites the key's expiry unchanged first, so its ``WAIT`` covers whatever was
+  written to the session before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.typing import EncodableT
+
+from app.errors import SessionLimitReached
+from app.session_rules import SessionRecord
+from app.settings import DEFAULT_CAS_ATTEMPTS
+from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
+from app.stores.record_codec import encode_record
+from app.stores.redis_common import (
+    CONFIRMABLE_READ,
+    RecordCache,
+    client_options,
+    record_from,
+    require_replicas,
+    session_found,
+    session_removed,
+    session_written,
+    unavailable,
+)
+
+# KEYS: the session hash. ARGV: expected revision ("0": must not exist), new revision, record,
+# ttl (ms), keys a primary may hold before it refuses new sessions.
+# Returns {1} when written; {0, revision, record} with what is there now when the revision moved
+# on (so the caller can retry without another read); {-2} at the shard's cap.
+_COMPARE_AND_SET = """
+local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
+if ARGV[1] == '0' then
+  if current[1] then return {0, current[1], current[2]} end
+  if redis.call('DBSIZE') >= tonumber(ARGV[5]) then return {-2} end
+elseif current[1] ~= ARGV[1] then
+  return {0, current[1], current[2]}
+end
+redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'rec', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1}
+"""
+
+# What a cluster call raises when a node fails: redis-py's errors, its cluster errors (a slot no
+# node serves, mid-failover), and uvloop's RuntimeError for a write on a connection that redis-py
+# closed meanwhile (it closes them all on a topology change).
+_FAILURES = (RedisError, RedisClusterException, RuntimeError)
+
+# Random low bits under the clock's milliseconds: two writers that recreate a session in the
+# same millisecond still draw different revisions.
+_RANDOM_BITS = 20
+
+
+def next_revision(previous: int) -> int:
+    """A revision above ``previous`` that no earlier incarnation of the session can have held."""
+    drawn = (time.time_ns() // 1_000_000) << _RANDOM_BITS | random.getrandbits(_RANDOM_BITS)
+    return max(previous + 1, drawn)
+
+
+class RedisClusterStore:
+    """Session records in a Redis Cluster, shared by every replica of the service."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl_s: float,
+        max_sessions: int,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        attempts: int = DEFAULT_CAS_ATTEMPTS,
+    ) -> None:
+        self._url = url
+        self._prefix = prefix
+        self._ttl_ms = int(ttl_s * 1000)
+        self._max_sessions = max_sessions
+        self._min_replicas = min_replicas
+        self._wait_timeout_ms = wait_timeout_ms
+        self._attempts = attempts
+        self._client = RedisCluster.from_url(url, **client_options())
+        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
+        self._delete = self._client.register_script("return redis.call('DEL', KEYS[1])")
+        self._cache = RecordCache(max_sessions)
+        self._local_queue = KeyedLocks()
+        self._refresh_lock = asyncio.Lock()
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}:s:{{{key}}}"
+
+    async def get(self, key: str) -> SessionRecord | None:
+        return await self.read(key)
+
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        async with self._local_queue.hold(key):
+            return await apply_optimistically(
+                self, key, compute, offload=offload, attempts=self._attempts
+            )
+
+    # -- OptimisticBackend ---------------------------------------------------------------------
+
+    def cached(self, key: str) -> SessionRecord | None:
+        return self._cache.get(key)
+
+    async def read(self, key: str) -> SessionRecord | None:
+        hkey = self._key(key)
+        try:
+            if self._min_replicas:
+                revision, data = await self._run_confirmed(
+                    self._confirmable_read, hkey, [], session_found
+                )
+            else:
+                revision, data = await self._client.hmget(hkey, ["rev", "rec"])
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        return self._cache.remember(key, record_from(revision, data))
+
+    async def write_if_unchanged(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> tuple[bool, SessionRecord | None]:
+        previous = expected.revision if expected is not None else 0
+        if expected is None:
+            await self._client.initialize()  # the shard cap needs the primaries known
+        revision = next_revision(previous)
+        args: list[EncodableT] = [
+            previous,
+            revision,
+            encode_record(new),
+            self._ttl_ms,
+            self._shard_cap() if expected is None else 0,
+        ]
+        hkey = self._key(key)
+        try:
+            if self._min_replicas:
+                result = await self._run_confirmed(
+                    self._compare_and_set, hkey, args, session_written
+                )
+            else:
+                result = await self._compare_and_set(keys=[hkey], args=args)
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        if result[0] == -2:
+            raise SessionLimitReached(self._max_sessions)
+        if result[0] == 1:
+            return True, self._cache.remember(key, new.with_revision(revision))
+        if self._min_replicas:
+            # What won the race decides the answer: it must be confirmed like any other read.
+            return False, await self.read(key)
+        return False, self._cache.remember(key, record_from(result[1], result[2]))
+
+    def _shard_cap(self) -> int:
+        return math.ceil(self._max_sessions / max(1, len(self._client.get_primaries())))
+
+    async def _run_confirmed(
+        self,
+        script: AsyncScript,
+        hkey: str,
+        args: list[EncodableT],
+        needs_confirmation: Callable[[Any], bool],
+    ) -> Any:
+        """Run ``script`` on ``hkey``'s primary, then WAIT on the same connection; the script's
+        result, or StoreUnavailable when it ``needs_confirmation`` and too few replicas
+        confirmed within the timeout."""
+        await self._client.initialize()
+        try:
+            node = self._client.get_node_from_key(hkey)
+        except RedisClusterException:
+            await self._refresh_topology()
+            raise
+        assert node is not None  # None only when asking for a replica
+        for _attempt in range(2):
+            result, confirmed = await self._script_then_wait(node, script, hkey, args)
+            if isinstance(result, NoScriptError):
+                # A promoted replica starts with an empty script cache.
+                await self._client.script_load(script.script)
+                continue
+            break
+        if isinstance(result, RedisError):
+            # Moved or mid-failover: learn the topology again for the next request.
+            await self._refresh_topology()
+            raise result
+        if needs_confirmation(result):
+            require_replicas(confirmed, self._min_replicas, self._wait_timeout_ms, self._url)
+        return result
+
+    async def _script_then_wait(
+        self, node: ClusterNode, script: AsyncScript, hkey: str, args: list[EncodableT]
+    ) -> tuple[Any, Any]:
+        # Straight to the node, one connection, no client-side retry: redis-py's own retry
+        # would resend the script alone, and a WAIT counted on another connection means nothing.
+        commands = [
+            PipelineCommand(0, "EVALSHA", script.sha, 1, hkey, *args),
+            PipelineCommand(1, "WAIT", self._min_replicas, self._wait_timeout_ms),
+        ]
+        try:
+            await node.execute_pipeline(commands)
+        except (RedisError, OSError, RuntimeError) as error:
+            # RuntimeError: uvloop's answer to a write on a connection the node dropped.
+            await self._refresh_topology()
+            raise RedisConnectionError(f"{node.name}: {error}") from None
+        return commands[0].result, commands[1].result
+
+    async def _refresh_topology(self) -> None:
+        """Ask the cluster again which node serves which slot (after a failover or a move)."""
+        async with self._refresh_lock:
+            try:
+                await self._client.nodes_manager.initialize()
+            except _FAILURES:
+                pass  # the next request asks again
+
+    async def delete(self, key: str) -> bool:
+        self._cache.forget(key)
+        hkey = self._key(key)
+        try:
+            if self._min_replicas:
+                deleted = await self._run_confirmed(self._delete, hkey, [], session_removed)
+            else:
+                deleted = await self._client.delete(hkey)
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        return int(deleted) > 0
+
+    async def count(self) -> int:
+        """Keys on the primaries: the sessions, plus expired ones Redis has not reclaimed yet."""
+        try:
+            sizes = [
+                await self._client.execute_command("DBSIZE", target_nodes=node)
+                for node in self._client.get_primaries()
+            ]
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        return sum(int(size) for size in sizes)
+
+    async def ping(self) -> None:
+        try:
+            await self._client.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+
+    async def close(self) -> None:
+        await self._client.aclose()

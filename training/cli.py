@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from forecast_core.artifact import LATEST_LINK, write_artifact
+from forecast_core.quiet_tensorflow import quiet_tensorflow
 from forecast_core.transform import TransformKind
 from training.data import (
     TUTORIAL_SOURCE,
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     # TensorFlow is imported only once the input is known to be good: bad input fails fast.
+    # Quiet first, for the forecast-train script too (python -m training has already done so).
+    quiet_tensorflow()
     from forecast_core.calibration import calibrate
     from forecast_core.lstm_step import LstmWeights
     from forecast_core.session_step import SessionStep

@@ -163,40 +163,40 @@ class IntervalPolicy:
         return offsets[index - 1] * (1.0 - weight) + offsets[index] * weight
 
     def intervals(
-        self,
-        forecast: float,
-        offsets: Sequence[float],
-        levels: Sequence[float] | None = None,
-        horizon: int = 1,
+        self, forecast: float, offsets: Sequence[float], levels: Sequence[float] | None = None
     ) -> list[Interval]:
-        """Intervals around ``forecast`` at ``levels`` (default: the adapted ones)."""
+        """One-step intervals around ``forecast`` at ``levels`` (default: the adapted ones)."""
         calibration = self.calibration
         if calibration is None:
             return []
-        if levels is None and horizon == 1:
-            # The common case, on every request: radii and offsets line up level by level.
-            intervals: list[Interval] = []
-            for level, score, multiplier in zip(self.levels, self.scores, offsets, strict=True):
-                scaled = score * math.exp(multiplier)
-                intervals.append(
-                    {
-                        "level": level,
-                        "lower": finite(forecast - scaled),
-                        "upper": finite(forecast + scaled),
-                    }
-                )
-            return intervals
-        intervals = []
-        for level in self.levels if levels is None else levels:
-            radius = calibration.quantile(level, horizon) * math.exp(self.offset(level, offsets))
-            intervals.append(
-                {
-                    "level": level,
-                    "lower": finite(forecast - radius),
-                    "upper": finite(forecast + radius),
-                }
-            )
-        return intervals
+        if levels is None:
+            # The common case, on every request: scores and offsets line up level by level.
+            pairs = zip(self.levels, self.scores, offsets, strict=True)
+            return [_interval(level, forecast, score, offset) for level, score, offset in pairs]
+        return [
+            _interval(level, forecast, calibration.quantile(level), self.offset(level, offsets))
+            for level in levels
+        ]
+
+    def forecast_intervals(
+        self, forecasts: Sequence[float], offsets: Sequence[float], levels: Sequence[float] | None
+    ) -> list[list[Interval]]:
+        """Intervals around forecasts 1 .. h steps ahead: one list per step, widening."""
+        calibration = self.calibration
+        if calibration is None:
+            return [[] for _ in forecasts]
+        chosen = self.levels if levels is None else levels
+        per_level = [
+            (level, calibration.quantiles(level, len(forecasts)), self.offset(level, offsets))
+            for level in chosen
+        ]
+        return [
+            [
+                _interval(level, forecast, scores[step], offset)
+                for level, scores, offset in per_level
+            ]
+            for step, forecast in enumerate(forecasts)
+        ]
 
     def skill(self, tracking: FloatArray | None) -> SessionSkill:
         """A session's live skill: over its life and its last window of values."""
@@ -224,3 +224,8 @@ class IntervalPolicy:
         if misses and misses >> (len(self.levels) - 1) & 1:
             flags.append(self.widest_flag)
         return flags
+
+
+def _interval(level: float, forecast: float, score: float, log_multiplier: float) -> Interval:
+    radius = score * math.exp(log_multiplier)
+    return {"level": level, "lower": finite(forecast - radius), "upper": finite(forecast + radius)}

@@ -63,19 +63,29 @@ class Calibration(BaseModel):
         return len(self.scores)
 
     def quantile(self, level: float, horizon: int = 1) -> float:
-        """The split-conformal score of ``level`` % for forecasts ``horizon`` steps ahead: the
-        interval's radius is this times the session's scale.
+        """The score of ``level`` % for forecasts ``horizon`` steps ahead: the interval's radius
+        is this times the session's scale (see :meth:`quantiles`)."""
+        return self.quantiles(level, horizon)[-1]
 
-        With too few scores for the level (``ceil((n + 1) l) > n``) the largest is used: the
-        level is then not guaranteed (README says when). Past the recorded horizon the last
-        recorded score grows like a random walk's spread, with the square root of the horizon.
+    def quantiles(self, level: float, horizon: int) -> list[float]:
+        """The scores of ``level`` % for forecasts 1 .. ``horizon`` steps ahead.
+
+        Each is the split-conformal quantile of its horizon's scores, or the largest score when
+        there are too few for the level (``ceil((n + 1) l) > n``: the level is then not
+        guaranteed; README says when). A farther forecast never gets a narrower interval than a
+        nearer one (the running maximum), and past the recorded horizon the last recorded score
+        grows like a random walk's spread, with the square root of the horizon.
         """
-        scores = self.scores[min(horizon, self.horizon) - 1]
-        rank = math.ceil((len(scores) + 1) * level / 100.0)
-        score = scores[min(rank, len(scores)) - 1]
-        if horizon > self.horizon:
-            score *= math.sqrt(horizon / self.horizon)
-        return score
+        quantiles: list[float] = []
+        widest = 0.0
+        for step in range(1, min(horizon, self.horizon) + 1):
+            scores = self.scores[step - 1]
+            rank = math.ceil((len(scores) + 1) * level / 100.0)
+            widest = max(widest, scores[min(rank, len(scores)) - 1])
+            quantiles.append(widest)
+        for step in range(self.horizon + 1, horizon + 1):
+            quantiles.append(widest * math.sqrt(step / self.horizon))
+        return quantiles
 
     def training_range_bounds(self) -> tuple[float, float]:
         """Values outside these bounds are flagged: the training range widened by the margin."""

@@ -125,3 +125,11 @@ def test_one_absurd_error_moves_the_scale_by_at_most_the_cap(policy: IntervalPol
 def test_interval_bounds_stay_finite(policy: IntervalPolicy) -> None:
     intervals = policy.intervals(1.7e308, [60.0, 60.0])
     assert all(math.isfinite(i["lower"]) and math.isfinite(i["upper"]) for i in intervals)
+
+
+def test_a_farther_forecast_never_gets_a_narrower_interval(calibration: Calibration) -> None:
+    # Horizon 2's scores smaller than horizon 1's, as a stationary seasonal model can give.
+    shrinking = calibration.model_copy(
+        update={"scores": [calibration.scores[0], [s / 2 for s in calibration.scores[0]]]}
+    )
+    assert shrinking.quantiles(80, 2) == [shrinking.quantile(80, 1)] * 2

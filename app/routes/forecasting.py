@@ -151,10 +151,7 @@ def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRout
             step=record.step,
             forecasts=forecasts,
             model_version=forecaster.version,
-            intervals=[
-                policy.intervals(value, offsets, body.levels, horizon)
-                for horizon, value in enumerate(forecasts, start=1)
-            ],
+            intervals=policy.forecast_intervals(forecasts, offsets, body.levels),
         )
 
     return router

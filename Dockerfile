@@ -9,15 +9,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, so that a code change does not reinstall TensorFlow.
+# Dependencies first, so that a code change does not reinstall TensorFlow (pyproject.toml picks
+# tensorflow-cpu on x86_64, tensorflow on aarch64: the image builds on both).
 COPY pyproject.toml README.md ./
-RUN mkdir forecast_core training app \
+RUN mkdir forecast_core training app forecast_client \
     && touch forecast_core/__init__.py training/__init__.py app/__init__.py \
+        forecast_client/__init__.py \
     && pip install . \
     && pip uninstall --yes lstm-forecast-service
 COPY forecast_core ./forecast_core
 COPY training ./training
 COPY app ./app
+COPY forecast_client ./forecast_client
 RUN pip install --no-deps . \
     && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 

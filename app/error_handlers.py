@@ -7,14 +7,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.errors import ServiceError
+from app.responses import JsonLineResponse
 from app.schemas import SESSION_ID
 
 logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE_HINT = "send it with the header 'Content-Type: application/json'"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -33,13 +35,13 @@ def error_response(
     message: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> JsonLineResponse:
     """The one error shape."""
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JsonLineResponse(body, status_code=status, headers=headers)
 
 
-def service_error_response(error: ServiceError) -> JSONResponse:
+def service_error_response(error: ServiceError) -> JsonLineResponse:
     """A domain error as its response (also for middleware that answers before the app)."""
     return error_response(
         error.status_code, error.code, error.message, error.details, headers=error.headers
@@ -57,6 +59,10 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"{where}: unknown field; remove it"
     if kind == "model_attributes_type":
+        # FastAPI leaves a body it did not parse as JSON as raw bytes: the content type was not
+        # JSON (curl's -d sends application/x-www-form-urlencoded; some clients send none).
+        if isinstance(error.get("input"), bytes | str):
+            return f"the body was not read as JSON: {JSON_CONTENT_TYPE_HINT}"
         return "the body must be a JSON object"
     context = error.get("ctx", {})
     if kind == "string_pattern_mismatch":
@@ -71,12 +77,12 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _service_error(_request: Request, exc: Exception) -> JsonLineResponse:
     assert isinstance(exc, ServiceError)
     return service_error_response(exc)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(_request: Request, exc: Exception) -> JsonLineResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     problems = [_describe_validation_error(error) for error in errors]
@@ -101,7 +107,7 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JsonLineResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = str(exc.detail)
@@ -116,7 +122,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=headers or None)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JsonLineResponse:
     # Logged with its traceback here; the client gets no internals.
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error; it has been logged")

@@ -16,10 +16,12 @@ from uvicorn.config import STARTUP_FAILURE
 
 from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
+from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
 from app.errors import ModelCheckFailed
 from app.metrics import MetricsMiddleware, ServiceMetrics
 from app.openapi import declare_bearer_security
+from app.responses import JsonLineResponse
 from app.routes import all_routes
 from app.routes.operations import HEALTH_PATH
 from app.schemas import RequestBodies
@@ -102,7 +104,14 @@ def create_app(
         lifespan=lifespan,
         routes=all_routes(holder, RequestBodies.from_settings(settings)),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
+        default_response_class=JsonLineResponse,
+        # FastAPI's docs pages load their scripts from a CDN; app.docs serves Swagger UI's files
+        # itself, and ReDoc (CDN only) is left out.
+        docs_url=None,
+        redoc_url=None,
     )
+    if app.openapi_url:
+        app.router.routes.extend(docs_routes(app.title, app.openapi_url))
     if api_keys.enabled:
         declare_bearer_security(app)
     install_error_handlers(app)
@@ -115,8 +124,7 @@ def create_app(
 
 def _open_paths(app: FastAPI) -> set[str]:
     """Paths that need no API key: liveness, and the docs (they hold no session data)."""
-    docs = (app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url, app.openapi_url)
-    return {HEALTH_PATH, *(path for path in docs if path)}
+    return {HEALTH_PATH, *docs_paths(), *([app.openapi_url] if app.openapi_url else [])}
 
 
 def _configure_logging() -> None:

@@ -1,5 +1,5 @@
-"""A response for the hot routes: a typed dict the route built, serialized by pydantic's Rust
-serializer, and nothing else."""
+"""The service's JSON responses: every answer ends with a newline, so that answers printed one
+after another (``curl a; curl b``) stay one per line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pydantic_core
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+
+# Ends every JSON answer of the service.
+LINE_END = b"\n"
 
 
 class JsonBytesResponse(Response):
@@ -24,4 +27,11 @@ class JsonBytesResponse(Response):
     def render(self, content: Any) -> bytes:
         if not isinstance(content, Mapping):
             raise TypeError(f"JsonBytesResponse takes a mapping, not {type(content).__name__}")
-        return pydantic_core.to_json(content)
+        return pydantic_core.to_json(content) + LINE_END
+
+
+class JsonLineResponse(JSONResponse):
+    """Every other JSON answer (routes' default, the error shape), serialized the same way."""
+
+    def render(self, content: Any) -> bytes:
+        return pydantic_core.to_json(content) + LINE_END

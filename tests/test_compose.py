@@ -7,12 +7,18 @@ started as local processes, with the commands and environment read from docker-c
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,9 +26,12 @@ import yaml
 
 from bench.local import RedisServer, free_port
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
+from tests.fake_dns import FakeDns
 from tests.helpers import REPO, Server, stop, wait_until_ready
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
+# Loopback addresses standing for the API containers (Linux routes all of 127/8 to lo).
+REPLICA_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
 def _tool(name: str) -> str:
@@ -92,6 +101,47 @@ def _render_template(template: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", substitute, template)
 
 
+def _start_balancer(lb: dict[str, Any], nginx_dir: Path, upstream: str, dns: FakeDns) -> Server:
+    """Debian's nginx with the site compose's ``lb`` mounts, rendered with its environment."""
+    host_template = next(v.split(":")[0] for v in lb["volumes"] if "/etc/nginx/templates/" in v)
+    template = (REPO / host_template).read_text()
+    lb_env = {k: str(v) for k, v in lb["environment"].items()}
+    assert lb_env["FORECAST_UPSTREAM"] == "api:8000"
+    lb_port = free_port()
+    lb_env.update(
+        FORECAST_UPSTREAM=upstream,
+        FORECAST_RESOLVER=f"127.0.0.1:{dns.port}",
+        FORECAST_LISTEN_PORT=f"127.0.0.1:{lb_port}",
+    )
+    nginx_dir.mkdir()
+    site = nginx_dir / "default.conf"
+    site.write_text(_render_template(template, lb_env))
+    (nginx_dir / "nginx.conf").write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {nginx_dir}/nginx.pid;
+error_log {nginx_dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {nginx_dir}/body;
+    proxy_temp_path {nginx_dir}/proxy;
+    fastcgi_temp_path {nginx_dir}/fastcgi;
+    uwsgi_temp_path {nginx_dir}/uwsgi;
+    scgi_temp_path {nginx_dir}/scgi;
+    include {site};
+}}
+"""
+    )
+    nginx = subprocess.Popen(
+        [_tool("nginx"), "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return Server(f"http://127.0.0.1:{lb_port}", nginx, nginx_dir / "error.log")
+
+
 @pytest.mark.slow
 def test_compose_topology_as_local_processes(tmp_path: Path) -> None:
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
@@ -110,6 +160,7 @@ def test_compose_topology_as_local_processes(tmp_path: Path) -> None:
     redis.extra_args = redis_command[1:]
     processes: list[subprocess.Popen[bytes]] = []
     replicas: list[Server] = []
+    stack = contextlib.ExitStack()
     try:
         redis.start()
 
@@ -127,14 +178,15 @@ def test_compose_topology_as_local_processes(tmp_path: Path) -> None:
         assert len(models_before) == 2  # one version and latest
 
         # The API replicas: compose's command and environment, localized.
+        # Each replica on its own loopback address and the same port, as containers are.
         api_command = api["command"]
         assert api_command[0] == "uvicorn"
-        for _ in range(api["deploy"]["replicas"]):
-            port = free_port()
+        port = free_port()
+        for host in REPLICA_HOSTS[: api["deploy"]["replicas"]]:
             replica_env = {k: localize(str(v)) for k, v in api["environment"].items()}
             assert replica_env["FORECAST_REDIS_URL"] == f"redis://127.0.0.1:{redis.port}/0"
-            replica_env.update({"UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port)})
-            log = tmp_path / f"api-{port}.log"
+            replica_env.update({"UVICORN_HOST": host, "UVICORN_PORT": str(port)})
+            log = tmp_path / f"api-{host}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "uvicorn", *api_command[1:]],
@@ -143,50 +195,15 @@ def test_compose_topology_as_local_processes(tmp_path: Path) -> None:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
-            replicas.append(Server(f"http://127.0.0.1:{port}", process, log))
+            replicas.append(Server(f"http://{host}:{port}", process, log))
         for replica in replicas:
             wait_until_ready(replica)
 
-        # nginx with the very template compose mounts, rendered as the nginx image does.
-        host_template = next(v.split(":")[0] for v in lb["volumes"] if "/etc/nginx/templates/" in v)
-        template = (REPO / host_template).read_text()
-        lb_env = {k: str(v) for k, v in lb["environment"].items()}
-        upstream_line = lb_env["FORECAST_UPSTREAM_SERVERS"]
-        assert "api:8000" in upstream_line
-        lb_env["FORECAST_UPSTREAM_SERVERS"] = " ".join(
-            upstream_line.replace("api:8000", r.base_url.removeprefix("http://")) for r in replicas
-        )
-        lb_port = free_port()
-        lb_env["FORECAST_LISTEN_PORT"] = f"127.0.0.1:{lb_port}"
-        site = tmp_path / "nginx" / "default.conf"
-        site.parent.mkdir()
-        site.write_text(_render_template(template, lb_env))
-        nginx_dir = tmp_path / "nginx"
-        (nginx_dir / "nginx.conf").write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {nginx_dir}/nginx.pid;
-error_log {nginx_dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {nginx_dir}/body;
-    proxy_temp_path {nginx_dir}/proxy;
-    fastcgi_temp_path {nginx_dir}/fastcgi;
-    uwsgi_temp_path {nginx_dir}/uwsgi;
-    scgi_temp_path {nginx_dir}/scgi;
-    include {site};
-}}
-"""
-        )
-        nginx = subprocess.Popen(
-            [_tool("nginx"), "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(nginx)
-        balancer = Server(f"http://127.0.0.1:{lb_port}", nginx, nginx_dir / "error.log")
+        # nginx with the very template compose mounts, rendered as the nginx image does; "api"
+        # resolves, through the resolver the template names, to every replica's address.
+        dns = stack.enter_context(FakeDns({"api": list(REPLICA_HOSTS[: len(replicas)])}).running())
+        balancer = _start_balancer(lb, tmp_path / "nginx", f"api:{port}", dns)
+        processes.append(balancer.process)
         wait_until_ready(balancer)
 
         # Sessions through the balancer: every answer equals a single-process reference.
@@ -212,9 +229,60 @@ http {{
             served = re.search(rf"forecast_http_requests_total{labels} (\d+)", metrics)
             assert served is not None and int(served.group(1)) > 0, "a replica served nothing"
     finally:
+        stack.close()
         for process in processes:
             process.terminate()
             process.wait(timeout=20)
         for replica in replicas:
             stop(replica)
         redis.stop()
+
+
+class _AddressEcho(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the address it serves on: which replica the balancer chose."""
+
+    def do_GET(self) -> None:
+        body = str(self.connection.getsockname()[0]).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _replica_stand_in(host: str, port: int) -> Iterator[None]:
+    server = http.server.ThreadingHTTPServer((host, port), _AddressEcho)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_balancer_follows_a_replica_to_its_new_address(tmp_path: Path) -> None:
+    lb = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["lb"]
+    port = free_port()
+    old, new = REPLICA_HOSTS[:2]
+    with (
+        _replica_stand_in(old, port),
+        _replica_stand_in(new, port),
+        FakeDns({"api": [old]}).running() as dns,
+    ):
+        balancer = _start_balancer(lb, tmp_path / "nginx", f"api:{port}", dns)
+        try:
+            wait_until_ready(balancer)
+            assert httpx.get(balancer.base_url).text == old
+            # The replica is restarted and comes back at another address.
+            dns.answer("api", [new])
+            deadline = time.monotonic() + 20  # nginx asks again after valid= (5 s)
+            while httpx.get(balancer.base_url).text != new:
+                assert time.monotonic() < deadline, "the balancer never re-resolved 'api'"
+                time.sleep(0.2)
+        finally:
+            balancer.process.terminate()
+            balancer.process.wait(timeout=20)

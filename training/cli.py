@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from forecast_core.artifact import LATEST_LINK, write_artifact
+from forecast_core.quiet_tensorflow import quiet_tensorflow
 from forecast_core.transform import TransformKind
 from training.data import (
     TUTORIAL_SOURCE,
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     # TensorFlow is imported only once the input is known to be good: bad input fails fast.
+    # Quiet first, for the forecast-train script too (python -m training has already done so).
+    quiet_tensorflow()
     from forecast_core.calibration import calibrate
     from forecast_core.lstm_step import LstmWeights
     from forecast_core.session_step import SessionStep
@@ -321,17 +324,19 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def add_plot(folder: Path) -> None:
+        metrics = evaluation.metrics
         save_evaluation_plot(
             folder / PLOT_FILE,
-            values,
+            series,
             evaluation.forecasts,
             split,
             chosen.losses,
             chosen.best_epoch,
             title=f"{series.source}: one-step forecasts of a session ({chosen.label})",
+            scores=metrics.validation if metrics.validation is not None else metrics.selection,
         )
 
     build_manifest = manifest_builder(record, datetime.now(UTC))
     folder = write_artifact(args.out, chosen.weights, build_manifest, add_plot)
-    say(f"saved artifact {folder} (latest -> {folder.name})")
+    say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {folder / PLOT_FILE}")
     return 0

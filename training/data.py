@@ -17,6 +17,10 @@ from forecast_core.transform import TransformKind
 
 # The tutorial's sequence: 0.0, 0.1, ..., 0.9.
 TUTORIAL_SOURCE = "tutorial"
+# Names a CSV's time column goes by (any case); its values label the evaluation plot's time axis.
+TIME_COLUMN_NAMES = frozenset(
+    {"time", "date", "datetime", "timestamp", "year", "month", "week", "day", "period", "ds", "t"}
+)
 
 
 class DataError(ValueError):
@@ -31,6 +35,8 @@ class Series:
     source: str
     column: str | None
     sha256: str
+    time_column: str | None = None
+    times: tuple[str, ...] = ()  # one per value, from time_column
 
 
 def tutorial_series() -> Series:
@@ -58,10 +64,20 @@ def load_csv_series(path: Path, column: str | None) -> Series:
     if not rows:
         raise DataError(f"data file {path} is empty")
     header = [name.strip() for name in rows[0]]
+    if all(_is_number(name) for name in header):
+        # Read as a header, this row's numbers would name the columns and leave the series.
+        raise DataError(
+            f"{path} has no header row: its first line ({','.join(header)}) is numbers; add a "
+            f"first line naming the columns (for example 'value', or 'year,value')"
+        )
     chosen = column if column is not None else header[-1]
     if chosen not in header:
         raise DataError(f"column {chosen!r} not in {path}; its columns are {', '.join(header)}")
     index = header.index(chosen)
+    time_index = next(
+        (i for i, name in enumerate(header) if i != index and name.lower() in TIME_COLUMN_NAMES),
+        None,
+    )
     values: list[float] = []
     for line_number, row in enumerate(rows[1:], start=2):
         cell = row[index].strip() if index < len(row) else ""
@@ -81,7 +97,19 @@ def load_csv_series(path: Path, column: str | None) -> Series:
         source=str(path),
         column=chosen,
         sha256=hashlib.sha256(raw).hexdigest(),
+        time_column=None if time_index is None else header[time_index],
+        times=()
+        if time_index is None
+        else tuple(row[time_index].strip() if time_index < len(row) else "" for row in rows[1:]),
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def split_length(length: int, validation_fraction: float) -> int:

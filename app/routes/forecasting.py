@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 
 from app.auth import store_key
 from app.errors import NoValuesYet, SessionNotFound, SessionUnderOtherModel
-from app.responses import JsonBytesResponse
+from app.responses import JsonBytesResponse, JsonLineResponse
 from app.schemas import (
     ErrorResponse,
     ForecastRequest,
@@ -73,6 +73,7 @@ def _per_value(offsets: Sequence[float], adapted: int, index: int) -> Sequence[f
 def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRouter:
     """The forecasting routes, bound to the app's services and its request limits."""
     router = APIRouter(
+        default_response_class=JsonLineResponse,
         tags=["forecasting"],
         responses={status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 503)},
     )

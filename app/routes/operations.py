@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 
 from app.errors import StoreUnavailable
 from app.metrics import CONTENT_TYPE
+from app.responses import JsonLineResponse
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
 from app.services import ServicesHolder
 from forecast_core.artifact import Manifest
@@ -18,6 +18,7 @@ HEALTH_PATH = "/health"
 def operations_router(holder: ServicesHolder) -> APIRouter:
     """The operations routes, bound to the app's services."""
     router = APIRouter(
+        default_response_class=JsonLineResponse,
         tags=["operations"],
         responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )
@@ -29,7 +30,7 @@ def operations_router(holder: ServicesHolder) -> APIRouter:
         return HealthResponse(status="ok")
 
     @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-    async def ready() -> JSONResponse:
+    async def ready() -> JsonLineResponse:
         """200 when a checked model is loaded and the session store answers; 503 with why not."""
         services = holder.services
         problems: list[str] = []
@@ -46,7 +47,7 @@ def operations_router(holder: ServicesHolder) -> APIRouter:
             store=services.store.name,
             problems=problems,
         )
-        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+        return JsonLineResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     @router.get("/model")
     async def model() -> Manifest:

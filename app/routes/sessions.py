@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request
 
 from app.auth import store_key
 from app.errors import SessionNotFound
+from app.responses import JsonLineResponse
 from app.schemas import (
     SESSION_ID,
     DeleteResponse,
@@ -30,6 +31,7 @@ def _iso(timestamp: float) -> str:
 def sessions_router(holder: ServicesHolder) -> APIRouter:
     """The session routes, bound to the app's services."""
     router = APIRouter(
+        default_response_class=JsonLineResponse,
         tags=["sessions"],
         responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)},
     )

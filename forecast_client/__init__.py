@@ -1,0 +1,1 @@
+"""A Python client for the forecast service (``forecast_client.client.ForecastClient``)."""

@@ -1,0 +1,134 @@
+"""Each client operation defined once, without I/O: a generator that yields the requests it needs
+and receives their answers (or has the error thrown in). ``client.py`` drives them over httpx,
+synchronously or not, so both clients follow the same step protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
+
+from forecast_client.answers import (
+    BatchPrediction,
+    Deleted,
+    Forecast,
+    Prediction,
+    Reset,
+    SessionInfo,
+)
+from forecast_client.errors import SessionNotFound, StepConflict
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request; every request the client sends is safe to send again (see below)."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+
+
+# An operation: yields requests, receives each one's JSON answer, returns the result.
+Operation = Generator[Request, Any, T]
+
+
+class StepBook:
+    """The number of values each session has consumed, as far as this client knows.
+
+    A feed carries it as ``step``, which is what makes a resend safe: the service applies a
+    request whose step is the session's count, and answers a resend of the last one (same step,
+    same values) with the same answer, ``replayed``, without applying it again.
+    """
+
+    def __init__(self) -> None:
+        self._steps: dict[str, int] = {}
+
+    def get(self, session_id: str) -> int | None:
+        return self._steps.get(session_id)
+
+    def set(self, session_id: str, step: int) -> None:
+        self._steps[session_id] = step
+
+    def forget(self, session_id: str) -> None:
+        self._steps.pop(session_id, None)
+
+
+def _session_path(session_id: str) -> str:
+    return f"/sessions/{quote(session_id, safe='')}"
+
+
+def session(book: StepBook, session_id: str) -> Operation[SessionInfo]:
+    """A session's state; its step becomes the one this client sends next."""
+    info = cast(SessionInfo, (yield Request("GET", _session_path(session_id))))
+    book.set(session_id, info["step"])
+    return info
+
+
+def _feed(
+    book: StepBook,
+    path: str,
+    session_id: str,
+    payload: dict[str, Any],
+    levels: Sequence[float] | None,
+) -> Operation[dict[str, Any]]:
+    step = book.get(session_id)
+    if step is None:
+        # First use of this session by this client: continue it where it is.
+        try:
+            step = (yield from session(book, session_id))["step"]
+        except SessionNotFound:
+            step = 0
+    body: dict[str, Any] = {"session_id": session_id, **payload, "step": step}
+    if levels is not None:
+        body["levels"] = list(levels)
+    try:
+        answer = cast(dict[str, Any], (yield Request("POST", path, body)))
+    except StepConflict:
+        # Someone else fed or reset the session: what this client knew is stale.
+        book.forget(session_id)
+        raise
+    book.set(session_id, answer["step"])
+    return answer
+
+
+def predict(
+    book: StepBook, session_id: str, value: float, levels: Sequence[float] | None
+) -> Operation[Prediction]:
+    """Feed one value; the forecast of the next."""
+    answer = yield from _feed(book, "/predict", session_id, {"value": value}, levels)
+    return cast(Prediction, answer)
+
+
+def predict_batch(
+    book: StepBook, session_id: str, values: Sequence[float], levels: Sequence[float] | None
+) -> Operation[BatchPrediction]:
+    """Feed several values in order; one forecast after each."""
+    payload = {"values": list(values)}
+    answer = yield from _feed(book, "/predict/batch", session_id, payload, levels)
+    return cast(BatchPrediction, answer)
+
+
+def forecast(session_id: str, horizon: int, levels: Sequence[float] | None) -> Operation[Forecast]:
+    """``horizon`` values ahead; the session is not changed."""
+    body: dict[str, Any] = {"session_id": session_id, "horizon": horizon}
+    if levels is not None:
+        body["levels"] = list(levels)
+    return cast(Forecast, (yield Request("POST", "/forecast", body)))
+
+
+def reset(book: StepBook, session_id: str) -> Operation[Reset]:
+    """Back to a fresh state (step 0); an unknown session is fine."""
+    answer = cast(Reset, (yield Request("POST", "/reset", {"session_id": session_id})))
+    book.set(session_id, answer["step"])
+    return answer
+
+
+def delete(book: StepBook, session_id: str) -> Operation[Deleted]:
+    """Delete a session (safe to repeat)."""
+    answer = cast(Deleted, (yield Request("DELETE", _session_path(session_id))))
+    book.forget(session_id)
+    return answer

@@ -35,7 +35,6 @@ class IntervalPolicy:
 
     levels: tuple[float, ...]  # adapted per session, ascending; empty without a calibration
     calibration: Calibration | None
-    rate: float
     layout: TrackingLayout
     # The adapted levels' one-step calibrated scores, as floats (the hot path) and packed with
     # the rest of the tracking step's parameters (one array argument for the compiled step).
@@ -76,7 +75,6 @@ class IntervalPolicy:
         policy = cls(
             levels=adapted,
             calibration=calibration,
-            rate=rate,
             layout=layout,
             scores=scores,
             parameters=tracking_parameters(

@@ -85,7 +85,6 @@ class ForecastStats:
     def __init__(self, buckets: tuple[float, ...] = _SCALED_ERROR_BUCKETS) -> None:
         self.buckets = buckets
         self._errors = [0] * (len(buckets) + 1)
-        self._error_count = 0
         self._error_sum = 0.0
         # levels -> per level, hits then misses
         self._intervals: dict[tuple[str, ...], list[int]] = {}
@@ -95,7 +94,6 @@ class ForecastStats:
         self, scaled_error: float, missed: int, levels: tuple[str, ...], flags: list[str]
     ) -> None:
         """One revealed value: its error, the levels it missed (a bit each), its flags."""
-        self._error_count += 1
         self._error_sum += scaled_error
         self._errors[bisect.bisect_left(self.buckets, scaled_error)] += 1
         counts = self._intervals.get(levels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypedDict
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -14,6 +15,17 @@ from app.stores.base import Compute, SessionStore, T
 from app.stores.redis_common import client_options, safe_url, unavailable
 
 logger = logging.getLogger(__name__)
+
+
+class _StoreOptions(TypedDict):
+    """The settings both Redis stores take."""
+
+    prefix: str
+    ttl_s: float
+    max_sessions: int
+    min_replicas: int
+    wait_timeout_ms: int
+    attempts: int
 
 
 async def is_cluster(url: str) -> bool:
@@ -39,32 +51,25 @@ async def open_redis_store(settings: Settings, clock: Callable[[], float]) -> Se
 async def _open_for_mode(settings: Settings, clock: Callable[[], float]) -> SessionStore:
     url = settings.redis_url
     store: SessionStore
+    options: _StoreOptions = {
+        "prefix": settings.redis_prefix,
+        "ttl_s": settings.session_ttl_s,
+        "max_sessions": settings.max_sessions,
+        "min_replicas": settings.redis_min_replicas,
+        "wait_timeout_ms": settings.redis_wait_timeout_ms,
+        "attempts": settings.store_retry_attempts,
+    }
     if await is_cluster(url):
         from app.stores.redis_cluster import RedisClusterStore
 
-        store = RedisClusterStore(
-            url,
-            prefix=settings.redis_prefix,
-            ttl_s=settings.session_ttl_s,
-            max_sessions=settings.max_sessions,
-            min_replicas=settings.redis_min_replicas,
-            wait_timeout_ms=settings.redis_wait_timeout_ms,
-            attempts=settings.store_retry_attempts,
-        )
+        # Its revisions come from wall-clock time by design (they must never repeat), and Redis
+        # expires its keys: no clock to pass.
+        store = RedisClusterStore(url, **options)
         mode = "Redis Cluster"
     else:
         from app.stores.redis import RedisStore
 
-        store = RedisStore(
-            url,
-            prefix=settings.redis_prefix,
-            ttl_s=settings.session_ttl_s,
-            max_sessions=settings.max_sessions,
-            min_replicas=settings.redis_min_replicas,
-            wait_timeout_ms=settings.redis_wait_timeout_ms,
-            attempts=settings.store_retry_attempts,
-            clock=clock,
-        )
+        store = RedisStore(url, clock=clock, **options)
         mode = "a single Redis node"
     logger.info(
         "session store: %s at %s, steps acknowledged after %d replica confirmations",

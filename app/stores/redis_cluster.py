@@ -34,10 +34,11 @@ from redis.typing import EncodableT
 from app.errors import SessionLimitReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
-from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
+from app.stores.base import KeyedLocks
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    OptimisticRedisStore,
     RecordCache,
     client_options,
     record_from,
@@ -81,7 +82,7 @@ def next_revision(previous: int) -> int:
     return max(previous + 1, drawn)
 
 
-class RedisClusterStore:
+class RedisClusterStore(OptimisticRedisStore):
     """Session records in a Redis Cluster, shared by every replica of the service."""
 
     name = "redis"
@@ -115,19 +116,7 @@ class RedisClusterStore:
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{{{key}}}"
 
-    async def get(self, key: str) -> SessionRecord | None:
-        return await self.read(key)
-
-    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
-        async with self._local_queue.hold(key):
-            return await apply_optimistically(
-                self, key, compute, offload=offload, attempts=self._attempts
-            )
-
-    # -- OptimisticBackend ---------------------------------------------------------------------
-
-    def cached(self, key: str) -> SessionRecord | None:
-        return self._cache.get(key)
+    # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
 
     async def read(self, key: str) -> SessionRecord | None:
         hkey = self._key(key)

@@ -3,6 +3,7 @@ per-replica record cache, decoding what Redis returns, and confirming writes on 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
 
@@ -13,6 +14,7 @@ from redis.exceptions import RedisError
 from app.errors import StoreUnavailable
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
+from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
 from app.stores.record_codec import decode_stored_record
 
 # A read whose WAIT confirms the session as read: rewriting the expiry it already has is a write
@@ -121,3 +123,36 @@ def session_written(result: Any) -> bool:
 def session_removed(result: Any) -> bool:
     """A delete answered "deleted" must not come back with a failover."""
     return bool(int(result) > 0)
+
+
+class OptimisticRedisStore(ABC):
+    """The part both Redis stores share: requests for one session queued in this replica, then
+    the one compare-and-set loop over this replica's cache and the store's own read and write."""
+
+    _cache: RecordCache
+    _local_queue: KeyedLocks
+    _attempts: int
+
+    async def get(self, key: str) -> SessionRecord | None:
+        return await self.read(key)
+
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        async with self._local_queue.hold(key):
+            return await apply_optimistically(
+                self, key, compute, offload=offload, attempts=self._attempts
+            )
+
+    # -- OptimisticBackend ---------------------------------------------------------------------
+
+    def cached(self, key: str) -> SessionRecord | None:
+        return self._cache.get(key)
+
+    @abstractmethod
+    async def read(self, key: str) -> SessionRecord | None:
+        """What Redis holds now (None: no live session)."""
+
+    @abstractmethod
+    async def write_if_unchanged(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> tuple[bool, SessionRecord | None]:
+        """Compare-and-set: (True, as written) or (False, what Redis holds now)."""

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.errors import ServiceError
+from app.json_body_route import UNREADABLE_BODY
 from app.responses import JsonLineResponse
 from app.schemas import SESSION_ID
 
@@ -93,9 +94,6 @@ async def _validation_error(_request: Request, exc: Exception) -> JsonLineRespon
     return error_response(422, "invalid_request", "; ".join(problems), {"errors": fields})
 
 
-_UNPARSABLE_BODY = "There was an error parsing the body"
-
-
 def _allowed_methods(request: Request) -> str:
     # Starlette's 405 names only the first route's methods; a path served by several routes
     # (GET and DELETE /sessions/{id}) must list them all.
@@ -112,7 +110,7 @@ async def _http_error(request: Request, exc: Exception) -> JsonLineResponse:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = str(exc.detail)
     headers = dict(exc.headers or {})
-    if exc.status_code == 400 and message == _UNPARSABLE_BODY:
+    if exc.status_code == 400 and message == UNREADABLE_BODY:
         message = "the body could not be read as JSON: send a UTF-8 JSON object"
     elif exc.status_code == 404 and message == "Not Found":
         message = f"no such endpoint: {request.method} {request.url.path} (see /docs)"

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from uvicorn.config import STARTUP_FAILURE
 
@@ -19,6 +20,7 @@ from app.body_limit import BodySizeLimitMiddleware
 from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
 from app.errors import ModelCheckFailed
+from app.json_body_route import JsonBodyRoute
 from app.metrics import MetricsMiddleware, ServiceMetrics
 from app.openapi import declare_bearer_security
 from app.responses import JsonLineResponse
@@ -102,7 +104,12 @@ def create_app(
         summary="One-step-ahead forecasts from a stateful LSTM, one value at a time per session.",
         version="0.1.0",
         lifespan=lifespan,
-        routes=all_routes(holder, RequestBodies.from_settings(settings)),
+        routes=all_routes(
+            holder,
+            RequestBodies.from_settings(settings),
+            # FastAPI's telemetry records what its own request handler does.
+            APIRoute if settings.opentelemetry else JsonBodyRoute,
+        ),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         default_response_class=JsonLineResponse,
         # FastAPI's docs pages load their scripts from a CDN; app.docs serves Swagger UI's files

@@ -1,6 +1,7 @@
 """Routers by concern, collected in one place."""
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from app.routes.forecasting import forecasting_router
@@ -10,20 +11,25 @@ from app.schemas import RequestBodies
 from app.services import ServicesHolder
 
 
-def all_routers(holder: ServicesHolder, bodies: RequestBodies) -> list[APIRouter]:
-    """Every router, bound to the app's services and request limits."""
+def all_routers(
+    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute]
+) -> list[APIRouter]:
+    """Every router, bound to the app's services and request limits, its routes built by
+    ``route_class`` (app.json_body_route's, or FastAPI's own when its telemetry is wanted)."""
     return [
-        forecasting_router(holder, bodies),
-        sessions_router(holder),
-        operations_router(holder),
+        forecasting_router(holder, bodies, route_class),
+        sessions_router(holder, route_class),
+        operations_router(holder, route_class),
     ]
 
 
-def all_routes(holder: ServicesHolder, bodies: RequestBodies) -> list[BaseRoute]:
+def all_routes(
+    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute]
+) -> list[BaseRoute]:
     """Every route of every router, for the app's own route table.
 
     The routers' tags and error responses are already in each route. ``include_router`` would
     keep each router as a nested branch that FastAPI re-enters on every request; the app serves
     the same routes from one flat table instead (README, "Benchmarks", has the cost).
     """
-    return [route for router in all_routers(holder, bodies) for route in router.routes]
+    return [route for router in all_routers(holder, bodies, route_class) for route in router.routes]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 
 from app.auth import store_key
 from app.errors import NoValuesYet, SessionNotFound, SessionUnderOtherModel
@@ -70,10 +71,13 @@ def _per_value(offsets: Sequence[float], adapted: int, index: int) -> Sequence[f
     return offsets[index * adapted : (index + 1) * adapted]
 
 
-def forecasting_router(holder: ServicesHolder, bodies: RequestBodies) -> APIRouter:
+def forecasting_router(
+    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute]
+) -> APIRouter:
     """The forecasting routes, bound to the app's services and its request limits."""
     router = APIRouter(
         default_response_class=JsonLineResponse,
+        route_class=route_class,
         tags=["forecasting"],
         responses={status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 503)},
     )

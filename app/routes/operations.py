@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.routing import APIRoute
 
 from app.errors import StoreUnavailable
 from app.metrics import CONTENT_TYPE
@@ -15,10 +16,11 @@ from forecast_core.artifact import Manifest
 HEALTH_PATH = "/health"
 
 
-def operations_router(holder: ServicesHolder) -> APIRouter:
+def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIRouter:
     """The operations routes, bound to the app's services."""
     router = APIRouter(
         default_response_class=JsonLineResponse,
+        route_class=route_class,
         tags=["operations"],
         responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )

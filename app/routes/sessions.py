@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from fastapi.routing import APIRoute
 
 from app.auth import store_key
 from app.errors import SessionNotFound
@@ -28,10 +29,11 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-def sessions_router(holder: ServicesHolder) -> APIRouter:
+def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIRouter:
     """The session routes, bound to the app's services."""
     router = APIRouter(
         default_response_class=JsonLineResponse,
+        route_class=route_class,
         tags=["sessions"],
         responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)},
     )

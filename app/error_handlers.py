@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,7 @@ from starlette.routing import Match
 from app.errors import ServiceError
 from app.json_body_route import UNREADABLE_BODY
 from app.responses import JsonLineResponse
-from app.schemas import SESSION_ID
+from app.schemas import SESSION_ID, ErrorAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,26 @@ _HTTP_CODES = {
 }
 
 
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> ErrorAnswer:
+    """The one error shape."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def service_error_body(error: ServiceError) -> ErrorAnswer:
+    """A domain error in the one shape (an item's or a stream message's answer)."""
+    return error_body(error.code, error.message, error.details)
+
+
+def validation_error_body(errors: Sequence[Any]) -> ErrorAnswer:
+    """Validation errors (pydantic's) as one 422 ``invalid_request`` body naming each field."""
+    problems = [_describe_validation_error(error) for error in errors]
+    fields = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+        for e in errors
+    ]
+    return error_body("invalid_request", "; ".join(problems), {"errors": fields})
+
+
 def error_response(
     status: int,
     code: str,
@@ -37,9 +58,8 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JsonLineResponse:
-    """The one error shape."""
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JsonLineResponse(body, status_code=status, headers=headers)
+    """The one error shape, as a response."""
+    return JsonLineResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
 def service_error_response(error: ServiceError) -> JsonLineResponse:
@@ -85,13 +105,7 @@ async def _service_error(_request: Request, exc: Exception) -> JsonLineResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JsonLineResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = list(exc.errors())
-    problems = [_describe_validation_error(error) for error in errors]
-    fields = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-        for e in errors
-    ]
-    return error_response(422, "invalid_request", "; ".join(problems), {"errors": fields})
+    return JsonLineResponse(validation_error_body(list(exc.errors())), status_code=422)
 
 
 def _allowed_methods(request: Request) -> str:

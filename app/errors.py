@@ -77,6 +77,18 @@ class StepConflict(ServiceError):
             expected_step=session_step,
         )
 
+    @classmethod
+    def behind_refused(cls, session_step: int) -> StepConflict:
+        """An item of /predict/many behind a refused item of the same session: not applied."""
+        conflict = cls.__new__(cls)
+        ServiceError.__init__(
+            conflict,
+            "not applied: an earlier item for this session in the same request was refused; "
+            f"the session has consumed {session_step} value(s): resend from step={session_step}",
+            expected_step=session_step,
+        )
+        return conflict
+
 
 class NoValuesYet(ServiceError):
     status_code = 409

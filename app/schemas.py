@@ -107,6 +107,23 @@ class PredictBatchRequest(_Body):
     levels: Levels = None
 
 
+class PredictManyItem(_Body):
+    session_id: SessionId
+    value: FiniteFloat
+    step: Step = None
+
+
+_ITEMS_DESCRIPTION = (
+    "values of any sessions, applied in order; items naming the same session are applied as "
+    "one feed, in order (README, 'Many sessions in one request')"
+)
+
+
+class PredictManyRequest(_Body):
+    items: list[PredictManyItem] = Field(min_length=1, description=_ITEMS_DESCRIPTION)
+    levels: Levels = None
+
+
 Horizon = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
 
@@ -125,6 +142,7 @@ class RequestBodies:
 
     predict_batch: type[PredictBatchRequest]
     forecast: type[ForecastRequest]
+    predict_many: type[PredictManyRequest]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestBodies:
@@ -153,7 +171,20 @@ class RequestBodies:
                 ),
             ),
         )
-        return cls(predict_batch=predict_batch, forecast=forecast)
+        predict_many = create_model(
+            "PredictManyRequest",
+            __base__=PredictManyRequest,
+            __module__=__name__,
+            items=(
+                list[PredictManyItem],
+                Field(
+                    min_length=1,
+                    max_length=settings.max_items_per_request,
+                    description=_ITEMS_DESCRIPTION,
+                ),
+            ),
+        )
+        return cls(predict_batch=predict_batch, forecast=forecast, predict_many=predict_many)
 
 
 class SessionRequest(_Body):
@@ -193,6 +224,27 @@ class PredictResponse(TypedDict):
     ]
     intervals: Annotated[list[Interval], Field(description="around the prediction, one per level")]
     flags: Flags
+
+
+class ErrorBodyDict(TypedDict):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorAnswer(TypedDict):
+    """An item's or a message's refusal: the one error shape."""
+
+    error: ErrorBodyDict
+
+
+class PredictManyResponse(TypedDict):
+    """/predict/many's answer: one result per item, in order."""
+
+    results: Annotated[
+        list[PredictResponse | ErrorAnswer],
+        Field(description="per item, in order: /predict's answer, or the item's error"),
+    ]
 
 
 class PredictBatchResponse(BaseModel):

@@ -119,6 +119,34 @@ def feed(
     return updated, outcome
 
 
+def feed_items(
+    record: SessionRecord | None,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    values: Sequence[float],
+    steps: Sequence[int | None],
+    now: float,
+) -> tuple[SessionRecord | None, tuple[FeedOutcome, int]]:
+    """Apply one session's items of a /predict/many request, in order, as one feed.
+
+    The first item's step is the feed's ``expected_step`` (so a resend of the whole request
+    replays the whole group); a later item may send no step, or the first's plus its position.
+    The feed stops before the first item that sends another: the answer is the outcome of the
+    items applied and how many they are (that item and those after it are refused by the caller).
+    """
+    first = steps[0]
+    base = first if first is not None else (record.step if record is not None else 0)
+    applied = len(steps)
+    for position in range(1, applied):
+        step = steps[position]
+        if step is not None and step != base + position:
+            applied = position
+            break
+    fed = values if applied == len(values) else values[:applied]
+    new, outcome = feed(record, forecaster, policy, fed, first, now)
+    return new, (outcome, applied)
+
+
 def _replay(record: SessionRecord, policy: IntervalPolicy) -> FeedOutcome:
     count = len(record.last_predictions)
     offsets = record.last_offsets

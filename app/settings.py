@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(default=3600, ge=1, description="idle sessions expire after this")
     max_sessions: int = Field(default=100_000, ge=1, description="live sessions at most")
     max_values_per_request: int = Field(default=1000, ge=1, le=100_000)
+    max_items_per_request: int = Field(
+        default=1000, ge=1, le=100_000, description="items in one /predict/many"
+    )
     max_horizon: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="larger bodies get 413")
     check_tolerance: float = Field(

@@ -6,6 +6,7 @@ from starlette.routing import BaseRoute
 
 from app.routes.forecasting import forecasting_router
 from app.routes.operations import operations_router
+from app.routes.predict_many import predict_many_router
 from app.routes.sessions import sessions_router
 from app.schemas import RequestBodies
 from app.services import ServicesHolder
@@ -18,6 +19,7 @@ def all_routers(
     ``route_class`` (app.json_body_route's, or FastAPI's own when its telemetry is wanted)."""
     return [
         forecasting_router(holder, bodies, route_class),
+        predict_many_router(holder, bodies, route_class),
         sessions_router(holder, route_class),
         operations_router(holder, route_class),
     ]

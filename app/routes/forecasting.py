@@ -32,7 +32,7 @@ from app.session_rules import FeedOutcome, SessionRecord, feed
 INLINE_STEPS = 64
 
 
-async def _feed(
+async def feed_values(
     services: Services, key: str, values: Sequence[float], step: int | None
 ) -> tuple[FeedOutcome, list[list[str]]]:
     """Apply values to a session; the outcome and each value's flags (counted in metrics)."""
@@ -44,6 +44,12 @@ async def _feed(
         return feed(record, forecaster, policy, values, step, now)
 
     outcome = await services.store.apply(key, compute, offload=len(values) > INLINE_STEPS)
+    return outcome, settle(services, values, outcome)
+
+
+def settle(services: Services, values: Sequence[float], outcome: FeedOutcome) -> list[list[str]]:
+    """Each applied value's flags; the outcome counted in metrics unless it was a replay."""
+    policy = services.intervals
     if len(values) == 1:  # /predict: no loop
         flags = [policy.flags(values[0], outcome.misses[0])]
     else:
@@ -53,7 +59,7 @@ async def _feed(
         ]
     if not outcome.replayed:
         _observe(services, outcome, flags)
-    return outcome, flags
+    return flags
 
 
 def _observe(services: Services, outcome: FeedOutcome, flags: list[list[str]]) -> None:
@@ -65,6 +71,30 @@ def _observe(services: Services, outcome: FeedOutcome, flags: list[list[str]]) -
     for error, missed, value_flags in zip(outcome.errors, outcome.misses, flags, strict=True):
         if not math.isnan(error):  # NaN: no forecast before this value
             metrics.forecasts.observe(error / span, missed, labels, value_flags)
+
+
+def prediction_answer(
+    services: Services,
+    session_id: str,
+    outcome: FeedOutcome,
+    index: int,
+    offsets: Sequence[float],
+    flags: list[str],
+    levels: Sequence[float] | None,
+) -> PredictResponse:
+    """/predict's answer for the ``index``-th value of a feed (also /predict/many's, /stream's)."""
+    prediction = outcome.predictions[index]
+    return {
+        "session_id": session_id,
+        "prediction": prediction,
+        "step": outcome.step - len(outcome.predictions) + index + 1,
+        "model_version": outcome.model_version,
+        "replayed": outcome.replayed,
+        # The state restarted before the feed's first value.
+        "previous_model_version": outcome.previous_model_version if index == 0 else None,
+        "intervals": services.intervals.intervals(prediction, offsets, levels),
+        "flags": flags,
+    }
 
 
 def _per_value(offsets: Sequence[float], adapted: int, index: int) -> Sequence[float]:
@@ -94,18 +124,10 @@ def forecasting_router(
         """Feed one value to a session; get the forecast of its next value."""
         services = holder.services
         key = store_key(request.scope, body.session_id)
-        outcome, flags = await _feed(services, key, (body.value,), body.step)
-        prediction = outcome.predictions[-1]
-        answer: PredictResponse = {
-            "session_id": body.session_id,
-            "prediction": prediction,
-            "step": outcome.step,
-            "model_version": outcome.model_version,
-            "replayed": outcome.replayed,
-            "previous_model_version": outcome.previous_model_version,
-            "intervals": services.intervals.intervals(prediction, outcome.offsets, body.levels),
-            "flags": flags[0],
-        }
+        outcome, flags = await feed_values(services, key, (body.value,), body.step)
+        answer = prediction_answer(
+            services, body.session_id, outcome, 0, outcome.offsets, flags[0], body.levels
+        )
         return JsonBytesResponse(answer)
 
     @router.post("/predict/batch")
@@ -113,7 +135,7 @@ def forecasting_router(
         """Feed several values in order (warm-up, backfill); one forecast per value."""
         services = holder.services
         key = store_key(request.scope, body.session_id)
-        outcome, flags = await _feed(services, key, body.values, body.step)
+        outcome, flags = await feed_values(services, key, body.values, body.step)
         policy = services.intervals
         adapted = policy.layout.levels
         intervals = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import anyio.to_thread
@@ -28,6 +28,13 @@ class SessionStore(Protocol):
         """Read, compute, write back atomically; ``offload`` computes in a worker thread."""
         ...
 
+    async def apply_many(
+        self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+    ) -> list[T | ServiceError]:
+        """``apply`` for several distinct keys in as few round trips as the store can: one
+        answer per item, in order, a refusal (conflict, cap, ...) in place of its answer."""
+        ...
+
     async def get(self, key: str) -> SessionRecord | None:
         """The live record, or None (unknown or expired)."""
         ...
@@ -47,6 +54,38 @@ class SessionStore(Protocol):
     async def close(self) -> None: ...
 
 
+class _AppliesOne(Protocol):
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T: ...
+
+
+async def apply_each(
+    store: _AppliesOne, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+) -> list[T | ServiceError]:
+    """``apply_many`` one key at a time (concurrently): for stores or settings that have no
+    cheaper way, and for items that the batched path hands back."""
+
+    async def one(key: str, compute: Compute[T]) -> T | ServiceError:
+        try:
+            return await store.apply(key, compute, offload=offload)
+        except ServiceError as error:
+            return error
+
+    return list(await asyncio.gather(*(one(key, compute) for key, compute in items)))
+
+
+def compute_each(
+    computes: Sequence[Compute[T]], records: Sequence[SessionRecord | None]
+) -> list[tuple[SessionRecord | None, T] | ServiceError]:
+    """Run each compute on its record; a refusal in place of its result (for a worker thread)."""
+    results: list[tuple[SessionRecord | None, T] | ServiceError] = []
+    for compute, record in zip(computes, records, strict=True):
+        try:
+            results.append(compute(record))
+        except ServiceError as error:
+            results.append(error)
+    return results
+
+
 class KeyedLocks:
     """One FIFO asyncio lock per key, dropped when nobody holds or waits for it.
 
@@ -62,6 +101,33 @@ class KeyedLocks:
     def hold(self, key: str) -> _KeyHold:
         """``async with locks.hold(key):`` runs the block alone among this key's holders."""
         return _KeyHold(self._locks, key)
+
+    def hold_all(self, keys: Sequence[str]) -> _KeysHold:
+        """``async with locks.hold_all(keys):`` holds every one of ``keys`` (distinct), taken in
+        sorted order so that two holders of overlapping sets cannot wait for each other."""
+        return _KeysHold([_KeyHold(self._locks, key) for key in sorted(keys)])
+
+
+class _KeysHold:
+    __slots__ = ("_held", "_holds")
+
+    def __init__(self, holds: list[_KeyHold]) -> None:
+        self._holds = holds
+        self._held = 0
+
+    async def __aenter__(self) -> None:
+        try:
+            for hold in self._holds:
+                await hold.__aenter__()
+                self._held += 1
+        except BaseException:
+            await self.__aexit__()
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for hold in reversed(self._holds[: self._held]):
+            await hold.__aexit__()
+        self._held = 0
 
 
 class _KeyHold:

@@ -6,12 +6,14 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from app.errors import SessionLimitReached
+import anyio.to_thread
+
+from app.errors import ServiceError, SessionLimitReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
-from app.stores.base import Compute, T, apply_optimistically
+from app.stores.base import Compute, T, apply_optimistically, compute_each
 
 
 class MemoryStore:
@@ -105,6 +107,68 @@ class MemoryStore:
         return await apply_optimistically(
             self, key, compute, offload=offload, attempts=self._attempts
         )
+
+    async def apply_many(
+        self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+    ) -> list[T | ServiceError]:
+        if offload:
+            return await self._apply_many_offloaded(items)
+        results: list[T | ServiceError] = []
+        with self._lock:  # everything in one go, as apply does for one key
+            now = self._clock()
+            self._purge_expired(now)
+            records = self._records
+            for key, compute in items:
+                record = records.get(key)
+                try:
+                    new, answer = compute(record)
+                    if new is not None:
+                        self._store(key, record, new, now)
+                except ServiceError as error:
+                    results.append(error)
+                    continue
+                results.append(answer)
+        return results
+
+    async def _apply_many_offloaded(
+        self, items: Sequence[tuple[str, Compute[T]]]
+    ) -> list[T | ServiceError]:
+        """Read all, compute in a worker thread, write back each record nobody changed
+        meanwhile; the others go through ``apply`` again."""
+        with self._lock:
+            self._purge_expired(self._clock())
+            records = [self._records.get(key) for key, _ in items]
+        computed = await anyio.to_thread.run_sync(
+            compute_each, [compute for _, compute in items], records
+        )
+        results: list[T | ServiceError] = []
+        again: list[int] = []
+        with self._lock:
+            now = self._clock()
+            for index, ((key, _), record, outcome) in enumerate(
+                zip(items, records, computed, strict=True)
+            ):
+                if isinstance(outcome, ServiceError):
+                    results.append(outcome)
+                    continue
+                new, answer = outcome
+                results.append(answer)
+                if new is None:
+                    continue
+                if self._records.get(key) is not record:
+                    again.append(index)
+                    continue
+                try:
+                    self._store(key, record, new, now)
+                except SessionLimitReached as error:
+                    results[index] = error
+        for index in again:
+            key, compute = items[index]
+            try:
+                results[index] = await self.apply(key, compute)
+            except ServiceError as error:
+                results[index] = error
+        return results
 
     async def get(self, key: str) -> SessionRecord | None:
         return self._read(key)

@@ -25,13 +25,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from app.errors import SessionLimitReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import KeyedLocks
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
     client_options,
@@ -126,7 +126,24 @@ class RedisStore(OptimisticRedisStore):
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
-        keys = [self._key(key), self._revision_key, self._live_key]
+        call = await self._compare_and_set_call(key, expected, new)
+        try:
+            if self._min_replicas:
+                result = await self._run_confirmed(
+                    self._compare_and_set_script, call.keys, call.args, session_written
+                )
+            else:
+                result = await self._compare_and_set_script(keys=call.keys, args=call.args)
+        except RedisError as error:
+            raise unavailable(self._url, error) from None
+        if self._min_replicas and result[0] == 0:
+            # What won the race decides the answer: it must be confirmed like any other read.
+            return False, await self.read(key)
+        return self._compare_and_set_outcome(key, new, call, result)
+
+    async def _compare_and_set_call(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> CompareAndSet:
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
             encode_record(new),
@@ -135,23 +152,10 @@ class RedisStore(OptimisticRedisStore):
             self._max_sessions,
             key,
         ]
-        try:
-            if self._min_replicas:
-                result = await self._run_confirmed(
-                    self._compare_and_set_script, keys, args, session_written
-                )
-            else:
-                result = await self._compare_and_set_script(keys=keys, args=args)
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
-        if result[0] == -2:
-            raise SessionLimitReached(self._max_sessions)
-        if result[0] == 1:
-            return True, self._cache.remember(key, new.with_revision(int(result[1])))
-        if self._min_replicas:
-            # What won the race decides the answer: it must be confirmed like any other read.
-            return False, await self.read(key)
-        return False, self._cache.remember(key, record_from(result[1], result[2]))
+        return CompareAndSet([self._key(key), self._revision_key, self._live_key], args, None)
+
+    def _pipeline(self) -> Pipeline:
+        return self._client.pipeline(transaction=False)
 
     async def _run_confirmed(
         self,

@@ -25,19 +25,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT
 
-from app.errors import SessionLimitReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import KeyedLocks
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
     client_options,
@@ -86,6 +86,7 @@ class RedisClusterStore(OptimisticRedisStore):
     """Session records in a Redis Cluster, shared by every replica of the service."""
 
     name = "redis"
+    _failures = _FAILURES
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class RedisClusterStore(OptimisticRedisStore):
         self._wait_timeout_ms = wait_timeout_ms
         self._attempts = attempts
         self._client = RedisCluster.from_url(url, **client_options())
-        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._delete = self._client.register_script("return redis.call('DEL', KEYS[1])")
         self._cache = RecordCache(max_sessions)
@@ -134,6 +135,24 @@ class RedisClusterStore(OptimisticRedisStore):
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
+        call = await self._compare_and_set_call(key, expected, new)
+        try:
+            if self._min_replicas:
+                result = await self._run_confirmed(
+                    self._compare_and_set_script, call.keys[0], call.args, session_written
+                )
+            else:
+                result = await self._compare_and_set_script(keys=call.keys, args=call.args)
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        if self._min_replicas and result[0] == 0:
+            # What won the race decides the answer: it must be confirmed like any other read.
+            return False, await self.read(key)
+        return self._compare_and_set_outcome(key, new, call, result)
+
+    async def _compare_and_set_call(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> CompareAndSet:
         previous = expected.revision if expected is not None else 0
         if expected is None:
             await self._client.initialize()  # the shard cap needs the primaries known
@@ -145,24 +164,12 @@ class RedisClusterStore(OptimisticRedisStore):
             self._ttl_ms,
             self._shard_cap() if expected is None else 0,
         ]
-        hkey = self._key(key)
-        try:
-            if self._min_replicas:
-                result = await self._run_confirmed(
-                    self._compare_and_set, hkey, args, session_written
-                )
-            else:
-                result = await self._compare_and_set(keys=[hkey], args=args)
-        except _FAILURES as error:
-            raise unavailable(self._url, str(error)) from None
-        if result[0] == -2:
-            raise SessionLimitReached(self._max_sessions)
-        if result[0] == 1:
-            return True, self._cache.remember(key, new.with_revision(revision))
-        if self._min_replicas:
-            # What won the race decides the answer: it must be confirmed like any other read.
-            return False, await self.read(key)
-        return False, self._cache.remember(key, record_from(result[1], result[2]))
+        return CompareAndSet([self._key(key)], args, revision)
+
+    def _pipeline(self) -> ClusterPipeline:
+        # redis-py's cluster pipeline sends each EVALSHA to the node of its key's slot (it
+        # reads the keys from the call itself), one batch per node, the nodes concurrently.
+        return self._client.pipeline()
 
     def _shard_cap(self) -> int:
         return math.ceil(self._max_sessions / max(1, len(self._client.get_primaries())))

@@ -3,18 +3,30 @@ per-replica record cache, decoding what Redis returns, and confirming writes on 
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+import anyio.to_thread
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
-from app.errors import StoreUnavailable
+from app.errors import ServiceError, SessionLimitReached, StoreUnavailable
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
-from app.stores.base import Compute, KeyedLocks, T, apply_optimistically
+from app.stores.base import (
+    Compute,
+    KeyedLocks,
+    T,
+    apply_each,
+    apply_optimistically,
+    compute_each,
+)
 from app.stores.record_codec import decode_stored_record
 
 # A read whose WAIT confirms the session as read: rewriting the expiry it already has is a write
@@ -125,13 +137,29 @@ def session_removed(result: Any) -> bool:
     return bool(int(result) > 0)
 
 
+class CompareAndSet(NamedTuple):
+    """One compare-and-set call of a store's script: its keys and arguments, and the revision
+    the record gets if it is written (None: the script draws it and answers it)."""
+
+    keys: list[str]
+    args: list[EncodableT]
+    revision: int | None
+
+
 class OptimisticRedisStore(ABC):
     """The part both Redis stores share: requests for one session queued in this replica, then
-    the one compare-and-set loop over this replica's cache and the store's own read and write."""
+    the one compare-and-set loop over this replica's cache and the store's own read and write;
+    and ``apply_many``, the same for many sessions in two pipelined round trips."""
 
     _cache: RecordCache
     _local_queue: KeyedLocks
     _attempts: int
+    _max_sessions: int
+    _min_replicas: int
+    _url: str
+    # The compare-and-set script, and what a failed call of the store's client raises.
+    _compare_and_set_script: AsyncScript
+    _failures: tuple[type[BaseException], ...] = (RedisError,)
 
     async def get(self, key: str) -> SessionRecord | None:
         return await self.read(key)
@@ -141,6 +169,142 @@ class OptimisticRedisStore(ABC):
             return await apply_optimistically(
                 self, key, compute, offload=offload, attempts=self._attempts
             )
+
+    async def apply_many(
+        self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+    ) -> list[T | ServiceError]:
+        """Hold every key's local queue, read the uncached records in one pipeline, compute,
+        send every compare-and-set in one pipeline; an item that lost its race, or was computed
+        from a cached record into a replay or a refusal (only a record Redis returned may
+        decide those), then takes ``apply``'s path. With ``min_replicas``, every item takes it:
+        each write waits for its own confirmation on its own connection."""
+        if self._min_replicas or len(items) == 1:
+            return await apply_each(self, items, offload=offload)
+        async with self._local_queue.hold_all([key for key, _ in items]):
+            return await self._apply_many_held(items, offload)
+
+    async def _apply_many_held(
+        self, items: Sequence[tuple[str, Compute[T]]], offload: bool
+    ) -> list[T | ServiceError]:
+        cache = self._cache
+        records = [cache.get(key) for key, _ in items]
+        trusted = [record is None for record in records]
+        unread = [index for index, record in enumerate(records) if record is None]
+        if unread:
+            read = await self._read_many([items[index][0] for index in unread])
+            for index, record in zip(unread, read, strict=True):
+                records[index] = record
+        computes = [compute for _, compute in items]
+        if offload:
+            computed = await anyio.to_thread.run_sync(compute_each, computes, records)
+        else:
+            computed = compute_each(computes, records)
+        results: dict[int, T | ServiceError] = {}
+        again: list[int] = []
+        writes: list[tuple[int, SessionRecord, T]] = []
+        for index, outcome in enumerate(computed):
+            if isinstance(outcome, ServiceError):
+                if trusted[index]:
+                    results[index] = outcome
+                else:
+                    again.append(index)
+            elif outcome[0] is not None:
+                writes.append((index, outcome[0], outcome[1]))
+            elif trusted[index]:
+                results[index] = outcome[1]
+            else:
+                again.append(index)
+        if writes:
+            written = await self._write_many(
+                [(items[index][0], records[index], new) for index, new, _ in writes]
+            )
+            for (index, _, answer), result in zip(writes, written, strict=True):
+                if isinstance(result, ServiceError):
+                    results[index] = result
+                elif result:
+                    results[index] = answer
+                else:
+                    again.append(index)
+        if again:
+            redone = await asyncio.gather(*(self._apply_held(*items[i], offload) for i in again))
+            results.update(zip(again, redone, strict=True))
+        return [results[index] for index in range(len(items))]
+
+    async def _apply_held(self, key: str, compute: Compute[T], offload: bool) -> T | ServiceError:
+        try:
+            return await apply_optimistically(
+                self, key, compute, offload=offload, attempts=self._attempts
+            )
+        except ServiceError as error:
+            return error
+
+    async def _read_many(self, keys: list[str]) -> list[SessionRecord | None]:
+        pipe = self._pipeline()
+        for key in keys:
+            pipe.hmget(self._key(key), ["rev", "rec"])
+        try:
+            replies = await pipe.execute()
+        except self._failures as error:
+            raise unavailable(self._url, str(error)) from None
+        cache = self._cache
+        return [
+            cache.remember(key, record_from(revision, data))
+            for key, (revision, data) in zip(keys, replies, strict=True)
+        ]
+
+    async def _write_many(
+        self, writes: list[tuple[str, SessionRecord | None, SessionRecord]]
+    ) -> list[bool | ServiceError]:
+        """Every compare-and-set in one pipeline: True (written), False (lost its race, or the
+        script was not loaded: apply's path retries it) or the refusal (the cap)."""
+        script = self._compare_and_set_script
+        calls = [await self._compare_and_set_call(*write) for write in writes]
+        pipe = self._pipeline()
+        for call in calls:
+            pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except self._failures as error:
+            raise unavailable(self._url, str(error)) from None
+        outcomes: list[bool | ServiceError] = []
+        for (key, _, new), call, reply in zip(writes, calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                outcomes.append(False)  # Redis restarted: apply's path loads the script
+            elif isinstance(reply, self._failures):
+                raise unavailable(self._url, str(reply))
+            else:
+                try:
+                    outcomes.append(self._compare_and_set_outcome(key, new, call, reply)[0])
+                except SessionLimitReached as error:
+                    outcomes.append(error)
+        return outcomes
+
+    def _compare_and_set_outcome(
+        self, key: str, new: SessionRecord, call: CompareAndSet, reply: Any
+    ) -> tuple[bool, SessionRecord | None]:
+        """What the script answered: (True, as written) or (False, what Redis holds now)."""
+        if reply[0] == -2:
+            raise SessionLimitReached(self._max_sessions)
+        if reply[0] == 1:
+            revision = call.revision if call.revision is not None else int(reply[1])
+            return True, self._cache.remember(key, new.with_revision(revision))
+        return False, self._cache.remember(key, record_from(reply[1], reply[2]))
+
+    # -- what each store says for itself -------------------------------------------------------
+
+    @abstractmethod
+    def _key(self, key: str) -> str:
+        """The Redis key of a session."""
+
+    @abstractmethod
+    def _pipeline(self) -> Any:
+        """A pipeline (no transaction) of the store's client."""
+
+    @abstractmethod
+    async def _compare_and_set_call(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> CompareAndSet:
+        """The script call that writes ``new`` if the session is still ``expected``."""
 
     # -- OptimisticBackend ---------------------------------------------------------------------
 

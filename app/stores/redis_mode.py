@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypedDict
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.errors import ServiceError
 from app.session_rules import SessionRecord
 from app.settings import Settings
 from app.stores.base import Compute, SessionStore, T
@@ -101,6 +102,11 @@ class PendingRedisStore:
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         return await (await self._ready()).apply(key, compute, offload=offload)
+
+    async def apply_many(
+        self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+    ) -> list[T | ServiceError]:
+        return await (await self._ready()).apply_many(items, offload=offload)
 
     async def get(self, key: str) -> SessionRecord | None:
         return await (await self._ready()).get(key)

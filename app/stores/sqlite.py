@@ -19,12 +19,12 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import SessionLimitReached, StoreUnavailable
+from app.errors import ServiceError, SessionLimitReached, StoreUnavailable
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, T
 from app.stores.record_codec import decode_stored_record, encode_record
@@ -221,25 +221,46 @@ class SqliteStore:
             if not self._purge_expired(connection, now):
                 raise SessionLimitReached(self._max_sessions)
 
-    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
-        def run(connection: sqlite3.Connection, now: float) -> T:
-            record = self._read(connection, key, now)
-            new, answer = compute(record)
-            if new is not None:
-                if record is None:
-                    # An expired row under this key is replaced: it leaves the count first.
-                    self._add_rows(connection, -self._delete_row(connection, key))
-                    self._ensure_room(connection, now)
-                    self._add_rows(connection, 1)
-                stored = new.with_revision(self._next_revision(connection))
-                connection.execute(
-                    "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
-                    (key, encode_record(stored), stored.last_used_at),
-                )
-            return answer
+    def _apply_in(
+        self, connection: sqlite3.Connection, now: float, key: str, compute: Compute[T]
+    ) -> T:
+        record = self._read(connection, key, now)
+        new, answer = compute(record)
+        if new is not None:
+            if record is None:
+                # An expired row under this key is replaced: it leaves the count first.
+                self._add_rows(connection, -self._delete_row(connection, key))
+                self._ensure_room(connection, now)
+                self._add_rows(connection, 1)
+            stored = new.with_revision(self._next_revision(connection))
+            connection.execute(
+                "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
+                (key, encode_record(stored), stored.last_used_at),
+            )
+        return answer
 
-        result: T = await self._submit(run)
+    async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
+        result: T = await self._submit(
+            lambda connection, now: self._apply_in(connection, now, key, compute)
+        )
         return result
+
+    async def apply_many(
+        self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+    ) -> list[T | ServiceError]:
+        """One job for the writer thread: every item in the same transaction, one commit."""
+
+        def run(connection: sqlite3.Connection, now: float) -> list[T | ServiceError]:
+            results: list[T | ServiceError] = []
+            for key, compute in items:
+                try:
+                    results.append(self._apply_in(connection, now, key, compute))
+                except ServiceError as error:  # this item refused; the others go on
+                    results.append(error)
+            return results
+
+        results: list[T | ServiceError] = await self._submit(run)
+        return results
 
     async def get(self, key: str) -> SessionRecord | None:
         record: SessionRecord | None = await self._submit(

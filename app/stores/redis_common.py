@@ -261,7 +261,10 @@ class OptimisticRedisStore(ABC):
         calls = [await self._compare_and_set_call(*write) for write in writes]
         pipe = self._pipeline()
         for call in calls:
-            pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            # Through execute_command: redis-py's cluster pipeline refuses its evalsha method
+            # (a script's keys may span slots), but routes an EVALSHA command by its keys
+            # (redis/asyncio/cluster.py, _determine_slot), and each of ours has one key.
+            pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
         try:
             replies = await pipe.execute(raise_on_error=False)
         except self._failures as error:

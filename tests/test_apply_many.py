@@ -25,9 +25,7 @@ MakeStore = Callable[[], SessionStore]
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
-async def make_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[MakeStore]:
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
     """Builds stores over one shared place (two of them: two replicas; memory: one process)."""
     opened: list[SessionStore] = []
     memory = MemoryStore(ttl_s=60, max_sessions=100)

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(params=STORES)
 async def client(
-    request: pytest.FixtureRequest, tutorial_models_dir: Path, tutorial_model: ModelSlot, tmp_path: Path
+    request: pytest.FixtureRequest,
+    tutorial_models_dir: Path,
+    tutorial_model: ModelSlot,
+    tmp_path: Path,
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = store_settings(request.param, tutorial_models_dir, tmp_path, request)
     async with asgi_client(settings, tutorial_model) as client:
@@ -56,7 +59,8 @@ async def test_each_item_answers_as_predict_would(client: httpx.AsyncClient) -> 
     assert response.status_code == 200
     results = response.json()["results"]
     assert results == [
-        {**answer, "session_id": session} for answer, (session, _) in zip(expected, values)
+        {**answer, "session_id": session}
+        for answer, (session, _) in zip(expected, values, strict=True)
     ]
     assert [r["step"] for r in results] == [1, 1, 2, 1, 2, 3]
 
@@ -126,9 +130,7 @@ async def test_steps_are_counted_once(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("count", [3, 4], ids=["at-limit", "over-limit"])
-async def test_item_limit(
-    tutorial_models_dir: Path, tutorial_model: ModelSlot, count: int
-) -> None:
+async def test_item_limit(tutorial_models_dir: Path, tutorial_model: ModelSlot, count: int) -> None:
     settings = Settings(model_dir=tutorial_models_dir, store="memory", max_items_per_request=3)
     async with asgi_client(settings, tutorial_model) as client:
         response = await many(client, *((f"s{i}", 0.0) for i in range(count)))

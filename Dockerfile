@@ -43,5 +43,6 @@ WORKDIR /data
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('UVICORN_PORT', '8000'), timeout=2)"]
-# uvicorn reads UVICORN_HOST, UVICORN_PORT, UVICORN_WORKERS, ... from the environment.
-CMD ["uvicorn", "app.main:app"]
+# uvicorn reads UVICORN_HOST, UVICORN_PORT, UVICORN_WORKERS, ... from the environment; app.serve
+# adds a worker per core for the shared stores and the WebSocket settings (app/serve.py).
+CMD ["python", "-m", "app.serve"]

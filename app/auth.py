@@ -7,6 +7,8 @@ scope; routes read it with :func:`store_key` and never authenticate.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Collection
@@ -22,6 +24,12 @@ NAMESPACE_SCOPE_KEY = "forecast.namespace"
 _SHA256_PREFIX = "sha256:"
 # WebSocket close code for a refused handshake: "policy violation".
 _WS_POLICY_VIOLATION = 1008
+# A browser cannot set headers on a WebSocket: it offers its key as a subprotocol instead, the
+# key base64url-encoded (a subprotocol is a token: no '/', '+', '=' or spaces) after this prefix,
+# beside the real subprotocol (as Kubernetes' API server takes bearer tokens on WebSockets).
+BEARER_SUBPROTOCOL_PREFIX = "base64url.bearer."
+# The ASGI extension that lets a refused handshake be answered with an HTTP response.
+_WS_DENIAL_RESPONSE = "websocket.http.response"
 
 
 def _digest(key: str) -> str:
@@ -88,9 +96,11 @@ class AuthMiddleware:
         try:
             scope[NAMESPACE_SCOPE_KEY] = self.api_keys.namespace_for(_authorization(scope))
         except Unauthorized as refusal:
-            if scope["type"] == "websocket":
+            if scope["type"] == "websocket" and _WS_DENIAL_RESPONSE not in scope.get(
+                "extensions", {}
+            ):
                 await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
-            else:
+            else:  # on a WebSocket handshake too, where the server can answer it (a 401)
                 await service_error_response(refusal)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -100,6 +110,21 @@ def _authorization(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
             return str(value.decode("latin-1"))
+    if scope["type"] == "websocket":
+        return _subprotocol_authorization(scope.get("subprotocols", ()))
+    return None
+
+
+def _subprotocol_authorization(subprotocols: Collection[str]) -> str | None:
+    """``Bearer <key>`` from a ``base64url.bearer.<key>`` subprotocol, if one is offered."""
+    for offered in subprotocols:
+        if offered.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            encoded = offered[len(BEARER_SUBPROTOCOL_PREFIX) :]
+            try:
+                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return "Bearer"  # refused as a malformed header would be
+            return f"Bearer {key}"
     return None
 
 

@@ -85,6 +85,8 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
         if isinstance(error.get("input"), bytes | str):
             return f"the body was not read as JSON: {JSON_CONTENT_TYPE_HINT}"
         return "the body must be a JSON object"
+    if kind == "model_type" and where == "body":  # the same, from pydantic-core's JSON parser
+        return "the body must be a JSON object"
     context = error.get("ctx", {})
     if kind == "string_pattern_mismatch":
         return f"{where}: must be {SESSION_ID.description}"

@@ -35,6 +35,7 @@ class RequestStats:
         # labels -> [count, sum of seconds, then one count per bucket (non-cumulative)]
         self._series: dict[tuple[str, str, str], list[Any]] = {}
         self.steps = 0  # values fed through the LSTM, replays excluded
+        self.stream_messages = [0, 0]  # /stream messages answered, then refused (per message)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         labels = (route, method, str(status))
@@ -70,6 +71,14 @@ class RequestStats:
         yield CounterMetricFamily(
             "forecast_steps", "Values fed through the LSTM (replays excluded)", value=self.steps
         )
+        messages = CounterMetricFamily(
+            "forecast_stream_messages",
+            "Messages received on /stream, by outcome (answered, or refused with an error)",
+            labels=["outcome"],
+        )
+        messages.add_metric(["answered"], self.stream_messages[0])
+        messages.add_metric(["refused"], self.stream_messages[1])
+        yield messages
 
 
 # Absolute errors of revealed values, as a fraction of the model's training range.
@@ -149,6 +158,9 @@ class ServiceMetrics:
         self.active_sessions = Gauge(
             "forecast_active_sessions", "Live sessions in the store", registry=self.registry
         )
+        self.stream_sockets = Gauge(
+            "forecast_stream_sockets", "Open /stream WebSockets", registry=self.registry
+        )
         self.model_ready = Gauge(
             "forecast_model_ready", "1 when a checked model is loaded", registry=self.registry
         )
@@ -158,6 +170,9 @@ class ServiceMetrics:
 
     def count_steps(self, steps: int) -> None:
         self.requests.steps += steps
+
+    def count_stream_message(self, refused: bool) -> None:
+        self.requests.stream_messages[refused] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

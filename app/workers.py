@@ -42,6 +42,19 @@ def _count(text: str) -> int:
         return 1  # uvicorn itself refuses it
 
 
+def configured_workers(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether uvicorn's command line or environment already says how many workers to run."""
+    return any(arg == "--workers" or arg.startswith("--workers=") for arg in argv) or any(
+        environ.get(variable) for variable in ("UVICORN_WORKERS", "WEB_CONCURRENCY")
+    )
+
+
+def default_workers(store: str, cores: int) -> int:
+    """Workers to run when nobody said: one per core for a store the processes share, one for
+    the memory store (its sessions live in one process)."""
+    return 1 if store == "memory" else max(1, cores)
+
+
 def split_sessions_reason(store: str, workers: int) -> str | None:
     """Why ``store`` cannot serve ``workers`` processes, or None when it can."""
     if store == "memory" and workers > 1:

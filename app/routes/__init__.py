@@ -8,6 +8,7 @@ from app.routes.forecasting import forecasting_router
 from app.routes.operations import operations_router
 from app.routes.predict_many import predict_many_router
 from app.routes.sessions import sessions_router
+from app.routes.stream import stream_route
 from app.schemas import RequestBodies
 from app.services import ServicesHolder
 
@@ -34,4 +35,5 @@ def all_routes(
     keep each router as a nested branch that FastAPI re-enters on every request; the app serves
     the same routes from one flat table instead (README, "Benchmarks", has the cost).
     """
-    return [route for router in all_routers(holder, bodies, route_class) for route in router.routes]
+    routers = all_routers(holder, bodies, route_class)
+    return [*(route for router in routers for route in router.routes), stream_route(holder)]

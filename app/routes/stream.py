@@ -1,0 +1,77 @@
+"""``/stream``: a WebSocket carrying /predict's messages, one answer per message, in order.
+
+Each message is applied, answered and sent before the next is read (receive, apply, send): a
+client that sends faster than it reads fills its own TCP window, not the server's memory, as
+the server stops reading while its answer waits to be sent (the ASGI server keeps a bounded
+queue of received frames: uvicorn's ``--ws-max-queue`` frames of at most ``--ws-max-size``).
+An error answers its message and the socket stays open; only a handshake without a valid key
+(refused by :class:`app.auth.AuthMiddleware`) or a server shutting down closes it.
+"""
+
+from __future__ import annotations
+
+import pydantic_core
+from pydantic import ValidationError
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from app.auth import caller_namespace, session_key
+from app.error_handlers import service_error_body, validation_error_body
+from app.errors import BodyTooLarge, ServiceError
+from app.routes.forecasting import feed_values, prediction_answer
+from app.schemas import ErrorAnswer, PredictRequest, PredictResponse
+from app.services import ServicesHolder
+
+STREAM_PATH = "/stream"
+# The subprotocol the server selects when a client offers it; a browser must offer one (next
+# to its key: app.auth), since it fails a handshake that selects none of several offered.
+SUBPROTOCOL = "forecast.v1"
+
+
+async def answer_message(
+    holder: ServicesHolder, namespace: str, raw: str | bytes
+) -> PredictResponse | ErrorAnswer:
+    """One message's answer: /predict's, or the error in the one shape."""
+    try:
+        services = holder.services
+        if len(raw) > services.settings.max_body_bytes:
+            raise BodyTooLarge(services.settings.max_body_bytes)
+        try:
+            body = PredictRequest.model_validate_json(raw)
+        except ValidationError as invalid:
+            return validation_error_body(invalid.errors(include_url=False))
+        key = session_key(namespace, body.session_id)
+        outcome, flags = await feed_values(services, key, (body.value,), body.step)
+        return prediction_answer(
+            services, body.session_id, outcome, 0, outcome.offsets, flags[0], body.levels
+        )
+    except ServiceError as error:
+        return service_error_body(error)
+
+
+def stream_route(holder: ServicesHolder) -> WebSocketRoute:
+    """The WebSocket route, bound to the app's services."""
+
+    async def stream(websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols", ())
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        namespace = caller_namespace(websocket.scope)
+        metrics = holder.services.metrics
+        metrics.stream_sockets.inc()
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                answer = await answer_message(
+                    holder, namespace, raw if raw is not None else message.get("bytes") or b""
+                )
+                metrics.count_stream_message("error" in answer)
+                await websocket.send_text(pydantic_core.to_json(answer).decode())
+        except WebSocketDisconnect:
+            return  # the client went away while its answer was being sent
+        finally:
+            metrics.stream_sockets.dec()
+
+    return WebSocketRoute(STREAM_PATH, stream, name="stream")

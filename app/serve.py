@@ -1,0 +1,50 @@
+"""``python -m app.serve [uvicorn options]``: uvicorn with this service's defaults.
+
+``./run serve`` and the container image start the service through this, so both get:
+
+- **every core**: ``--workers`` one per core available to the process when the store is shared
+  by processes (SQLite, Redis), one with the memory store, unless ``--workers``,
+  ``UVICORN_WORKERS`` or ``WEB_CONCURRENCY`` says otherwise;
+- **WebSockets that close cleanly and stay bounded**: uvicorn's ``websockets`` implementation
+  (``UVICORN_WS``), which closes open sockets with 1012 when the server stops (uvicorn 0.54's
+  sans-I/O one leaves them open, so a shutdown waits for every client), and frames of at most
+  ``FORECAST_MAX_BODY_BYTES`` (``UVICORN_WS_MAX_SIZE``), so that a socket's queue of received
+  frames (``--ws-max-queue``, 32) holds a bounded number of bytes.
+
+Anything given on the command line or in ``UVICORN_*`` variables wins.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from app.settings import get_settings
+from app.workers import configured_workers, default_workers
+
+APP = "app.main:app"
+
+
+def uvicorn_command(
+    args: Sequence[str], environ: Mapping[str, str], store: str, max_body_bytes: int, cores: int
+) -> tuple[list[str], dict[str, str]]:
+    """The uvicorn command line and environment for ``args`` (uvicorn options)."""
+    env = {"UVICORN_WS": "websockets", "UVICORN_WS_MAX_SIZE": str(max_body_bytes), **environ}
+    command = [sys.executable, "-m", "uvicorn", APP, *args]
+    if not configured_workers(args, environ):
+        command += ["--workers", str(default_workers(store, cores))]
+    return command, env
+
+
+def main() -> None:
+    settings = get_settings()
+    command, env = uvicorn_command(
+        sys.argv[1:], os.environ, settings.store, settings.max_body_bytes,
+        len(os.sched_getaffinity(0)),
+    )  # fmt: skip
+    os.execve(command[0], command, env)
+
+
+if __name__ == "__main__":
+    main()

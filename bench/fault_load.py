@@ -1,10 +1,12 @@
-"""Sustained /predict load with faults: kill -9 a replica and restart it, restart Redis.
+"""Sustained load with faults: kill -9 a replica and restart it, restart Redis.
 
     python -m bench.fault_load [--duration 30] [--clients 8] [--sessions 40] [--cluster]
 
 Two uvicorn replicas share one Redis (AOF, fsync always) on 127.0.0.1. Client threads feed their
-sessions with ``step`` and retry every failed request (same step, same value) on either replica
-until it is acknowledged. Meanwhile one replica is killed with SIGKILL and restarted, and Redis is
+sessions with ``step`` through /predict, /predict/many (four sessions a request) and /stream (a
+socket each, reconnecting to either replica when it fails), a third of them each, and retry
+every failed request or message (same steps, same values) on either replica until it is
+acknowledged. Meanwhile one replica is killed with SIGKILL and restarted, and Redis is
 stopped and restarted. With ``--cluster`` the replicas share a Redis Cluster (three masters, three
 replicas, ``FORECAST_REDIS_MIN_REPLICAS=1``) instead, and a master is killed with SIGKILL: its
 replica is promoted, and the killed node comes back as the new master's replica. Afterwards
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import json
 import os
 import random
 import signal
@@ -25,10 +29,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
 
 from bench.local import RedisCluster, RedisServer, free_port, wait_for_200
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
@@ -85,6 +93,8 @@ class Report:
     duplicated_steps: int
     mismatched_sessions: int
     sessions: int
+    # Acknowledged steps by the way they were sent: /predict, /predict/many, /stream.
+    by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -106,11 +116,57 @@ class Report:
             *failover,
             f"requests: {self.requests}",
             f"errors (each retried until acknowledged): {errors or 'none'}",
-            f"acknowledged steps: {self.acknowledged_steps} over {self.sessions} sessions",
+            f"acknowledged steps: {self.acknowledged_steps} over {self.sessions} sessions ("
+            + ", ".join(f"{kind} {count}" for kind, count in self.by_kind.items())
+            + ")",
             f"lost steps: {self.lost_steps}",
             f"duplicated steps: {self.duplicated_steps}",
             f"sessions whose state differs from a replay: {self.mismatched_sessions}",
         ]
+
+
+# What each client thread drives, by its index.
+CLIENT_KINDS = ("predict", "many", "stream")
+
+
+class Stream:
+    """A /stream client that sends each message until it is answered without an error,
+    reconnecting to any replica when its socket fails."""
+
+    def __init__(
+        self, rng: random.Random, replicas: list[Replica], count: Callable[[str | None], None]
+    ) -> None:
+        self._rng = rng
+        self._replicas = replicas
+        self._count = count
+        self._socket: ClientConnection | None = None
+        self._open = contextlib.ExitStack()  # closes the socket (connect is a context manager)
+
+    def until_acknowledged(self, message: dict[str, Any]) -> dict[str, Any]:
+        text = json.dumps(message)
+        while True:
+            try:
+                if self._socket is None:
+                    url = self._rng.choice(self._replicas).url.replace("http://", "ws://")
+                    self._socket = self._open.enter_context(
+                        connect(f"{url}/stream", open_timeout=5)
+                    )
+                self._socket.send(text)
+                answer: dict[str, Any] = json.loads(self._socket.recv(timeout=5))
+            except (OSError, TimeoutError, WebSocketException) as error:
+                self.close()
+                kind = f"/stream: {type(error).__name__}"
+            else:
+                if "error" not in answer:
+                    self._count(None)
+                    return answer
+                kind = f"/stream: {answer['error']['code']}"
+            self._count(kind)
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._open.close()
+        self._socket = None
 
 
 class SingleRedis:
@@ -191,6 +247,7 @@ def run(
         "FORECAST_MODEL_DIR": str(models),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
+        "UVICORN_WS": "websockets",  # as app.serve starts it
         **redis.env,
     }
     replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
@@ -198,48 +255,84 @@ def run(
         replica.start()
     logs = {f"load-{i}": SessionLog() for i in range(sessions)}
     errors: collections.Counter[str] = collections.Counter()
+    by_kind: collections.Counter[str] = collections.Counter(dict.fromkeys(CLIENT_KINDS, 0))
     requests = 0
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
-    def client(index: int) -> None:
+    def count(kind: str | None = None) -> None:
         nonlocal requests
+        with lock:
+            requests += 1
+            if kind is not None:
+                errors[kind] += 1
+
+    def record(name: str, value: float, answer: dict[str, Any]) -> None:
+        log = logs[name]
+        if answer["step"] != len(log.values) + 1:
+            if answer["step"] <= len(log.values):
+                log.duplicated += 1
+            else:
+                log.gaps += answer["step"] - len(log.values) - 1
+        log.values.append(value)
+        log.predictions.append(answer["prediction"])
+
+    def http_until_acknowledged(
+        http: httpx.Client, rng: random.Random, path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The same request until it is acknowledged (200): retries must be safe."""
+        while True:
+            replica = rng.choice(replicas)
+            try:
+                response = http.post(f"{replica.url}{path}", json=body)
+            except httpx.TransportError as error:
+                kind = type(error).__name__
+            else:
+                if response.status_code == 200:
+                    count()
+                    answer: dict[str, Any] = response.json()
+                    return answer
+                kind = f"HTTP {response.status_code}"
+                refused = response.json()
+                if "results" in refused:  # 207: some items were refused, each says why
+                    codes = {r["error"]["code"] for r in refused["results"] if "error" in r}
+                    kind += f" {','.join(sorted(codes))}"
+                elif response.status_code < 500:
+                    kind += f" {refused['error']['code']}"
+            count(f"{path}: {kind}")
+            time.sleep(0.02)
+
+    def client(index: int) -> None:
+        """/predict, /predict/many (several sessions a request) or /stream, by ``index``."""
         mine = [name for i, name in enumerate(logs) if i % clients == index]
         rng = random.Random(index)
         http = httpx.Client(timeout=5)
+        stream = Stream(rng, replicas, count)
+        kind = CLIENT_KINDS[index % len(CLIENT_KINDS)]
         try:
             while time.monotonic() < stop_at:
-                name = rng.choice(mine)
-                log = logs[name]
-                value = round(rng.uniform(0, 1), 4)
-                body = {"session_id": name, "value": value, "step": len(log.values)}
-                while True:  # the same request until acknowledged: retries must be safe
-                    replica = rng.choice(replicas)
-                    with lock:
-                        requests += 1
-                    try:
-                        response = http.post(f"{replica.url}/predict", json=body)
-                    except httpx.TransportError as error:
-                        kind = type(error).__name__
-                    else:
-                        if response.status_code == 200:
-                            break
-                        kind = f"HTTP {response.status_code}"
-                        if response.status_code < 500:
-                            kind += f" {response.json()['error']['code']}"
-                    with lock:
-                        errors[kind] += 1
-                    time.sleep(0.02)
-                answer = response.json()
-                if answer["step"] != len(log.values) + 1:
-                    if answer["step"] <= len(log.values):
-                        log.duplicated += 1
-                    else:
-                        log.gaps += answer["step"] - len(log.values) - 1
-                log.values.append(value)
-                log.predictions.append(answer["prediction"])
+                names = (
+                    rng.sample(mine, min(len(mine), 4)) if kind == "many" else [rng.choice(mine)]
+                )
+                items = [
+                    {"session_id": name, "value": round(rng.uniform(0, 1), 4),
+                     "step": len(logs[name].values)}
+                    for name in names
+                ]  # fmt: skip
+                if kind == "predict":
+                    answers = [http_until_acknowledged(http, rng, "/predict", items[0])]
+                elif kind == "many":
+                    answer = http_until_acknowledged(http, rng, "/predict/many", {"items": items})
+                    answers = answer["results"]
+                else:
+                    answers = [stream.until_acknowledged(items[0])]
+                for item, answer in zip(items, answers, strict=True):
+                    record(item["session_id"], item["value"], answer)
+                with lock:
+                    by_kind[kind] += len(items)
         finally:
             http.close()
+            stream.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -284,6 +377,7 @@ def run(
             duplicated_steps=duplicated,
             mismatched_sessions=mismatched,
             sessions=sessions,
+            by_kind=dict(by_kind),
         )
     finally:
         for replica in replicas:

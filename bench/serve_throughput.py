@@ -76,16 +76,23 @@ def _serve(
     return process, base
 
 
-def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
+def _wrk(
+    base: str,
+    seconds: int,
+    connections: int,
+    sessions: int,
+    script: Path = LUA,
+    env: dict[str, str] | None = None,
+) -> str:
     command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), base,
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base,
     ]  # fmt: skip
     result = subprocess.run(
         _pinned(command, 1),
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "SESSIONS": str(sessions)},
+        env={**os.environ, "SESSIONS": str(sessions), **(env or {})},
         timeout=seconds + 60,
     )
     return result.stdout

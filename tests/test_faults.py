@@ -18,6 +18,7 @@ def test_no_acknowledged_step_is_lost_or_duplicated_under_faults(
     # The faults really happened: requests failed and were retried.
     assert sum(report.errors.values()) > 0
     assert report.acknowledged_steps > 500
+    assert min(report.by_kind.values()) > 0  # /predict, /predict/many and /stream all served
     assert report.lost_steps == 0
     assert report.duplicated_steps == 0
     assert report.mismatched_sessions == 0
@@ -39,6 +40,7 @@ def test_a_cluster_master_killed_under_load_loses_no_acknowledged_step(
     assert report.failover_s is not None  # a replica really was promoted
     assert sum(report.errors.values()) > 0
     assert report.acknowledged_steps > 500
+    assert min(report.by_kind.values()) > 0  # /predict, /predict/many and /stream all served
     assert report.lost_steps == 0
     assert report.duplicated_steps == 0
     assert report.mismatched_sessions == 0

@@ -314,7 +314,7 @@ def run(
                 names = (
                     rng.sample(mine, min(len(mine), 4)) if kind == "many" else [rng.choice(mine)]
                 )
-                items = [
+                items: list[dict[str, Any]] = [
                     {"session_id": name, "value": round(rng.uniform(0, 1), 4),
                      "step": len(logs[name].values)}
                     for name in names

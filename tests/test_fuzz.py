@@ -19,7 +19,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.helpers import Server, uvicorn_server
 
-LIMITS = {"max_values_per_request": 50, "max_horizon": 50}
+LIMITS = {"max_values_per_request": 50, "max_horizon": 50, "max_items_per_request": 50}
 APP_SETTINGS = Settings.model_validate({"store": "memory", **LIMITS})
 schema = schemathesis.openapi.from_dict(create_app(APP_SETTINGS).openapi())
 
@@ -33,6 +33,7 @@ def server(tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         "FORECAST_DATA_DIR": str(folder / "data"),
         "FORECAST_MAX_VALUES_PER_REQUEST": str(LIMITS["max_values_per_request"]),
         "FORECAST_MAX_HORIZON": str(LIMITS["max_horizon"]),
+        "FORECAST_MAX_ITEMS_PER_REQUEST": str(LIMITS["max_items_per_request"]),
     }
     with uvicorn_server(env, folder / "server.log") as running:
         yield running

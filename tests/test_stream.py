@@ -211,7 +211,7 @@ class RawClient:
             self.protocol.receive_data(self.sock.recv(65536))
             for event in self.protocol.events_received():
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    self.answers.append(json.loads(event.data))
+                    self.answers.append(json.loads(bytes(event.data)))
         return self.answers[:count]
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from app.forecaster import Forecaster
+from app.serve import uvicorn_command
 from app.workers import split_sessions_reason, uvicorn_workers
 from bench.local import RedisServer
 from tests.helpers import start_uvicorn, stop, uvicorn_server
@@ -88,3 +89,29 @@ def test_two_workers_share_every_session(
             got.append(response.json()["prediction"])
     _state, expected = forecaster.feed(forecaster.zero_state(), SERIES)
     assert got == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("store", "args", "environ", "workers"),
+    [
+        ("sqlite", [], {}, ["--workers", "4"]),
+        ("redis", [], {}, ["--workers", "4"]),
+        ("memory", [], {}, ["--workers", "1"]),
+        ("sqlite", ["--workers", "2"], {}, []),
+        ("sqlite", [], {"UVICORN_WORKERS": "3"}, []),
+        ("sqlite", [], {"WEB_CONCURRENCY": "3"}, []),
+    ],
+    ids=["sqlite", "redis", "memory", "option", "uvicorn-env", "web-concurrency"],
+)
+def test_serve_runs_a_worker_per_core_for_shared_stores(
+    store: str, args: list[str], environ: dict[str, str], workers: list[str]
+) -> None:
+    command, _env = uvicorn_command(args, environ, store, 262144, cores=4)
+    assert command[1:] == ["-m", "uvicorn", "app.main:app", *args, *workers]
+
+
+def test_serve_picks_the_websocket_settings_unless_told() -> None:
+    _, env = uvicorn_command([], {}, "sqlite", 65536, cores=1)
+    assert (env["UVICORN_WS"], env["UVICORN_WS_MAX_SIZE"]) == ("websockets", "65536")
+    _, told = uvicorn_command([], {"UVICORN_WS": "wsproto"}, "sqlite", 65536, cores=1)
+    assert told["UVICORN_WS"] == "wsproto"

@@ -135,8 +135,11 @@ def feed_items(
     items applied and how many they are (that item and those after it are refused by the caller).
     """
     first = steps[0]
-    base = first if first is not None else (record.step if record is not None else 0)
     applied = len(steps)
+    if applied == 1:  # the common case: one item for this session
+        new, outcome = feed(record, forecaster, policy, values, first, now)
+        return new, (outcome, 1)
+    base = first if first is not None else (record.step if record is not None else 0)
     for position in range(1, applied):
         step = steps[position]
         if step is not None and step != base + position:

@@ -61,13 +61,18 @@ async def predict_many(
     groups = _group(namespace, items)
     work = []
     for key, positions in groups.items():
-        values = [items[index].value for index in positions]
-        steps = [items[index].step for index in positions]
+        if len(positions) == 1:  # the common case: no lists to build
+            item = items[positions[0]]
+            values: Sequence[float] = (item.value,)
+            steps: Sequence[int | None] = (item.step,)
+        else:
+            values = [items[index].value for index in positions]
+            steps = [items[index].step for index in positions]
 
         def compute(
             record: SessionRecord | None,
-            values: list[float] = values,
-            steps: list[int | None] = steps,
+            values: Sequence[float] = values,
+            steps: Sequence[int | None] = steps,
         ) -> tuple[SessionRecord | None, tuple[FeedOutcome, int]]:
             return feed_items(record, forecaster, policy, values, steps, now)
 
@@ -80,15 +85,23 @@ async def predict_many(
             _refuse(items, positions, answers, result)
             continue
         outcome, applied = result
-        values = [items[index].value for index in positions[:applied]]
-        flags = settle(services, values, outcome)
-        for position in range(applied):
-            index = positions[position]
-            offsets = outcome.offsets[position * adapted : (position + 1) * adapted]
+        if applied == 1:  # the common case: the whole outcome is this item's
+            index = positions[0]
+            item = items[index]
+            flags = settle(services, (item.value,), outcome)
             answers[index] = prediction_answer(
-                services, items[index].session_id, outcome, position, offsets, flags[position],
-                levels,
-            )  # fmt: skip
+                services, item.session_id, outcome, 0, outcome.offsets, flags[0], levels
+            )
+        else:
+            values = [items[index].value for index in positions[:applied]]
+            flags = settle(services, values, outcome)
+            for position in range(applied):
+                index = positions[position]
+                offsets = outcome.offsets[position * adapted : (position + 1) * adapted]
+                answers[index] = prediction_answer(
+                    services, items[index].session_id, outcome, position, offsets,
+                    flags[position], levels,
+                )  # fmt: skip
         if applied < len(positions):
             stopped = positions[applied]
             sent = items[stopped].step

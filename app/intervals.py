@@ -228,6 +228,11 @@ class IntervalPolicy:
             LevelCoverage(level=level, coverage=share)
             for level, share in zip(self.levels, figures.pop("coverage"), strict=True)
         ]
+        # Errors of huge values overflow to infinity, which JSON cannot carry: clamp them to
+        # the finite range, as interval bounds are (the schema promises numbers).
+        for name in ("mae", "rmse", "persistence_rmse"):
+            if math.isinf(figures[name]):
+                figures[name] = finite(figures[name])
         return SkillFigures(coverage=coverage, **figures)
 
     def flags(self, value: float, misses: int) -> list[str]:

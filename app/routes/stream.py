@@ -26,6 +26,8 @@ STREAM_PATH = "/stream"
 # The subprotocol the server selects when a client offers it; a browser must offer one (next
 # to its key: app.auth), since it fails a handshake that selects none of several offered.
 SUBPROTOCOL = "forecast.v1"
+# Close code for a socket opened while the service is starting or stopping.
+TRY_AGAIN_LATER = 1013
 
 
 async def answer_message(
@@ -56,7 +58,11 @@ def stream_route(holder: ServicesHolder) -> WebSocketRoute:
         offered = websocket.scope.get("subprotocols", ())
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         namespace = caller_namespace(websocket.scope)
-        metrics = holder.services.metrics
+        try:
+            metrics = holder.services.metrics
+        except ServiceError:  # starting or stopping: the socket's own error
+            await websocket.close(code=TRY_AGAIN_LATER)
+            return
         metrics.stream_sockets.inc()
         try:
             while True:

@@ -233,6 +233,9 @@ class IntervalPolicy:
         for name in ("mae", "rmse", "persistence_rmse"):
             if math.isinf(figures[name]):
                 figures[name] = finite(figures[name])
+        skill = figures["skill"]
+        if skill is not None and not math.isfinite(skill):  # infinity over infinity
+            figures["skill"] = None
         return SkillFigures(coverage=coverage, **figures)
 
     def flags(self, value: float, misses: int) -> list[str]:

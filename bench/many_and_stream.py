@@ -162,14 +162,16 @@ def main() -> None:
                     if round_number == 0:  # sessions exist, caches are hot
                         _wrk(base, 2, args.connections, args.sessions)
                         _wrk(base, 2, args.connections, args.sessions, MANY_LUA, many_env)
-                    time.sleep(1.0)
+                    # Pauses between runs let the server finish what the last run left queued
+                    # (wrk closes its connections with requests still in the server's hands).
+                    time.sleep(2.0)
                     wrk = _wrk(base, seconds, args.connections, args.sessions)
                     results[store].predict.append(_parse("/predict", wrk))
-                    time.sleep(1.0)
+                    time.sleep(2.0)
+                    results[store].stream.append(_stream(base, args, seconds))
+                    time.sleep(2.0)
                     wrk = _wrk(base, seconds, args.connections, args.sessions, MANY_LUA, many_env)
                     results[store].many.append(_parse("/predict/many", wrk))
-                    time.sleep(1.0)
-                    results[store].stream.append(_stream(base, args, seconds))
         finally:
             for _, process, _ in servers:
                 process.terminate()

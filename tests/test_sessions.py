@@ -210,5 +210,6 @@ def test_records_of_format_3_are_still_read_without_a_window(
     legacy = bytes([3]) + data[1:before_history] + data[before_history + 6 :]
     decoded = decode_record(legacy)
     assert decoded.history is None and decoded.step == 2
-    assert decoded.tracking is not None and np.array_equal(decoded.tracking, record.tracking)
+    assert decoded.tracking is not None and record.tracking is not None
+    assert np.array_equal(decoded.tracking, record.tracking)
     assert decoded.last_misses == record.last_misses

@@ -180,18 +180,26 @@ async def test_the_poller_swaps_a_changed_latest_in(
             assert served == _version(other_models_dir)
 
 
-@pytest.mark.slow
-async def test_two_named_models_serve_the_same_session_id_as_two_sessions(
-    tmp_path: Path,
-    tutorial_models_dir: Path,
-    other_models_dir: Path,
-    request: pytest.FixtureRequest,
-) -> None:
+@pytest.fixture
+def named_root(tmp_path: Path, tutorial_models_dir: Path, other_models_dir: Path) -> Path:
+    """A models folder with the default model and two named ones, 'alpha' and 'beta'."""
     root = tmp_path / "models"
     SwitchableModels(root).point_at(SwitchableModels(root).add(tutorial_models_dir / "latest"))
     for name, source in (("alpha", tutorial_models_dir), ("beta", other_models_dir)):
         named = SwitchableModels(root, name)
         named.point_at(named.add(source / "latest"))
+    return root
+
+
+@pytest.mark.slow
+async def test_two_named_models_serve_the_same_session_id_as_two_sessions(
+    named_root: Path,
+    tmp_path: Path,
+    tutorial_models_dir: Path,
+    other_models_dir: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    root = named_root
     settings = _settings(root, tmp_path, "sqlite", request)
     async with asgi_client(settings) as client:
         listed = (await client.get("/models")).json()["models"]
@@ -272,3 +280,26 @@ async def test_a_first_value_has_no_forecast_in_the_history(
     (first,) = history["values"]
     assert first == {"step": 1, "value": 0.3, "forecast": None, "intervals": []}
     assert missing.status_code == 404
+
+
+@pytest.mark.slow
+async def test_the_python_client_speaks_for_one_model(
+    named_root: Path, other_models_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from forecast_client.client import AsyncForecastClient
+
+    app = create_app(_settings(named_root, tmp_path, "memory", request))
+    async with LifespanManager(app, startup_timeout=120) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with AsyncForecastClient("http://t", transport=transport, model="beta") as beta:
+            answer = await beta.predict("c", 0.5)
+            await beta.predict("c", 0.6)
+            history = await beta.history("c")
+            info = await beta.session("c")
+            listed = await beta.models()
+        async with AsyncForecastClient("http://t", transport=transport) as default:
+            assert (await default.predict("c", 0.5))["step"] == 1  # another session
+    assert answer["model"] == "beta" and answer["model_version"] == _version(other_models_dir)
+    assert [v["value"] for v in history["values"]] == [0.5, 0.6] and history["model"] == "beta"
+    assert info["step"] == 2 and info["model"] == "beta"
+    assert [m["name"] for m in listed["models"]] == ["alpha", "beta", "default"]

@@ -211,3 +211,23 @@ def test_a_name_that_is_no_folder_name_is_refused(
     assert exit_info.value.code == 2
     assert "is not a model name" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_latest_lists_versions_and_points_latest_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.latest import main as latest_main
+
+    argv = ["--out", str(tmp_path), "--epochs", "10", "--transform", "level", "--quiet"]
+    for seed in ("1", "2"):
+        assert main([*argv, "--name", "m", "--seed", seed]) == 0
+    named = tmp_path / "m"
+    first, second = sorted(p.name for p in named.iterdir() if p.name != "latest")
+    assert (named / "latest").resolve().name == second
+    capsys.readouterr()
+    assert latest_main(["--out", str(tmp_path), "--name", "m"]) == 0
+    assert capsys.readouterr().out.splitlines() == [first, f"{second}  <- latest"]
+    assert latest_main(["--out", str(tmp_path), "--name", "m", first]) == 0  # roll back
+    assert (named / "latest").resolve().name == first
+    assert latest_main(["--out", str(tmp_path), "--name", "m", "no-such-version"]) == 2
+    assert "holds no version" in capsys.readouterr().err

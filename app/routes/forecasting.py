@@ -96,7 +96,9 @@ def forecasting_router(
         default_response_class=JsonLineResponse,
         route_class=route_class,
         tags=["forecasting"],
-        responses={status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 503)},
+        responses={
+            status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422, 503)
+        },
     )
     # The request models that carry this app's limits; type checkers see their base classes.
     if TYPE_CHECKING:
@@ -154,7 +156,7 @@ def forecasting_router(
             flags=flags,
         )
 
-    @router.post("/forecast", responses={404: {"model": ErrorResponse}})
+    @router.post("/forecast")
     async def forecast(body: ForecastBody, request: Request) -> ForecastResponse:
         """Forecast ``horizon`` values ahead from a session's state, without changing it."""
         services = holder.services

@@ -30,7 +30,9 @@ def session_after_one_step(model_dir: Path, now: float) -> SessionRecord:
     forecaster = Forecaster(artifact.session_step(), artifact.manifest)
     settings = Settings()
     policy = IntervalPolicy.for_settings(artifact.manifest.calibration, settings)
-    record, _ = feed(None, forecaster, policy, [0.4, 0.5], None, now)
+    record, _ = feed(
+        None, forecaster, policy, [0.4, 0.5], None, now, history=settings.session_history
+    )
     assert record is not None
     return record
 

@@ -44,7 +44,9 @@ async def fill(store: SessionStore, count: int, record: SessionRecord) -> None:
         # Each session its own state array, as in service: shared, the memory store would
         # measure a dictionary of references.
         tracking = record.tracking.copy() if record.tracking is not None else None
-        return record._replace(state=record.state.copy(), tracking=tracking), None
+        history = record.history.copy() if record.history is not None else None
+        copied = record._replace(state=record.state.copy(), tracking=tracking, history=history)
+        return copied, None
 
     for start in range(0, count, _IN_FLIGHT):
         stop = min(count, start + _IN_FLIGHT)

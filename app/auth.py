@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.error_handlers import service_error_response
 from app.errors import Unauthorized
+from app.schemas import DEFAULT_MODEL
 
 OPEN_NAMESPACE = "public"
 # Where the middleware leaves the caller's namespace for the routes.
@@ -109,11 +110,16 @@ def caller_namespace(scope: Scope) -> str:
     return namespace
 
 
-def session_key(namespace: str, session_id: str) -> str:
-    """Store key of a session: '/' cannot appear in a session id, so namespaces never collide."""
-    return f"{namespace}/{session_id}"
+def session_key(namespace: str, session_id: str, model: str | None = None) -> str:
+    """Store key of a session of (namespace, model, session id): ``namespace/session`` for the
+    default model (the key sessions had before there were several models, so they survive the
+    upgrade), ``namespace/model/session`` for another. '/' cannot appear in a session id or a
+    model name, so no two sessions ever share a key."""
+    if model is None or model == DEFAULT_MODEL:
+        return f"{namespace}/{session_id}"
+    return f"{namespace}/{model}/{session_id}"
 
 
-def store_key(scope: Scope, session_id: str) -> str:
-    """Store key of the calling client's session ``session_id``."""
-    return session_key(caller_namespace(scope), session_id)
+def store_key(scope: Scope, session_id: str, model: str | None = None) -> str:
+    """Store key of the calling client's session ``session_id`` of ``model``."""
+    return session_key(caller_namespace(scope), session_id, model)

@@ -7,6 +7,7 @@ raised::
     ServiceError
     ├── Unauthorized              401  no key, a malformed header, or an unknown key
     ├── SessionNotFound           404  unknown, deleted or expired session
+    ├── ModelNotFound             404  no model of that name is served
     ├── StepConflict              409  the client's step does not match the session's count
     ├── NoValuesYet               409  /forecast on a session that has consumed nothing
     ├── SessionUnderOtherModel    409  /forecast on state computed by another model
@@ -63,6 +64,19 @@ class SessionNotFound(ServiceError):
         super().__init__(
             f"no session {session_id!r} (never fed, deleted, or expired); "
             "feed it a value with /predict"
+        )
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, name: str, served: list[str]) -> None:
+        names = ", ".join(served) or "none"
+        super().__init__(
+            f"no model {name!r} is served (served: {names}); GET /models lists them",
+            model=name,
+            served=served,
         )
 
 

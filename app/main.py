@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -19,41 +21,42 @@ from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
 from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
-from app.errors import ModelCheckFailed
 from app.json_body_route import JsonBodyRoute
 from app.metrics import MetricsMiddleware, ServiceMetrics
+from app.model_registry import ModelRegistry, find_models
 from app.openapi import declare_bearer_security
 from app.responses import JsonLineResponse
 from app.routes import all_routes
 from app.routes.operations import HEALTH_PATH
-from app.schemas import RequestBodies
+from app.schemas import DEFAULT_MODEL, RequestBodies
 from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
 from app.stores.base import SessionStore
 from app.stores.factory import open_store
 from app.workers import split_sessions_reason, uvicorn_workers
-from forecast_core.artifact import ArtifactError
-from forecast_core.quiet_tensorflow import quiet_tensorflow
 
 logger = logging.getLogger("app")
 # The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-def load_model(settings: Settings) -> ModelSlot:
-    """Load, rebuild at batch size 1, and check the model; on failure say why in one line."""
-    quiet_tensorflow()
-    from app.forecaster import Forecaster
-    from forecast_core.artifact import load_artifact
+def load_models(settings: Settings, clock: Callable[[], float]) -> ModelRegistry:
+    """Find, load and check every model in the models folder (blocking: TensorFlow)."""
+    registry = ModelRegistry(settings, clock=clock)
+    registry.refresh()
+    if not registry.all():
+        logger.error("model not loaded, service not ready: %s", registry.problems()[0])
+    return registry
 
-    try:
-        artifact = load_artifact(settings.model_dir)
-        forecaster = Forecaster.from_artifact(artifact, settings.check_tolerance)
-    except (ArtifactError, ModelCheckFailed) as error:
-        logger.error("model not loaded, service not ready: %s", error)
-        return ModelSlot(forecaster=None, problem=str(error))
-    logger.info("serving model %s from %s", forecaster.version, artifact.path)
-    return ModelSlot(forecaster=forecaster)
+
+async def watch_models(registry: ModelRegistry, wait: Callable[[], Awaitable[object]]) -> None:
+    """Look for changed models after every ``wait()``, until cancelled; never fails."""
+    while True:
+        await wait()
+        try:
+            await anyio.to_thread.run_sync(registry.refresh)
+        except Exception:  # a bad artifact or an unreadable folder must not stop the watch
+            logger.exception("looking for changed models failed; trying again later")
 
 
 def create_app(
@@ -62,12 +65,15 @@ def create_app(
     model: ModelSlot | None = None,
     store: SessionStore | None = None,
     clock: Callable[[], float] = time.time,
+    poll_wait: Callable[[], Awaitable[object]] | None = None,
 ) -> FastAPI:
     """Build the service; nothing heavy happens until the lifespan starts.
 
-    ``model`` and ``store``, when given, are used as they are (a test's already-checked model, a
-    store it built): the lifespan then neither loads the one nor opens or closes the other.
-    ``clock`` tells the time to sessions and stores.
+    ``model`` and ``store``, when given, are used as they are (a test's already-checked default
+    model, a store it built): the lifespan then neither loads the one (other named models in the
+    folder are loaded) nor opens or closes the other. ``clock`` tells the time to sessions and
+    stores. ``poll_wait`` is awaited before each look for changed models (default: sleep
+    ``FORECAST_MODEL_POLL_S``; with 0, no polling, only ``POST /models/reload``).
     """
     settings = settings or get_settings()
     api_keys = ApiKeys(settings.api_keys)
@@ -79,21 +85,30 @@ def create_app(
         if not api_keys.enabled:
             logger.warning("FORECAST_API_KEYS is empty: the service is open to every caller")
         # TensorFlow import and the Keras check take seconds: keep them off the event loop.
-        served = (
-            model if model is not None else await anyio.to_thread.run_sync(load_model, settings)
-        )
+        if model is not None:
+            registry = ModelRegistry(settings, clock=clock)
+            pointer = find_models(settings.model_dir).get(DEFAULT_MODEL)
+            await anyio.to_thread.run_sync(registry.install, DEFAULT_MODEL, model, pointer)
+            await anyio.to_thread.run_sync(registry.refresh)  # the folder's other models
+        else:
+            registry = await anyio.to_thread.run_sync(load_models, settings, clock)
         sessions = store if store is not None else await open_store(settings, clock)
         # Everything loaded so far lives until shutdown; freezing it keeps the collector from
         # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
         gc.collect()
         gc.freeze()
-        services = await anyio.to_thread.run_sync(
-            Services.build, settings, served, sessions, metrics, clock
-        )
-        holder.fill(services)
+        holder.fill(Services(settings, registry, sessions, metrics, clock))
+        wait = poll_wait
+        if wait is None and settings.model_poll_s > 0:
+            wait = _sleeper(settings.model_poll_s)
+        watcher = asyncio.create_task(watch_models(registry, wait)) if wait else None
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             holder.fill(None)
             if store is None:
                 await sessions.close()
@@ -127,6 +142,13 @@ def create_app(
     app.add_middleware(AuthMiddleware, api_keys=api_keys, open_paths=_open_paths(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _sleeper(seconds: float) -> Callable[[], Awaitable[None]]:
+    async def wait() -> None:
+        await asyncio.sleep(seconds)
+
+    return wait
 
 
 def _open_paths(app: FastAPI) -> set[str]:

@@ -15,6 +15,9 @@ DEFAULT_CAS_ATTEMPTS = 50
 REDIS_SOCKET_TIMEOUT_S = 2.0
 # Interval levels at most, configured or asked for by one request.
 MAX_INTERVAL_LEVELS = 5
+# A session's history window at most (FORECAST_SESSION_HISTORY): bounds the record and the
+# replay after a model change.
+MAX_SESSION_HISTORY = 10_000
 
 
 def _parse_levels(text: str) -> tuple[float, ...]:
@@ -42,7 +45,24 @@ class Settings(BaseSettings):
 
     model_dir: Path = Field(
         default=Path("models"),
-        description="models folder (its 'latest' is served) or one artifact folder",
+        description=(
+            "models folder: its 'latest' is the model 'default', each '<name>/latest' the "
+            "model <name>; or one artifact folder (served as 'default')"
+        ),
+    )
+    model_poll_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often each replica looks for a changed 'latest' (0: only on reload)",
+    )
+    session_history: int = Field(
+        default=256,
+        ge=0,
+        le=MAX_SESSION_HISTORY,
+        description=(
+            "raw values each session keeps (its history window, replayed through a new model "
+            "after a model change; 0: none, a model change restarts from zero state)"
+        ),
     )
     store: Literal["memory", "sqlite", "redis"] = Field(
         default="sqlite", description="where session state lives"

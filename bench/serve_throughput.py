@@ -1,7 +1,7 @@
 """Throughput and p99 latency of POST /predict under wrk, next to a trivial FastAPI endpoint.
 
     python -m bench.serve_throughput [--duration 10] [--rounds 3] [--stores memory,sqlite,redis]
-        [--compare-with CHECKOUT]
+        [--compare-with CHECKOUT] [--warm-up 2]
 
 ``--stores`` may also name ``redis-cluster``: a local Redis Cluster (three masters, three
 replicas) instead of one node, and ``redis-cluster-confirmed`` the same cluster with
@@ -120,7 +120,9 @@ def _parse(name: str, output: str) -> Result:
 
 def measure(base: str, args: argparse.Namespace, name: str, warm_up: bool) -> Result:
     if warm_up:
-        _wrk(base, 2, args.connections, args.sessions)  # sessions exist, caches are hot
+        # Sessions exist and caches are hot; a long enough warm-up also fills the sessions'
+        # history windows, so that the rounds measure records of their full size.
+        _wrk(base, args.warm_up, args.connections, args.sessions)
     # Let the server finish with the previous run's connections: back to back, the new ones
     # queue behind the old ones' teardown and p99 measures that instead of the service.
     time.sleep(1.0)
@@ -156,6 +158,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=2,
+        help="seconds of load on each target before its first round; enough for 256 requests "
+        "per session (about 60 s at 1,000 sessions) fills every session's history window",
+    )
     parser.add_argument(
         "--stores",
         default="memory",
@@ -255,7 +264,8 @@ def main() -> None:
     memory = next((r for r in results if "memory" in r.name), None)
     print(
         f"wrk: {args.connections} connections, {args.sessions} sessions, {args.duration} s, "
-        f"median of {args.rounds} interleaved rounds; servers on core 0, wrk on core 1"
+        f"median of {args.rounds} interleaved rounds after {args.warm_up} s of warm-up; "
+        "servers on core 0, wrk on core 1"
     )
     header = f"{'target':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(f"{header}{'vs trivial':>12}{'vs memory':>11}  errors")

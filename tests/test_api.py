@@ -459,7 +459,7 @@ async def test_model_has_a_typed_schema(memory_client: OpenClient) -> None:
         schema = (await client.get("/openapi.json")).json()
     response = schema["paths"]["/model"]["get"]["responses"]["200"]
     assert response["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Manifest"
+        "$ref": "#/components/schemas/ServedManifest"
     }
 
 

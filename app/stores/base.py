@@ -23,6 +23,8 @@ class SessionStore(Protocol):
     """Keeps session records; applies each change atomically across threads and processes."""
 
     name: str
+    # True when ``apply`` runs every compute in a thread of its own (never on the event loop).
+    computes_off_event_loop: bool
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         """Read, compute, write back atomically; ``offload`` computes in a worker thread."""

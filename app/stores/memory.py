@@ -23,6 +23,7 @@ class MemoryStore:
     """
 
     name = "memory"
+    computes_off_event_loop = False
 
     def __init__(
         self,

@@ -74,6 +74,7 @@ class RedisStore(OptimisticRedisStore):
     """Session records in Redis, shared by every replica."""
 
     name = "redis"
+    computes_off_event_loop = False
 
     def __init__(
         self,

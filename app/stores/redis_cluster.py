@@ -86,6 +86,7 @@ class RedisClusterStore(OptimisticRedisStore):
     """Session records in a Redis Cluster, shared by every replica of the service."""
 
     name = "redis"
+    computes_off_event_loop = False
 
     def __init__(
         self,

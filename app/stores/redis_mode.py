@@ -85,6 +85,7 @@ class PendingRedisStore:
     to the store for that mode."""
 
     name = "redis"
+    computes_off_event_loop = False
 
     def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
         self._settings = settings

@@ -64,6 +64,8 @@ class SqliteStore:
     """Durable, multi-process-safe session store in a single SQLite file."""
 
     name = "sqlite"
+    # Computes run in the writer thread, never on the event loop.
+    computes_off_event_loop = True
 
     def __init__(
         self,

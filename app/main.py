@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -15,14 +17,18 @@ from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from uvicorn.config import STARTUP_FAILURE
 
+from app.audit import Audit
 from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
 from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
 from app.errors import ModelCheckFailed
 from app.json_body_route import JsonBodyRoute
+from app.keys import parse_env_keys
+from app.keys_file import KeysFileError, KeysFileWatcher, describe, load_keys_file
 from app.metrics import MetricsMiddleware, ServiceMetrics
 from app.openapi import declare_bearer_security
+from app.rate_limit import RateLimiter
 from app.responses import JsonLineResponse
 from app.routes import all_routes
 from app.routes.operations import HEALTH_PATH
@@ -70,19 +76,36 @@ def create_app(
     ``clock`` tells the time to sessions and stores.
     """
     settings = settings or get_settings()
-    api_keys = ApiKeys(settings.api_keys)
+    defaults = settings.key_defaults()
+    watcher: KeysFileWatcher | None = None
+    limiter = RateLimiter(clock)
+    if settings.api_keys_file is not None:
+        loaded, table = load_keys_file(settings.api_keys_file, defaults)  # KeysFileError
+        api_keys = ApiKeys(table)
+        watcher = KeysFileWatcher(settings.api_keys_file, defaults, api_keys, limiter, loaded)
+    else:
+        api_keys = ApiKeys(parse_env_keys(settings.api_keys, defaults))
     metrics = ServiceMetrics()
+    audit = Audit(clock)
+    metrics.registry.register(audit)
     holder = ServicesHolder()
+
+    def quota(namespace: str) -> int | None:
+        # The keys in force now: a rotated file changes quotas for the next new session.
+        return api_keys.table.quota(namespace)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not api_keys.enabled:
             logger.warning("FORECAST_API_KEYS is empty: the service is open to every caller")
+        else:
+            logger.info("serving %s", describe(api_keys.table, settings.max_sessions))
         # TensorFlow import and the Keras check take seconds: keep them off the event loop.
         served = (
             model if model is not None else await anyio.to_thread.run_sync(load_model, settings)
         )
-        sessions = store if store is not None else await open_store(settings, clock)
+        sessions = store if store is not None else await open_store(settings, clock, quota)
+        background = _background_tasks(settings, watcher, limiter)
         # Everything loaded so far lives until shutdown; freezing it keeps the collector from
         # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
         gc.collect()
@@ -95,6 +118,10 @@ def create_app(
             yield
         finally:
             holder.fill(None)
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if store is None:
                 await sessions.close()
             gc.unfreeze()
@@ -109,6 +136,7 @@ def create_app(
             RequestBodies.from_settings(settings),
             # FastAPI's telemetry records what its own request handler does.
             APIRoute if settings.opentelemetry else JsonBodyRoute,
+            lambda: api_keys.table,
         ),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         default_response_class=JsonLineResponse,
@@ -121,12 +149,40 @@ def create_app(
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
     if api_keys.enabled:
         declare_bearer_security(app)
-    install_error_handlers(app)
+    install_error_handlers(app, audit)
     # Added last is outermost: metrics see every answer, authentication comes before the body.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, api_keys=api_keys, open_paths=_open_paths(app))
+    app.add_middleware(
+        AuthMiddleware,
+        api_keys=api_keys,
+        open_paths=_open_paths(app),
+        limiter=limiter,
+        audit=audit,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _background_tasks(
+    settings: Settings, watcher: KeysFileWatcher | None, limiter: RateLimiter
+) -> list[asyncio.Task[None]]:
+    """The keys file's watcher, and with Redis the heartbeat that shares rate limits out."""
+    tasks = []
+    if watcher is not None:
+        tasks.append(asyncio.create_task(watcher.run(settings.api_keys_reload_s)))
+    if settings.store == "redis":
+        from app.replica_peers import HEARTBEAT_S, ReplicaPeers
+
+        peers = ReplicaPeers(settings.redis_url, settings.redis_prefix, limiter, HEARTBEAT_S)
+
+        async def beat_until_stopped() -> None:
+            try:
+                await peers.run()
+            finally:
+                await peers.close()
+
+        tasks.append(asyncio.create_task(beat_until_stopped()))
+    return tasks
 
 
 def _open_paths(app: FastAPI) -> set[str]:
@@ -153,6 +209,15 @@ def _refuse_split_sessions(settings: Settings) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+def _create_or_refuse() -> FastAPI:
+    """The app, or one line saying what is wrong with the keys file and a start-up failure."""
+    try:
+        return create_app()
+    except KeysFileError as error:
+        logger.error("%s", error)
+        sys.exit(STARTUP_FAILURE)
+
+
 _configure_logging()
 _refuse_split_sessions(get_settings())
-app = create_app()
+app = _create_or_refuse()

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from app.auth import store_key
 from app.errors import NoValuesYet, SessionNotFound, SessionUnderOtherModel
+from app.rate_limit import charge_more
 from app.responses import JsonBytesResponse, JsonLineResponse
 from app.schemas import (
     ErrorResponse,
@@ -79,7 +80,9 @@ def forecasting_router(
         default_response_class=JsonLineResponse,
         route_class=route_class,
         tags=["forecasting"],
-        responses={status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 503)},
+        responses={
+            status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 422, 429, 503)
+        },
     )
     # The request models that carry this app's limits; type checkers see their base classes.
     if TYPE_CHECKING:
@@ -111,6 +114,8 @@ def forecasting_router(
     @router.post("/predict/batch")
     async def predict_batch(body: PredictBatchBody, request: Request) -> PredictBatchResponse:
         """Feed several values in order (warm-up, backfill); one forecast per value."""
+        # Each value is an LSTM step: the key's rate limit counts values, not requests.
+        charge_more(request.scope, len(body.values) - 1)
         services = holder.services
         key = store_key(request.scope, body.session_id)
         outcome, flags = await _feed(services, key, body.values, body.step)

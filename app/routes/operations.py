@@ -9,6 +9,7 @@ from app.errors import StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.responses import JsonLineResponse
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
+from app.scopes import ADMIN_ONLY, ADMIN_RESPONSES
 from app.services import ServicesHolder
 from forecast_core.artifact import Manifest
 
@@ -22,7 +23,12 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
         default_response_class=JsonLineResponse,
         route_class=route_class,
         tags=["operations"],
-        responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        responses={
+            401: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
+            **ADMIN_RESPONSES,
+        },
     )
 
     # security: [] tells OpenAPI clients (and the docs page) that no key is needed here.
@@ -56,9 +62,10 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
         """The served model's manifest: version, hyperparameters, training metrics."""
         return holder.services.model.require().manifest
 
-    @router.get("/metrics", response_class=Response)
+    # Admin only: the totals of every tenant (sessions, requests) are not one tenant's to see.
+    @router.get("/metrics", response_class=Response, dependencies=ADMIN_ONLY)
     async def metrics() -> Response:
-        """Prometheus text format."""
+        """Prometheus text format (an admin key, when keys are set)."""
         services = holder.services
         try:
             services.metrics.active_sessions.set(await services.store.count())

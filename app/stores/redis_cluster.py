@@ -323,17 +323,10 @@ class RedisClusterStore(OptimisticRedisStore):
         """Places taken per namespace: its sessions, plus any not yet found expired."""
         prefix, counts = f"{self._prefix}:ns:{{", {}
         try:
-            for node in self._client.get_primaries():
-                cursor = 0
-                while True:
-                    cursor, names = await self._client.execute_command(
-                        "SCAN", cursor, "MATCH", f"{prefix}*", "COUNT", 1000, target_nodes=node
-                    )
-                    for name in names:
-                        text = name.decode() if isinstance(name, bytes) else str(name)
-                        counts[text[len(prefix) : -1]] = int(await self._client.zcard(text))
-                    if int(cursor) == 0:
-                        break
+            # redis-py scans every primary in turn.
+            async for name in self._client.scan_iter(match=f"{prefix}*", count=1000):
+                text = name.decode() if isinstance(name, bytes) else str(name)
+                counts[text[len(prefix) : -1]] = int(await self._client.zcard(text))
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
         return {namespace: count for namespace, count in counts.items() if count}

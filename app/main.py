@@ -145,6 +145,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    # The keys file's watcher (None without a file): it runs in the lifespan; tests call it.
+    app.state.keys_watcher = watcher
     if app.openapi_url:
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
     if api_keys.enabled:

@@ -11,6 +11,10 @@ replica is promoted, and the killed node comes back as the new master's replica.
 every session's acknowledged steps must form one unbroken sequence, the store must hold exactly
 that many, and the session's state must equal a replay of the acknowledged values. Prints the
 counts; exits 1 if anything was lost, duplicated or differs.
+
+The replicas run with an API key and a per-key rate limit (``--rate-limit``, default
+``1000/s burst 1000``; the clients send the key): the drill covers the service as deployed for
+tenants, and a refusal for the rate (429) is retried like any other.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from bench.local import RedisCluster, RedisServer, free_port, wait_for_200
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
+# The drill's one client key: every request sends it.
+DRILL_KEY = "fault-drill-key-0123456789"
+DRILL_AUTH = {"authorization": f"Bearer {DRILL_KEY}"}
+DEFAULT_RATE_LIMIT = "1000/s burst 1000"
 
 
 class Replica:
@@ -179,6 +187,7 @@ def run(
     models: Path,
     workdir: Path,
     cluster: bool = False,
+    rate_limit: str = DEFAULT_RATE_LIMIT,
 ) -> Report:
     """Drive the load, inject the faults, and check every session afterwards."""
     from app.forecaster import Forecaster
@@ -191,6 +200,8 @@ def run(
         "FORECAST_MODEL_DIR": str(models),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
+        "FORECAST_API_KEYS": DRILL_KEY,
+        "FORECAST_RATE_LIMIT": rate_limit,
         **redis.env,
     }
     replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
@@ -206,7 +217,7 @@ def run(
         nonlocal requests
         mine = [name for i, name in enumerate(logs) if i % clients == index]
         rng = random.Random(index)
-        http = httpx.Client(timeout=5)
+        http = httpx.Client(timeout=5, headers=DRILL_AUTH)
         try:
             while time.monotonic() < stop_at:
                 name = rng.choice(mine)
@@ -253,10 +264,14 @@ def run(
         redis.fault(pause=duration * 0.05)
         for thread in threads:
             thread.join(timeout=duration + 120)
-        wait_for_200(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
+        wait_for_200(
+            f"{replicas[0].url}/ready",
+            replicas[0].process,  # type: ignore[arg-type]
+            headers=DRILL_AUTH,
+        )
 
         lost = duplicated = mismatched = 0
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=DRILL_AUTH) as http:
             for name, log in logs.items():
                 duplicated += log.duplicated
                 lost += log.gaps
@@ -302,6 +317,9 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="a Redis Cluster, and kill -9 one of its masters"
     )
+    parser.add_argument(
+        "--rate-limit", default=DEFAULT_RATE_LIMIT, help="FORECAST_RATE_LIMIT of the replicas"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         models = args.models
@@ -313,7 +331,13 @@ def main() -> None:
                 check=True,
             )
         report = run(
-            args.duration, args.clients, args.sessions, models, Path(tmp), cluster=args.cluster
+            args.duration,
+            args.clients,
+            args.sessions,
+            models,
+            Path(tmp),
+            cluster=args.cluster,
+            rate_limit=args.rate_limit,
         )
     for line in report.lines():
         print(line)

@@ -23,6 +23,8 @@ __all__ = ["OPEN_NAMESPACE", "ApiKeys", "AuthMiddleware", "store_key"]
 # Where the middleware leaves the caller's namespace and key entry for the routes.
 NAMESPACE_SCOPE_KEY = "forecast.namespace"
 KEY_SCOPE_KEY = "forecast.key"
+# Accepted header values remembered at most (spellings of the configured keys).
+_ACCEPTED_LIMIT = 1024
 # WebSocket close code for a refused handshake: "policy violation".
 _WS_POLICY_VIOLATION = 1008
 
@@ -35,7 +37,32 @@ class ApiKeys:
     """
 
     def __init__(self, table: KeyTable) -> None:
-        self.table = table
+        self._table = table
+        # Authorization header values already accepted -> their key: the common request skips
+        # decoding and hashing. Only accepted values go in (bounded below), and the dict's
+        # SipHash with a per-process seed cannot be steered to time a guess against them.
+        self._accepted: dict[bytes, KeyEntry] = {}
+
+    @property
+    def table(self) -> KeyTable:
+        return self._table
+
+    @table.setter
+    def table(self, table: KeyTable) -> None:
+        self._table = table
+        self._accepted = {}  # a removed key must not stay accepted
+
+    def entry_for_header(self, header: bytes | None) -> KeyEntry:
+        """The caller's key from the raw Authorization header; Unauthorized if none is valid."""
+        if header is not None:
+            entry = self._accepted.get(header)
+            if entry is not None:
+                return entry
+        accepted = self._accepted
+        entry = self.entry_for(header.decode("latin-1") if header is not None else None)
+        if header is not None and len(accepted) < _ACCEPTED_LIMIT:
+            accepted[header] = entry
+        return entry
 
     @classmethod
     def from_spec(cls, spec: str, defaults: KeyDefaults | None = None) -> ApiKeys:
@@ -91,7 +118,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            entry = self.api_keys.entry_for(_authorization(scope))
+            entry = self.api_keys.entry_for_header(_authorization(scope))
             scope[NAMESPACE_SCOPE_KEY] = entry.namespace
             scope[KEY_SCOPE_KEY] = entry
             if entry.rate_limit is not None:
@@ -113,10 +140,10 @@ class AuthMiddleware:
             await service_error_response(refusal)(scope, receive, send)
 
 
-def _authorization(scope: Scope) -> str | None:
+def _authorization(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            return str(value.decode("latin-1"))
+            return bytes(value)
     return None
 
 

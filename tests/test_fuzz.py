@@ -54,10 +54,15 @@ def test_every_operation_keeps_to_its_schema(case: schemathesis.Case[Any], serve
 
 # With keys, a tight rate and a small quota: the fuzzer meets 429s (rate and quota) and 403s
 # (a client key on the admin routes), and every one must be documented too.
-FUZZ_KEY = "fuzz-client-key-0123456789"
-KEYED = {"api_keys": f"{FUZZ_KEY},admin:fuzz-admin-key-0123456789", "max_sessions_per_key": 5}
+FUZZ_KEY, FUZZ_ADMIN_KEY = "fuzz-client-key-0123456789", "fuzz-admin-key-0123456789"
+FUZZ_KEYS = f"{FUZZ_KEY},admin:{FUZZ_ADMIN_KEY}"
+FUZZ_QUOTA = 5
 keyed_schema = schemathesis.openapi.from_dict(
-    create_app(Settings.model_validate({"store": "memory", **LIMITS, **KEYED})).openapi()
+    create_app(
+        Settings.model_validate(
+            {"store": "memory", **LIMITS, "api_keys": FUZZ_KEYS, "max_sessions_per_key": FUZZ_QUOTA}
+        )
+    ).openapi()
 )
 
 
@@ -71,11 +76,11 @@ def keyed_server(
         "FORECAST_STORE": "memory",
         "FORECAST_MAX_VALUES_PER_REQUEST": str(LIMITS["max_values_per_request"]),
         "FORECAST_MAX_HORIZON": str(LIMITS["max_horizon"]),
-        "FORECAST_API_KEYS": KEYED["api_keys"],
-        "FORECAST_MAX_SESSIONS_PER_KEY": str(KEYED["max_sessions_per_key"]),
+        "FORECAST_API_KEYS": FUZZ_KEYS,
+        "FORECAST_MAX_SESSIONS_PER_KEY": str(FUZZ_QUOTA),
         "FORECAST_RATE_LIMIT": "20/s burst 20",
     }
-    with uvicorn_server(env, folder / "server.log", api_key="fuzz-admin-key-0123456789") as running:
+    with uvicorn_server(env, folder / "server.log", api_key=FUZZ_ADMIN_KEY) as running:
         yield running
 
 
@@ -96,7 +101,7 @@ def test_every_refusal_of_a_keyed_service_keeps_to_the_schema(
 
 def test_the_keyed_run_met_every_new_refusal(keyed_server: Server) -> None:
     """Runs after the keyed fuzzing (file order): its requests were refused for each reason."""
-    admin = {"authorization": "Bearer fuzz-admin-key-0123456789"}
+    admin = {"authorization": f"Bearer {FUZZ_ADMIN_KEY}"}
     metrics = httpx.get(f"{keyed_server.base_url}/metrics", headers=admin).text
     print([line for line in metrics.splitlines() if "refusals" in line or "failures" in line])
     for series in (

@@ -181,3 +181,17 @@ async def test_replicas_sharing_redis_count_each_other(
     assert (limiters[0].replicas, limiters[1].replicas) == (2, 2)
     assert await peers[0].beat() == 1  # the second left the count when it stopped
     await peers[0].close()
+
+
+async def test_the_python_client_raises_too_many_requests_with_the_wait(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    from forecast_client.errors import TooManyRequests, refusal
+
+    async with asgi_client(limited(tutorial_models_dir), tutorial_model, Clock()) as client:
+        for _ in range(2):
+            await predict(client, ALICE)
+        refused = await predict(client, ALICE)
+    error = refusal(refused.status_code, refused.json())
+    assert isinstance(error, TooManyRequests)
+    assert error.retry_after_s == 1

@@ -17,14 +17,18 @@ from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from uvicorn.config import STARTUP_FAILURE
 
+from app.audit import Audit
 from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
 from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
 from app.json_body_route import JsonBodyRoute
+from app.keys import parse_env_keys
+from app.keys_file import KeysFileError, KeysFileWatcher, describe, load_keys_file
 from app.metrics import MetricsMiddleware, ServiceMetrics
 from app.model_registry import ModelRegistry, find_models
 from app.openapi import declare_bearer_security
+from app.rate_limit import RateLimiter
 from app.responses import JsonLineResponse
 from app.routes import all_routes
 from app.routes.operations import HEALTH_PATH
@@ -76,14 +80,30 @@ def create_app(
     ``FORECAST_MODEL_POLL_S``; with 0, no polling, only ``POST /models/reload``).
     """
     settings = settings or get_settings()
-    api_keys = ApiKeys(settings.api_keys)
+    defaults = settings.key_defaults()
+    keys_watcher: KeysFileWatcher | None = None
+    limiter = RateLimiter(clock)
+    if settings.api_keys_file is not None:
+        loaded, table = load_keys_file(settings.api_keys_file, defaults)  # KeysFileError
+        api_keys = ApiKeys(table)
+        keys_watcher = KeysFileWatcher(settings.api_keys_file, defaults, api_keys, limiter, loaded)
+    else:
+        api_keys = ApiKeys(parse_env_keys(settings.api_keys, defaults))
     metrics = ServiceMetrics()
+    audit = Audit(clock)
+    metrics.registry.register(audit)
     holder = ServicesHolder()
+
+    def quota(namespace: str) -> int | None:
+        # The keys in force now: a rotated file changes quotas for the next new session.
+        return api_keys.table.quota(namespace)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not api_keys.enabled:
             logger.warning("FORECAST_API_KEYS is empty: the service is open to every caller")
+        else:
+            logger.info("serving %s", describe(api_keys.table, settings.max_sessions))
         # TensorFlow import and the Keras check take seconds: keep them off the event loop.
         if model is not None:
             registry = ModelRegistry(settings, clock=clock)
@@ -92,7 +112,8 @@ def create_app(
             await anyio.to_thread.run_sync(registry.refresh)  # the folder's other models
         else:
             registry = await anyio.to_thread.run_sync(load_models, settings, clock)
-        sessions = store if store is not None else await open_store(settings, clock)
+        sessions = store if store is not None else await open_store(settings, clock, quota)
+        background = _background_tasks(settings, keys_watcher, limiter)
         # Everything loaded so far lives until shutdown; freezing it keeps the collector from
         # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
         gc.collect()
@@ -101,15 +122,19 @@ def create_app(
         wait = poll_wait
         if wait is None and settings.model_poll_s > 0:
             wait = _sleeper(settings.model_poll_s)
-        watcher = asyncio.create_task(watch_models(registry, wait)) if wait else None
+        model_watcher = asyncio.create_task(watch_models(registry, wait)) if wait else None
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if model_watcher is not None:
+                model_watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await model_watcher
             holder.fill(None)
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if store is None:
                 await sessions.close()
             gc.unfreeze()
@@ -124,6 +149,7 @@ def create_app(
             RequestBodies.from_settings(settings),
             # FastAPI's telemetry records what its own request handler does.
             APIRoute if settings.opentelemetry else JsonBodyRoute,
+            lambda: api_keys.table,
         ),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         default_response_class=JsonLineResponse,
@@ -132,14 +158,22 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    # The keys file's watcher (None without a file): it runs in the lifespan; tests call it.
+    app.state.keys_watcher = keys_watcher
     if app.openapi_url:
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
     if api_keys.enabled:
         declare_bearer_security(app)
-    install_error_handlers(app)
+    install_error_handlers(app, audit)
     # Added last is outermost: metrics see every answer, authentication comes before the body.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, api_keys=api_keys, open_paths=_open_paths(app))
+    app.add_middleware(
+        AuthMiddleware,
+        api_keys=api_keys,
+        open_paths=_open_paths(app),
+        limiter=limiter,
+        audit=audit,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -149,6 +183,28 @@ def _sleeper(seconds: float) -> Callable[[], Awaitable[None]]:
         await asyncio.sleep(seconds)
 
     return wait
+
+
+def _background_tasks(
+    settings: Settings, watcher: KeysFileWatcher | None, limiter: RateLimiter
+) -> list[asyncio.Task[None]]:
+    """The keys file's watcher, and with Redis the heartbeat that shares rate limits out."""
+    tasks = []
+    if watcher is not None:
+        tasks.append(asyncio.create_task(watcher.run(settings.api_keys_reload_s)))
+    if settings.store == "redis":
+        from app.replica_peers import HEARTBEAT_S, ReplicaPeers
+
+        peers = ReplicaPeers(settings.redis_url, settings.redis_prefix, limiter, HEARTBEAT_S)
+
+        async def beat_until_stopped() -> None:
+            try:
+                await peers.run()
+            finally:
+                await peers.close()
+
+        tasks.append(asyncio.create_task(beat_until_stopped()))
+    return tasks
 
 
 def _open_paths(app: FastAPI) -> set[str]:
@@ -175,6 +231,15 @@ def _refuse_split_sessions(settings: Settings) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+def _create_or_refuse() -> FastAPI:
+    """The app, or one line saying what is wrong with the keys file and a start-up failure."""
+    try:
+        return create_app()
+    except KeysFileError as error:
+        logger.error("%s", error)
+        sys.exit(STARTUP_FAILURE)
+
+
 _configure_logging()
 _refuse_split_sessions(get_settings())
-app = create_app()
+app = _create_or_refuse()

@@ -381,3 +381,16 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class NamespaceSessions(BaseModel):
+    namespace: str
+    name: str | None
+    sessions: int
+    max_sessions: int | None
+
+
+class NamespacesResponse(BaseModel):
+    sessions: int
+    max_sessions: int
+    namespaces: list[NamespaceSessions]

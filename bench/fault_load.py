@@ -18,6 +18,10 @@ value. Afterwards every session's acknowledged steps must form one unbroken sequ
 must hold exactly that many, and every acknowledged forecast must equal a replay of the
 acknowledged values (through the model each answer names, rebuilt from the window where the
 model changed). Prints the counts; exits 1 if anything was lost, duplicated or differs.
+
+The replicas run with an API key and a per-key rate limit (``--rate-limit``, default
+``1000/s burst 1000``; the clients send the key): the drill covers the service as deployed for
+tenants, and a refusal for the rate (429) is retried like any other.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ if TYPE_CHECKING:
     from forecast_core.arrays import FloatArray
 
 REPO = Path(__file__).resolve().parent.parent
+# The drill's one client key: every request sends it.
+DRILL_KEY = "fault-drill-key-0123456789"
+DRILL_AUTH = {"authorization": f"Bearer {DRILL_KEY}"}
+DEFAULT_RATE_LIMIT = "1000/s burst 1000"
 
 
 class Replica:
@@ -232,6 +240,7 @@ def run(
     cluster: bool = False,
     switch_to: Path | None = None,
     poll_s: float = 1.0,
+    rate_limit: str = DEFAULT_RATE_LIMIT,
 ) -> Report:
     """Drive the load, inject the faults, switch to the model in ``switch_to`` (a models folder,
     if given), and check every session afterwards."""
@@ -259,6 +268,8 @@ def run(
         "FORECAST_MODEL_POLL_S": str(poll_s),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
+        "FORECAST_API_KEYS": DRILL_KEY,
+        "FORECAST_RATE_LIMIT": rate_limit,
         **redis.env,
     }
     replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
@@ -276,7 +287,7 @@ def run(
         nonlocal requests
         mine = [name for i, name in enumerate(logs) if i % clients == index]
         rng = random.Random(index)
-        http = httpx.Client(timeout=5)
+        http = httpx.Client(timeout=5, headers=DRILL_AUTH)
         try:
             while not stop.is_set():
                 name = rng.choice(mine)
@@ -339,10 +350,14 @@ def run(
         stop.set()
         for thread in threads:
             thread.join(timeout=duration + 120)
-        wait_for_200(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
+        wait_for_200(
+            f"{replicas[0].url}/ready",
+            replicas[0].process,  # type: ignore[arg-type]
+            headers=DRILL_AUTH,
+        )
 
         lost = duplicated = mismatched = 0
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=DRILL_AUTH) as http:
             for name, log in logs.items():
                 duplicated += log.duplicated
                 lost += log.gaps
@@ -477,6 +492,9 @@ def main() -> None:
     parser.add_argument(
         "--poll", type=float, default=1.0, help="the replicas' FORECAST_MODEL_POLL_S"
     )
+    parser.add_argument(
+        "--rate-limit", default=DEFAULT_RATE_LIMIT, help="FORECAST_RATE_LIMIT of the replicas"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         models = args.models
@@ -496,6 +514,7 @@ def main() -> None:
             cluster=args.cluster,
             switch_to=switch_to,
             poll_s=args.poll,
+            rate_limit=args.rate_limit,
         )
     for line in report.lines():
         print(line)

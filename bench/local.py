@@ -21,14 +21,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_200(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
+def wait_for_200(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 120,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Poll ``url`` (sending ``headers``: an API key) until it answers 200; fail early if
+    ``process`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the process serving {url} exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, headers=headers).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -49,6 +49,15 @@ def _pinned(command: list[str], core: int) -> list[str]:
     return command
 
 
+def api_key_of(env: dict[str, str]) -> str:
+    """The key wrk sends: the first plain key in the target's FORECAST_API_KEYS ('' for none)."""
+    for entry in env.get("FORECAST_API_KEYS", "").split(","):
+        key = entry.strip().removeprefix("admin:")
+        if key and not key.startswith("sha256:"):
+            return key
+    return ""
+
+
 def _serve(
     app: str, env: dict[str, str], log: Path, checkout: Path = REPO
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -68,15 +77,18 @@ def _serve(
         )
     base = f"http://127.0.0.1:{port}"
     probe = "/docs" if app.startswith("bench.trivial_app") else "/ready"
+    key = api_key_of(env)
     try:
-        wait_for_200(base + probe, process)
+        wait_for_200(
+            base + probe, process, headers={"authorization": f"Bearer {key}"} if key else None
+        )
     except (RuntimeError, TimeoutError):
         process.kill()
         raise RuntimeError(f"{app} did not become ready: {log.read_text()[-2000:]}") from None
     return process, base
 
 
-def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
+def _wrk(base: str, seconds: int, connections: int, sessions: int, api_key: str = "") -> str:
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), base,
     ]  # fmt: skip
@@ -85,7 +97,7 @@ def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "SESSIONS": str(sessions)},
+        env={**os.environ, "SESSIONS": str(sessions), "API_KEY": api_key},
         timeout=seconds + 60,
     )
     return result.stdout
@@ -118,15 +130,17 @@ def _parse(name: str, output: str) -> Result:
     )
 
 
-def measure(base: str, args: argparse.Namespace, name: str, warm_up: bool) -> Result:
+def measure(
+    base: str, args: argparse.Namespace, name: str, warm_up: bool, api_key: str = ""
+) -> Result:
     if warm_up:
         # Sessions exist and caches are hot; a long enough warm-up also fills the sessions'
         # history windows, so that the rounds measure records of their full size.
-        _wrk(base, args.warm_up, args.connections, args.sessions)
+        _wrk(base, args.warm_up, args.connections, args.sessions, api_key)
     # Let the server finish with the previous run's connections: back to back, the new ones
     # queue behind the old ones' teardown and p99 measures that instead of the service.
     time.sleep(1.0)
-    return _parse(name, _wrk(base, args.duration, args.connections, args.sessions))
+    return _parse(name, _wrk(base, args.duration, args.connections, args.sessions, api_key))
 
 
 def _median(results: list[Result]) -> Result:
@@ -198,6 +212,7 @@ def main() -> None:
         helpers: list[RedisServer | RedisCluster] = []
         redis_urls: dict[str, str] = {}
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
+        keys: dict[str, str] = {}  # target -> the API key wrk sends it
 
         def store_env(store: str, prefix: str) -> dict[str, str]:
             redis_kind = store.removesuffix("-confirmed")
@@ -239,6 +254,7 @@ def main() -> None:
                     env[name.strip()] = value
                 process, base = _serve("app.main:app", env, log)
                 servers.append((f"/predict ({label})", process, base))
+                keys[f"/predict ({label})"] = api_key_of(env)
             if args.compare_with is not None:
                 checkout = args.compare_with.resolve()
                 other_models = str(_ensure_model(workdir, checkout))
@@ -251,7 +267,9 @@ def main() -> None:
             rounds: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
             for round_number in range(args.rounds):
                 for name, _, base in servers:
-                    rounds[name].append(measure(base, args, name, warm_up=round_number == 0))
+                    rounds[name].append(
+                        measure(base, args, name, round_number == 0, keys.get(name, ""))
+                    )
             results = [_median(rounds[name]) for name, _, _ in servers]
         finally:
             for _, process, _ in servers:

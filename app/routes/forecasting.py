@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from app.auth import store_key
 from app.errors import NoValuesYet, SessionNotFound, SessionUnderOtherModel
 from app.model_registry import ServedModel
+from app.rate_limit import charge_more
 from app.responses import JsonBytesResponse, JsonLineResponse
 from app.schemas import (
     ErrorResponse,
@@ -97,7 +98,7 @@ def forecasting_router(
         route_class=route_class,
         tags=["forecasting"],
         responses={
-            status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422, 503)
+            status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422, 429, 503)
         },
     )
     # The request models that carry this app's limits; type checkers see their base classes.
@@ -133,6 +134,8 @@ def forecasting_router(
     @router.post("/predict/batch")
     async def predict_batch(body: PredictBatchBody, request: Request) -> PredictBatchResponse:
         """Feed several values in order (warm-up, backfill); one forecast per value."""
+        # Each value is an LSTM step: the key's rate limit counts values, not requests.
+        charge_more(request.scope, len(body.values) - 1)
         services = holder.services
         served = services.models.get(body.model)
         key = store_key(request.scope, body.session_id, body.model)

@@ -23,6 +23,7 @@ from app.schemas import (
     RefusedArtifact,
     ReloadResponse,
 )
+from app.scopes import ADMIN_ONLY, ADMIN_RESPONSES
 from app.services import ServicesHolder
 from forecast_core.artifact import Manifest
 
@@ -68,7 +69,12 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
         default_response_class=JsonLineResponse,
         route_class=route_class,
         tags=["operations"],
-        responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        responses={
+            401: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
+            **ADMIN_RESPONSES,
+        },
     )
 
     # security: [] tells OpenAPI clients (and the docs page) that no key is needed here.
@@ -112,7 +118,7 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
         """Every served model by name: its version, where it came from, and any refusal."""
         return ModelsResponse(models=[model_info(m) for m in holder.services.models.all()])
 
-    @router.post("/models/reload")
+    @router.post("/models/reload", dependencies=ADMIN_ONLY)
     async def reload_models() -> ReloadResponse:
         """Look at the models folder now (as the poller does every FORECAST_MODEL_POLL_S):
         load, check and swap in every changed model; say what changed and what was refused."""
@@ -131,9 +137,10 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
             models=[model_info(m) for m in registry.all()],
         )
 
-    @router.get("/metrics", response_class=Response)
+    # Admin only: the totals of every tenant (sessions, requests) are not one tenant's to see.
+    @router.get("/metrics", response_class=Response, dependencies=ADMIN_ONLY)
     async def metrics() -> Response:
-        """Prometheus text format."""
+        """Prometheus text format (an admin key, when keys are set)."""
         services = holder.services
         try:
             services.metrics.active_sessions.set(await services.store.count())

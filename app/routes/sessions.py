@@ -66,7 +66,7 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
         default_response_class=JsonLineResponse,
         route_class=route_class,
         tags=["sessions"],
-        responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)},
+        responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429, 503)},
     )
 
     @router.post("/reset")

@@ -40,6 +40,8 @@ from app.stores.factory import open_store
 from app.workers import split_sessions_reason, uvicorn_workers
 
 logger = logging.getLogger("app")
+# Seconds the shutdown waits for the background tasks (keys file, replica heartbeat) to stop.
+_BACKGROUND_STOP_S = 1.0
 # The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
@@ -133,8 +135,9 @@ def create_app(
             holder.fill(None)
             for task in background:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if background:
+                # Bounded: a Redis call caught mid-way must not hold up the shutdown.
+                await asyncio.wait(background, timeout=_BACKGROUND_STOP_S)
             if store is None:
                 await sessions.close()
             gc.unfreeze()
@@ -188,11 +191,13 @@ def _sleeper(seconds: float) -> Callable[[], Awaitable[None]]:
 def _background_tasks(
     settings: Settings, watcher: KeysFileWatcher | None, limiter: RateLimiter
 ) -> list[asyncio.Task[None]]:
-    """The keys file's watcher, and with Redis the heartbeat that shares rate limits out."""
+    """The keys file's watcher, and with Redis the heartbeat that shares rate limits out (when
+    any key can have a rate: a default one, or a keys file that may give one)."""
     tasks = []
     if watcher is not None:
         tasks.append(asyncio.create_task(watcher.run(settings.api_keys_reload_s)))
-    if settings.store == "redis":
+    rates_possible = bool(settings.rate_limit.strip()) or watcher is not None
+    if settings.store == "redis" and rates_possible:
         from app.replica_peers import HEARTBEAT_S, ReplicaPeers
 
         peers = ReplicaPeers(settings.redis_url, settings.redis_prefix, limiter, HEARTBEAT_S)
@@ -201,7 +206,8 @@ def _background_tasks(
             try:
                 await peers.run()
             finally:
-                await peers.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(peers.close(), _BACKGROUND_STOP_S)
 
         tasks.append(asyncio.create_task(beat_until_stopped()))
     return tasks

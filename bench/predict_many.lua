@@ -2,6 +2,12 @@
 -- of SESSIONS (default 1000), a different value each time.
 local sessions = tonumber(os.getenv("SESSIONS") or "1000")
 local items = tonumber(os.getenv("ITEMS") or "100")
+-- API_KEY, when set, is sent as "Authorization: Bearer <key>" (as bench/predict.lua does).
+local headers = {["Content-Type"] = "application/json"}
+local api_key = os.getenv("API_KEY")
+if api_key and api_key ~= "" then
+  headers["Authorization"] = "Bearer " .. api_key
+end
 local counter = 0
 local thread_tag = 0
 
@@ -18,5 +24,5 @@ request = function()
       tag or 0, counter % sessions, (counter % 97) / 97)
   end
   local body = '{"items":[' .. table.concat(parts, ",") .. ']}'
-  return wrk.format("POST", "/predict/many", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/predict/many", headers, body)
 end

@@ -334,3 +334,48 @@ async def test_shutdown_closes_cleanly_and_applies_nothing_after(
     # Every answered message was applied; of those unanswered, at most the one in flight.
     assert answered <= applied <= answered + 1
     assert answered < len(values)
+
+
+@pytest.fixture(scope="module")
+def rate_limited_server(
+    tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server whose one key may send 2 requests a second, 4 at once."""
+    folder = tmp_path_factory.mktemp("stream-rate")
+    env = server_env(
+        tutorial_models_dir, folder, FORECAST_API_KEYS=KEY, FORECAST_RATE_LIMIT="2/s burst 4"
+    )
+    running = start_uvicorn(env, folder / "log")
+    try:
+        for _attempt in range(1200):
+            try:
+                ready = httpx.get(
+                    running.base_url + "/ready", headers={"authorization": f"Bearer {KEY}"}
+                )
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert running.process.poll() is None, running.log_text()[-3000:]
+            time.sleep(0.6)  # slower than the rate: the waiting costs no more than it refills
+        time.sleep(2.5)  # the bucket full again
+        yield running
+    finally:
+        stop(running)
+
+
+async def test_each_message_is_charged_to_the_keys_rate(rate_limited_server: Server) -> None:
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with connect(ws_url(rate_limited_server), additional_headers=headers) as ws:
+        # The handshake took one of the 4 tokens; each message takes one more.
+        answers = [await ask(ws, message("rated", 0.1 * index)) for index in range(5)]
+        assert all("prediction" in answer for answer in answers[:3])
+        refused = [answer for answer in answers[3:] if "error" in answer]
+        assert refused, answers
+        assert refused[0]["error"]["code"] == "rate_limited"
+        assert refused[0]["error"]["details"]["retry_after_s"] >= 1
+        # The socket stays open: after the pause, the next message is answered.
+        await asyncio.sleep(1.1)
+        later = await ask(ws, message("rated", 0.9))
+    applied = sum("prediction" in answer for answer in answers)
+    assert later["step"] == applied + 1  # a refused message was not applied

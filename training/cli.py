@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from forecast_core.artifact import LATEST_LINK, write_artifact
+from forecast_core.artifact import DEFAULT_MODEL, LATEST_LINK, MODEL_NAME_PATTERN, write_artifact
 from forecast_core.quiet_tensorflow import quiet_tensorflow
 from forecast_core.transform import TransformKind
 from training.data import (
@@ -81,6 +82,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _model_name(text: str) -> str:
+    if not re.match(MODEL_NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a model name: 1-64 characters of A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="python -m training",
@@ -130,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="trailing part held out (default: 0 for the tutorial sequence, 0.2 for a CSV)",
     )
     parser.add_argument("--out", type=Path, default=Path("models"), help="models folder")
+    parser.add_argument(
+        "--name",
+        type=_model_name,
+        default=None,
+        help=(
+            "serve it as this named model: written to OUT/NAME/<version> with OUT/NAME/latest "
+            "(default, or 'default': OUT/<version> and OUT/latest, the model 'default')"
+        ),
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument(
         "--if-missing",
@@ -214,6 +233,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
 def main(argv: list[str] | None = None) -> int:
     """Run the training job; exit code 2 with one line on bad input."""
     args = build_parser().parse_args(argv)
+    if args.name is not None and args.name != DEFAULT_MODEL:
+        args.out = args.out / args.name
     say = (lambda _line: None) if args.quiet else print
     if args.if_missing and (args.out / LATEST_LINK).exists():
         say(f"{args.out / LATEST_LINK} exists; nothing to train (--if-missing)")

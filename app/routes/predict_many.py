@@ -4,7 +4,7 @@
 # built from the settings when the app is built, from its annotation at definition time.
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
@@ -12,6 +12,8 @@ from fastapi.routing import APIRoute
 from app.auth import caller_namespace, session_key
 from app.error_handlers import service_error_body
 from app.errors import ServiceError, StepConflict
+from app.model_registry import ServedModel
+from app.rate_limit import charge_more
 from app.responses import JsonBytesResponse, JsonLineResponse
 from app.routes.forecasting import prediction_answer, settle
 from app.schemas import (
@@ -24,7 +26,8 @@ from app.schemas import (
     RequestBodies,
 )
 from app.services import Services, ServicesHolder
-from app.session_rules import FeedOutcome, SessionRecord, feed_items
+from app.session_rules import FeedOutcome, ReplayOffEventLoop, SessionRecord, feed_items
+from app.stores.base import Compute, apply_each
 
 # Above this many items, the LSTM steps run in a worker thread: about 4 µs an item (README,
 # "Benchmarks"), so a request of this size holds the event loop well under a millisecond.
@@ -36,10 +39,10 @@ Answer: TypeAlias = PredictResponse | ErrorAnswer
 
 
 def _group(namespace: str, items: Sequence[PredictManyItem]) -> dict[str, list[int]]:
-    """Item positions by session store key, in request order."""
+    """Item positions by session store key (session and model), in request order."""
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(items):
-        key = session_key(namespace, item.session_id)
+        key = session_key(namespace, item.session_id, item.model)
         positions = groups.get(key)
         if positions is None:
             groups[key] = [index]
@@ -48,19 +51,58 @@ def _group(namespace: str, items: Sequence[PredictManyItem]) -> dict[str, list[i
     return groups
 
 
+# One session's feed: the outcome and how many of its items it applied; None when a model
+# change needs a replay too long for the event loop (nothing written: computed again off it).
+Fed: TypeAlias = tuple[FeedOutcome, int] | None
+
+
+def _feeder(
+    served: ServedModel,
+    values: Sequence[float],
+    steps: Sequence[int | None],
+    now: float,
+    history: int,
+    inline: bool,
+) -> Compute[Fed]:
+    """The store's compute for one session's items: session_rules' feed, as /predict's."""
+    forecaster = served.require()
+    policy = served.intervals
+
+    def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, Fed]:
+        try:
+            return feed_items(
+                record, forecaster, policy, values, steps, now, history=history, inline=inline
+            )
+        except ReplayOffEventLoop:
+            return None, None
+
+    return compute
+
+
+class _Group(NamedTuple):
+    positions: list[int]
+    served: ServedModel
+    values: Sequence[float]
+    steps: Sequence[int | None]
+
+
 async def predict_many(
     services: Services,
     namespace: str,
     items: Sequence[PredictManyItem],
     levels: Sequence[float] | None,
 ) -> list[Answer]:
-    """Each item's answer, in order; items of one session applied as one feed, in order."""
-    forecaster = services.model.require()
-    policy = services.intervals
+    """Each item's answer, in order; items of one session (and model) applied as one feed, in
+    order, with the history window and model-change replay of /predict."""
     now = services.clock()
-    groups = _group(namespace, items)
-    work = []
-    for key, positions in groups.items():
+    history = services.settings.session_history
+    store = services.store
+    offload = len(items) > INLINE_ITEMS
+    inline = not offload and not store.computes_off_event_loop
+    answers: list[Any] = [None] * len(items)
+    work: list[tuple[str, Compute[Fed]]] = []
+    groups: list[_Group] = []
+    for key, positions in _group(namespace, items).items():
         if len(positions) == 1:  # the common case: no lists to build
             item = items[positions[0]]
             values: Sequence[float] = (item.value,)
@@ -68,47 +110,69 @@ async def predict_many(
         else:
             values = [items[index].value for index in positions]
             steps = [items[index].step for index in positions]
-
-        def compute(
-            record: SessionRecord | None,
-            values: Sequence[float] = values,
-            steps: Sequence[int | None] = steps,
-        ) -> tuple[SessionRecord | None, tuple[FeedOutcome, int]]:
-            return feed_items(record, forecaster, policy, values, steps, now)
-
-        work.append((key, compute))
-    outcomes = await services.store.apply_many(work, offload=len(items) > INLINE_ITEMS)
-    answers: list[Any] = [None] * len(items)
-    adapted = policy.layout.levels
-    for positions, result in zip(groups.values(), outcomes, strict=True):
-        if isinstance(result, ServiceError):
-            _refuse(items, positions, answers, result)
+        try:
+            served = services.models.get(items[positions[0]].model)
+            compute = _feeder(served, values, steps, now, history, inline)
+        except ServiceError as error:  # an unknown model, or none loaded: these items only
+            _refuse(items, positions, answers, error)
             continue
-        outcome, applied = result
-        if applied == 1:  # the common case: the whole outcome is this item's
-            index = positions[0]
-            item = items[index]
-            flags = settle(services, (item.value,), outcome)
-            answers[index] = prediction_answer(
-                services, item.session_id, outcome, 0, outcome.offsets, flags[0], levels
+        work.append((key, compute))
+        groups.append(_Group(positions, served, values, steps))
+    outcomes = await store.apply_many(work, offload=offload)
+    again = [index for index, result in enumerate(outcomes) if result is None]
+    if again:  # long replays after a model change: those sessions again, in worker threads
+        redo = [
+            (
+                work[i][0],
+                _feeder(groups[i].served, groups[i].values, groups[i].steps, now, history, False),
             )
-        else:
-            values = [items[index].value for index in positions[:applied]]
-            flags = settle(services, values, outcome)
-            for position in range(applied):
-                index = positions[position]
-                offsets = outcome.offsets[position * adapted : (position + 1) * adapted]
-                answers[index] = prediction_answer(
-                    services, items[index].session_id, outcome, position, offsets,
-                    flags[position], levels,
-                )  # fmt: skip
-        if applied < len(positions):
-            stopped = positions[applied]
-            sent = items[stopped].step
-            assert sent is not None  # a feed stops only at an item that sent a step
-            answers[stopped] = service_error_body(StepConflict(sent, outcome.step))
-            _behind(positions[applied + 1 :], answers, outcome.step)
+            for i in again
+        ]
+        outcomes = list(outcomes)
+        for index, result in zip(again, await apply_each(store, redo, offload=True), strict=True):
+            outcomes[index] = result
+    for group, result in zip(groups, outcomes, strict=True):
+        _answer(services, items, levels, group, result, answers)
     return answers
+
+
+def _answer(
+    services: Services,
+    items: Sequence[PredictManyItem],
+    levels: Sequence[float] | None,
+    group: _Group,
+    result: Fed | ServiceError,
+    answers: list[Any],
+) -> None:
+    """Each item of one session's group: its answer or its refusal."""
+    positions, served = group.positions, group.served
+    if isinstance(result, ServiceError):
+        _refuse(items, positions, answers, result)
+        return
+    assert result is not None  # computed in a worker thread: no replay is too long there
+    outcome, applied = result
+    if applied == 1:  # the common case: the whole outcome is this item's
+        index = positions[0]
+        flags = settle(services, served, group.values[:1], outcome)
+        answers[index] = prediction_answer(
+            served, items[index].session_id, outcome, 0, outcome.offsets, flags[0], levels
+        )
+    else:
+        adapted = served.intervals.layout.levels
+        flags = settle(services, served, group.values[:applied], outcome)
+        for position in range(applied):
+            index = positions[position]
+            offsets = outcome.offsets[position * adapted : (position + 1) * adapted]
+            answers[index] = prediction_answer(
+                served, items[index].session_id, outcome, position, offsets,
+                flags[position], levels,
+            )  # fmt: skip
+    if applied < len(positions):
+        stopped = positions[applied]
+        sent = items[stopped].step
+        assert sent is not None  # a feed stops only at an item that sent a step
+        answers[stopped] = service_error_body(StepConflict(sent, outcome.step))
+        _behind(positions[applied + 1 :], answers, outcome.step)
 
 
 def _refuse(
@@ -137,7 +201,7 @@ def predict_many_router(
         default_response_class=JsonLineResponse,
         route_class=route_class,
         tags=["forecasting"],
-        responses={status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 503)},
+        responses={status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 429, 503)},
     )
     if TYPE_CHECKING:
         PredictManyBody: TypeAlias = PredictManyRequest
@@ -160,6 +224,8 @@ def predict_many_router(
         200 when every item was applied (or replayed), 207 when some item was refused (its
         result is the error, in the one shape); the other items are applied all the same.
         """
+        # Each item is a /predict: the key's rate limit counts items, not requests.
+        charge_more(request.scope, len(body.items) - 1)
         answers = await predict_many(
             holder.services, caller_namespace(request.scope), body.items, body.levels
         )

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.auth import caller_namespace, session_key
 from app.error_handlers import service_error_body, validation_error_body
 from app.errors import BodyTooLarge, ServiceError
+from app.rate_limit import BUCKET_SCOPE_KEY, TokenBucket
 from app.routes.forecasting import feed_values, prediction_answer
 from app.schemas import ErrorAnswer, PredictRequest, PredictResponse
 from app.services import ServicesHolder
@@ -31,10 +32,14 @@ TRY_AGAIN_LATER = 1013
 
 
 async def answer_message(
-    holder: ServicesHolder, namespace: str, raw: str | bytes
+    holder: ServicesHolder, namespace: str, bucket: TokenBucket | None, raw: str | bytes
 ) -> PredictResponse | ErrorAnswer:
-    """One message's answer: /predict's, or the error in the one shape."""
+    """One message's answer: /predict's, or the error in the one shape. Each message is charged
+    to the key's rate limit as a /predict request is (``bucket``: the key's, None: no limit);
+    over the rate, the answer is the 429 ``rate_limited`` error and the socket stays open."""
     try:
+        if bucket is not None:
+            bucket.take()
         services = holder.services
         if len(raw) > services.settings.max_body_bytes:
             raise BodyTooLarge(services.settings.max_body_bytes)
@@ -42,10 +47,11 @@ async def answer_message(
             body = PredictRequest.model_validate_json(raw)
         except ValidationError as invalid:
             return validation_error_body(invalid.errors(include_url=False))
-        key = session_key(namespace, body.session_id)
-        outcome, flags = await feed_values(services, key, (body.value,), body.step)
+        served = services.models.get(body.model)
+        key = session_key(namespace, body.session_id, body.model)
+        outcome, flags = await feed_values(services, served, key, (body.value,), body.step)
         return prediction_answer(
-            services, body.session_id, outcome, 0, outcome.offsets, flags[0], body.levels
+            served, body.session_id, outcome, 0, outcome.offsets, flags[0], body.levels
         )
     except ServiceError as error:
         return service_error_body(error)
@@ -58,6 +64,8 @@ def stream_route(holder: ServicesHolder) -> WebSocketRoute:
         offered = websocket.scope.get("subprotocols", ())
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         namespace = caller_namespace(websocket.scope)
+        # The key's rate bucket (AuthMiddleware charged the handshake to it as one request).
+        bucket: TokenBucket | None = websocket.scope.get(BUCKET_SCOPE_KEY)
         try:
             metrics = holder.services.metrics
         except ServiceError:  # starting or stopping: the socket's own error
@@ -71,7 +79,10 @@ def stream_route(holder: ServicesHolder) -> WebSocketRoute:
                     return
                 raw = message.get("text")
                 answer = await answer_message(
-                    holder, namespace, raw if raw is not None else message.get("bytes") or b""
+                    holder,
+                    namespace,
+                    bucket,
+                    raw if raw is not None else message.get("bytes") or b"",
                 )
                 metrics.count_stream_message("error" in answer)
                 await websocket.send_text(pydantic_core.to_json(answer).decode())

@@ -25,9 +25,10 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
+from app.auth import namespace_of
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
-from app.stores.base import KeyedLocks
+from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
@@ -43,16 +44,24 @@ from app.stores.redis_common import (
     unavailable,
 )
 
-# KEYS: session hash, revision counter, live-sessions sorted set.
-# ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
+# KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set.
+# ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member,
+# the namespace's quota ("0": none).
 # Returns {1, new revision}; {0, revision, record} with what is there now when the revision moved
-# on (so the caller can retry without another read); {-2} at the session cap.
+# on (so the caller can retry without another read); {-3} at the key's quota, {-2} at the cap.
+# The namespace's set is counted in the same script as the session is created: the quota is
+# exact across replicas.
 _COMPARE_AND_SET = """
 local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
 if ARGV[1] == '0' then
   if current[1] then return {0, current[1], current[2]} end
-  local now = tonumber(ARGV[3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]) / 1000)
+  local oldest = tonumber(ARGV[3]) - tonumber(ARGV[4]) / 1000
+  local quota = tonumber(ARGV[7])
+  if quota > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', oldest)
+    if redis.call('ZCARD', KEYS[4]) >= quota then return {-3} end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
   if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {-2} end
 elseif current[1] ~= ARGV[1] then
   return {0, current[1], current[2]}
@@ -61,11 +70,14 @@ local revision = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return {1, revision}
 """
 
 _DELETE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
 
@@ -74,6 +86,7 @@ class RedisStore(OptimisticRedisStore):
     """Session records in Redis, shared by every replica."""
 
     name = "redis"
+    computes_off_event_loop = False
 
     def __init__(
         self,
@@ -86,8 +99,10 @@ class RedisStore(OptimisticRedisStore):
         wait_timeout_ms: int = 1000,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
         clock: Callable[[], float] = time.time,
+        quotas: Quotas = no_quotas,
     ) -> None:
         self._url = url
+        self._quotas = quotas
         self._ttl_ms = int(ttl_s * 1000)
         self._max_sessions = max_sessions
         self._min_replicas = min_replicas
@@ -108,6 +123,9 @@ class RedisStore(OptimisticRedisStore):
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{key}"
+
+    def _namespace_key(self, namespace: str) -> str:
+        return f"{self._prefix}:ns:{namespace}"
 
     # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
 
@@ -144,6 +162,11 @@ class RedisStore(OptimisticRedisStore):
     async def _compare_and_set_call(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> CompareAndSet:
+        """The script counts a new session against its key's quota (result -3) and the cap
+        (result -2) in the same call that writes it, /predict/many's pipelined items too."""
+        namespace = namespace_of(key)
+        keys = [self._key(key), self._revision_key, self._live_key, self._namespace_key(namespace)]
+        quota = self._quotas(namespace) if expected is None else None
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
             encode_record(new),
@@ -151,8 +174,9 @@ class RedisStore(OptimisticRedisStore):
             self._ttl_ms,
             self._max_sessions,
             key,
+            quota or 0,
         ]
-        return CompareAndSet([self._key(key), self._revision_key, self._live_key], args, None)
+        return CompareAndSet(keys, args, None, quota)
 
     def _pipeline(self) -> Pipeline:
         return self._client.pipeline(transaction=False)
@@ -183,7 +207,7 @@ class RedisStore(OptimisticRedisStore):
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
-        keys = [self._key(key), self._live_key]
+        keys = [self._key(key), self._live_key, self._namespace_key(namespace_of(key))]
         try:
             if self._min_replicas:
                 deleted = await self._run_confirmed(self._delete, keys, [key], session_removed)
@@ -202,6 +226,20 @@ class RedisStore(OptimisticRedisStore):
         except RedisError as error:
             raise unavailable(self._url, error) from None
         return int(live)
+
+    async def namespace_counts(self) -> dict[str, int]:
+        prefix = self._namespace_key("")
+        oldest = self._clock() - self._ttl_ms / 1000
+        counts: dict[str, int] = {}
+        try:
+            async for name in self._client.scan_iter(match=f"{prefix}*", count=1000):
+                namespace = (name.decode() if isinstance(name, bytes) else name)[len(prefix) :]
+                live = await self._client.zcount(name, f"({oldest}", "+inf")
+                if live:
+                    counts[namespace] = int(live)
+        except RedisError as error:
+            raise unavailable(self._url, error) from None
+        return counts
 
     async def ping(self) -> None:
         try:

@@ -16,7 +16,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from app.errors import ServiceError, SessionLimitReached, StoreUnavailable
+from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached, StoreUnavailable
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
 from app.stores.base import (
@@ -138,12 +138,14 @@ def session_removed(result: Any) -> bool:
 
 
 class CompareAndSet(NamedTuple):
-    """One compare-and-set call of a store's script: its keys and arguments, and the revision
-    the record gets if it is written (None: the script draws it and answers it)."""
+    """One compare-and-set call of a store's script: its keys and arguments, the revision
+    the record gets if it is written (None: the script draws it and answers it), and the quota
+    of the key a new session counts against (None: none, or not a new session)."""
 
     keys: list[str]
     args: list[EncodableT]
     revision: int | None
+    quota: int | None = None
 
 
 class OptimisticRedisStore(ABC):
@@ -258,36 +260,62 @@ class OptimisticRedisStore(ABC):
         """Every compare-and-set in one pipeline: True (written), False (lost its race, or the
         script was not loaded: apply's path retries it) or the refusal (the cap)."""
         script = self._compare_and_set_script
-        calls = [await self._compare_and_set_call(*write) for write in writes]
+        # A call per write, or its key's quota refusal (Redis Cluster reserves a new session's
+        # place in its namespace before the call, as apply's path does).
+        built = await asyncio.gather(*(self._call_or_refusal(*write) for write in writes))
+        outcomes: list[bool | ServiceError] = [
+            call if isinstance(call, ServiceError) else False for call in built
+        ]
+        sent = [
+            (index, call) for index, call in enumerate(built) if isinstance(call, CompareAndSet)
+        ]
+        if not sent:
+            return outcomes
         pipe = self._pipeline()
-        for call in calls:
+        for _, call in sent:
             # Through execute_command: redis-py's cluster pipeline refuses its evalsha method
             # (a script's keys may span slots), but routes an EVALSHA command by its keys
-            # (redis/asyncio/cluster.py, _determine_slot), and each of ours has one key.
+            # (redis/asyncio/cluster.py, _determine_slot), and each cluster call has one key.
             pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
         try:
             replies = await pipe.execute(raise_on_error=False)
         except self._failures as error:
             raise unavailable(self._url, str(error)) from None
-        outcomes: list[bool | ServiceError] = []
-        for (key, _, new), call, reply in zip(writes, calls, replies, strict=True):
+        for (index, call), reply in zip(sent, replies, strict=True):
+            key, _, new = writes[index]
             if isinstance(reply, NoScriptError):
-                outcomes.append(False)  # Redis restarted: apply's path loads the script
+                outcomes[index] = False  # Redis restarted: apply's path loads the script
             elif isinstance(reply, self._failures):
                 raise unavailable(self._url, str(reply))
             else:
                 try:
-                    outcomes.append(self._compare_and_set_outcome(key, new, call, reply)[0])
-                except SessionLimitReached as error:
-                    outcomes.append(error)
+                    outcomes[index] = self._compare_and_set_outcome(key, new, call, reply)[0]
+                except (SessionLimitReached, SessionQuotaReached) as error:
+                    await self._refused(key, call)
+                    outcomes[index] = error
         return outcomes
+
+    async def _call_or_refusal(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord
+    ) -> CompareAndSet | SessionQuotaReached:
+        try:
+            return await self._compare_and_set_call(key, expected, new)
+        except SessionQuotaReached as refusal:
+            return refusal
+
+    async def _refused(self, key: str, call: CompareAndSet) -> None:
+        """After the script refused a new session: undo what ``_compare_and_set_call`` took
+        for it (Redis Cluster gives back its namespace place); nothing by default."""
+        return None
 
     def _compare_and_set_outcome(
         self, key: str, new: SessionRecord, call: CompareAndSet, reply: Any
     ) -> tuple[bool, SessionRecord | None]:
         """What the script answered: (True, as written) or (False, what Redis holds now)."""
+        if reply[0] == -3:
+            raise SessionQuotaReached(call.quota or 0)
         if reply[0] == -2:
-            raise SessionLimitReached(self._max_sessions)
+            raise SessionLimitReached()
         if reply[0] == 1:
             revision = call.revision if call.revision is not None else int(reply[1])
             return True, self._cache.remember(key, new.with_revision(revision))

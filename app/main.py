@@ -31,6 +31,7 @@ from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
 from app.stores.base import SessionStore
 from app.stores.factory import open_store
+from app.ui import ui_paths, ui_routes
 from app.workers import split_sessions_reason, uvicorn_workers
 from forecast_core.artifact import ArtifactError
 from forecast_core.quiet_tensorflow import quiet_tensorflow
@@ -119,6 +120,7 @@ def create_app(
     )
     if app.openapi_url:
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
+    app.router.routes.extend(ui_routes())
     if api_keys.enabled:
         declare_bearer_security(app)
     install_error_handlers(app)
@@ -130,8 +132,14 @@ def create_app(
 
 
 def _open_paths(app: FastAPI) -> set[str]:
-    """Paths that need no API key: liveness, and the docs (they hold no session data)."""
-    return {HEALTH_PATH, *docs_paths(), *([app.openapi_url] if app.openapi_url else [])}
+    """Paths that need no API key: liveness, the docs and the pages' files (they hold no session
+    data; the pages' API calls need a key like any client's)."""
+    return {
+        HEALTH_PATH,
+        *docs_paths(),
+        *ui_paths(),
+        *([app.openapi_url] if app.openapi_url else []),
+    }
 
 
 def _configure_logging() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver import Chrome as WebDriver
+from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
 
 # How long a page may take to show what it should: the pages poll every second and must show

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from selenium.webdriver.common.by import By
 from selenium.webdriver import Chrome as WebDriver
+from selenium.webdriver.common.by import By
 
 from tests.browser import console_errors, headless_chromium, wait_until
 from tests.helpers import Server, uvicorn_server

@@ -114,6 +114,16 @@ def session_key(namespace: str, session_id: str) -> str:
     return f"{namespace}/{session_id}"
 
 
+def namespace_prefix(scope: Scope) -> str:
+    """What every store key of the calling client's sessions starts with."""
+    return session_key(caller_namespace(scope), "")
+
+
+def session_id_of(key: str, prefix: str) -> str:
+    """The session id of a store key that starts with ``prefix`` (see :func:`session_key`)."""
+    return key[len(prefix) :]
+
+
 def store_key(scope: Scope, session_id: str) -> str:
     """Store key of the calling client's session ``session_id``."""
     return session_key(caller_namespace(scope), session_id)

@@ -66,6 +66,18 @@ class SessionNotFound(ServiceError):
         )
 
 
+class InvalidCursor(ServiceError):
+    status_code = 422
+    code = "invalid_cursor"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            f"cursor {cursor!r} is not one this service gave: send the next_cursor of the "
+            "previous page, or none for the first page",
+            cursor=cursor,
+        )
+
+
 class StepConflict(ServiceError):
     status_code = 409
     code = "step_conflict"

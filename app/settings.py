@@ -15,6 +15,8 @@ DEFAULT_CAS_ATTEMPTS = 50
 REDIS_SOCKET_TIMEOUT_S = 2.0
 # Interval levels at most, configured or asked for by one request.
 MAX_INTERVAL_LEVELS = 5
+# Sessions one page of GET /sessions may hold.
+MAX_SESSIONS_PAGE = 500
 
 
 def _parse_levels(text: str) -> tuple[float, ...]:

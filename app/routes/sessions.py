@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.routing import APIRoute
 
-from app.auth import store_key
+from app.auth import namespace_prefix, session_id_of, store_key
 from app.errors import SessionNotFound
 from app.responses import JsonLineResponse
 from app.schemas import (
@@ -18,15 +18,30 @@ from app.schemas import (
     ResetResponse,
     SessionInfo,
     SessionRequest,
+    SessionsPage,
 )
-from app.services import ServicesHolder
+from app.services import Services, ServicesHolder
 from app.session_rules import SessionRecord, reset
+from app.settings import MAX_SESSIONS_PAGE
 
 SessionIdPath = Annotated[str, Path(pattern=SESSION_ID.pattern, description=SESSION_ID.description)]
 
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _info(services: Services, session_id: str, record: SessionRecord) -> SessionInfo:
+    return SessionInfo(
+        session_id=session_id,
+        step=record.step,
+        created_at=_iso(record.created_at),
+        last_used_at=_iso(record.last_used_at),
+        expires_at=_iso(record.last_used_at + services.settings.session_ttl_s),
+        model_version=record.model_version,
+        last_prediction=record.last_predictions[-1] if record.last_predictions else None,
+        skill=services.intervals.skill(record.tracking),
+    )
 
 
 def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIRouter:
@@ -54,6 +69,23 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
         await services.store.apply(store_key(request.scope, body.session_id), compute)
         return ResetResponse(session_id=body.session_id, step=0)
 
+    @router.get("/sessions")
+    async def list_sessions(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=MAX_SESSIONS_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> SessionsPage:
+        """The caller's sessions (only those its key can see), a page at a time: pass each
+        page's ``next_cursor`` as ``cursor`` for the next. Pages of the Redis stores follow
+        Redis' SCAN: a session that lives throughout shows at least once."""
+        services = holder.services
+        prefix = namespace_prefix(request.scope)
+        page, following = await services.store.list_page(prefix, cursor, limit)
+        return SessionsPage(
+            sessions=[_info(services, session_id_of(key, prefix), record) for key, record in page],
+            next_cursor=following,
+        )
+
     @router.get("/sessions/{session_id}")
     async def session_info(session_id: SessionIdPath, request: Request) -> SessionInfo:
         """A session's step, times and model version."""
@@ -61,16 +93,7 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
         record = await services.store.get(store_key(request.scope, session_id))
         if record is None:
             raise SessionNotFound(session_id)
-        return SessionInfo(
-            session_id=session_id,
-            step=record.step,
-            created_at=_iso(record.created_at),
-            last_used_at=_iso(record.last_used_at),
-            expires_at=_iso(record.last_used_at + services.settings.session_ttl_s),
-            model_version=record.model_version,
-            last_prediction=record.last_predictions[-1] if record.last_predictions else None,
-            skill=services.intervals.skill(record.tracking),
-        )
+        return _info(services, session_id, record)
 
     @router.delete("/sessions/{session_id}")
     async def delete_session(session_id: SessionIdPath, request: Request) -> DeleteResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from app.audit import Audit
 from app.errors import ServiceError
 from app.json_body_route import UNREADABLE_BODY
 from app.responses import JsonLineResponse
@@ -78,9 +80,13 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
-async def _service_error(_request: Request, exc: Exception) -> JsonLineResponse:
-    assert isinstance(exc, ServiceError)
-    return service_error_response(exc)
+def _service_error(audit: Audit) -> Callable[[Request, Exception], Awaitable[JsonLineResponse]]:
+    async def handle(request: Request, exc: Exception) -> JsonLineResponse:
+        assert isinstance(exc, ServiceError)
+        audit.refused(exc, request.url.path)
+        return service_error_response(exc)
+
+    return handle
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JsonLineResponse:
@@ -126,9 +132,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> JsonLineRespons
     return error_response(500, "internal_error", "internal error; it has been logged")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map domain, validation and HTTP errors to the one error shape."""
-    app.add_exception_handler(ServiceError, _service_error)
+def install_error_handlers(app: FastAPI, audit: Audit) -> None:
+    """Map domain, validation and HTTP errors to the one error shape; ``audit`` counts and logs
+    the refusals among them."""
+    app.add_exception_handler(ServiceError, _service_error(audit))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -6,11 +6,15 @@ raised::
 
     ServiceError
     ├── Unauthorized              401  no key, a malformed header, or an unknown key
+    ├── Forbidden                 403  a client key on an admin route
     ├── SessionNotFound           404  unknown, deleted or expired session
+    ├── ModelNotFound             404  no model of that name is served
     ├── StepConflict              409  the client's step does not match the session's count
     ├── NoValuesYet               409  /forecast on a session that has consumed nothing
     ├── SessionUnderOtherModel    409  /forecast on state computed by another model
     ├── BodyTooLarge              413  the request body is over the configured limit
+    ├── SessionQuotaReached       429  a new session at the caller's own quota
+    ├── RateLimited               429  the caller is over its request rate (Retry-After)
     ├── SessionLimitReached       503  a new session at the service's cap
     ├── SessionBusy               503  the compare-and-set kept losing
     ├── StoreUnavailable          503  the session store does not answer
@@ -30,6 +34,8 @@ class ServiceError(Exception):
     status_code = 500
     code = "internal_error"
     headers: dict[str, str] | None = None
+    # Refusals that /metrics counts and the audit log reports, by this reason (never by key).
+    audit_reason: str | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -42,17 +48,30 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
     headers = {"WWW-Authenticate": "Bearer"}
 
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.audit_reason = reason
+
     @classmethod
     def missing_key(cls) -> Unauthorized:
-        return cls("missing API key: send 'Authorization: Bearer <key>'")
+        return cls("missing API key: send 'Authorization: Bearer <key>'", "missing_key")
 
     @classmethod
     def malformed_header(cls) -> Unauthorized:
-        return cls("malformed Authorization header: expected 'Bearer <key>'")
+        return cls("malformed Authorization header: expected 'Bearer <key>'", "malformed_header")
 
     @classmethod
     def unknown_key(cls) -> Unauthorized:
-        return cls("unknown API key")
+        return cls("unknown API key", "unknown_key")
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+    audit_reason = "client_key_on_admin_route"
+
+    def __init__(self) -> None:
+        super().__init__("this route needs an admin key; the key sent is a client key")
 
 
 class SessionNotFound(ServiceError):
@@ -75,6 +94,30 @@ class InvalidCursor(ServiceError):
             f"cursor {cursor!r} is not one this service gave: send the next_cursor of the "
             "previous page, or none for the first page",
             cursor=cursor,
+        )
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, name: str, served: list[str]) -> None:
+        names = ", ".join(served) or "none"
+        super().__init__(
+            f"no model {name!r} is served (served: {names}); GET /models lists them",
+            model=name,
+            served=served,
+        )
+
+
+class PlotNotFound(ServiceError):
+    status_code = 404
+    code = "plot_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"model {name!r} has no evaluation plot (its artifact was written without one)",
+            model=name,
         )
 
 
@@ -125,15 +168,42 @@ class BodyTooLarge(ServiceError):
         )
 
 
+class SessionQuotaReached(ServiceError):
+    status_code = 429
+    code = "session_quota_reached"
+    audit_reason = "session_quota"
+
+    def __init__(self, quota: int) -> None:
+        super().__init__(
+            f"this API key holds its quota of {quota} live sessions; delete sessions or let "
+            "idle ones expire before opening another (existing sessions keep working)",
+            max_sessions_per_key=quota,
+        )
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+    audit_reason = "rate_limit"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"this API key is over its request rate; retry after {retry_after_s} s",
+            retry_after_s=retry_after_s,
+        )
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class SessionLimitReached(ServiceError):
     status_code = 503
     code = "session_limit_reached"
+    audit_reason = "session_limit"
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self) -> None:
+        # Says nothing of the service's capacity or of other callers: tenants share this cap.
         super().__init__(
-            f"the service holds its maximum of {max_sessions} sessions; "
-            "delete or let idle sessions expire, or retry later",
-            max_sessions=max_sessions,
+            "the service cannot open new sessions right now; existing sessions keep working, "
+            "retry later"
         )
 
 

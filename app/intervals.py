@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from app.schemas import Interval, LevelCoverage, SessionSkill, SkillFigures
+from app.session_history import compiled_push_one
 from app.session_tracking import (
     TrackingLayout,
     compiled_track,
@@ -95,6 +98,13 @@ class IntervalPolicy:
         # a tracking array a request or a store produced.
         tracked, _ = policy.track(policy.fresh_tracking(), 0.0, 0.0)
         policy.track(tracked, 0.0, 0.0)
+        # And the history window's step, with either kind of tracking array.
+        empty = np.empty((0, 2 + layout.levels))
+        for tracking in (policy.fresh_tracking(), tracked):
+            pushed = compiled_push_one(
+                empty, 2, 0.0, 0.0, tracking, policy.parameters, len(adapted)
+            )
+            compiled_push_one(pushed, 2, 0.0, 0.0, tracking, policy.parameters, len(adapted))
         return policy
 
     def fresh_tracking(self) -> FloatArray:
@@ -147,6 +157,27 @@ class IntervalPolicy:
             errors.append(error)
             previous = (forecast, value)
         return tracking, tuple(offsets), tuple(misses), tuple(errors)
+
+    def without_skill(self, tracking: FloatArray) -> FloatArray:
+        """``tracking`` with its live-skill figures (life totals and the recent window) cleared
+        and its interval adaptation (offsets, scale) kept."""
+        out = tracking.copy()
+        out[self.layout.totals :] = 0.0
+        return out
+
+    def judge(self, value: float, served: FloatArray | None) -> tuple[int, float]:
+        """The levels ``value`` missed (a bit each) and its absolute error, against a forecast
+        served with its radii (a history row: value, forecast, radius per level); no misses
+        and a NaN error without one."""
+        if served is None or math.isnan(served[1]):
+            return 0, math.nan
+        error = abs(value - float(served[1]))
+        misses = 0
+        if served.shape[0] == 2 + self.layout.levels:
+            for level in range(self.layout.levels):
+                if error > served[2 + level]:  # False for a NaN radius
+                    misses |= 1 << level
+        return misses, error
 
     def current_offsets(self, tracking: FloatArray | None) -> Sequence[float]:
         """A session's log multipliers of the calibrated scores now (per adapted level: its

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -15,46 +17,53 @@ from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from uvicorn.config import STARTUP_FAILURE
 
+from app.audit import Audit
 from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
 from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
-from app.errors import ModelCheckFailed
 from app.json_body_route import JsonBodyRoute
+from app.keys import parse_env_keys
+from app.keys_file import KeysFileError, KeysFileWatcher, describe, load_keys_file
 from app.metrics import MetricsMiddleware, ServiceMetrics
+from app.model_registry import ModelRegistry, find_models
 from app.openapi import declare_bearer_security
+from app.rate_limit import RateLimiter
 from app.responses import JsonLineResponse
 from app.routes import all_routes
 from app.routes.operations import HEALTH_PATH
-from app.schemas import RequestBodies
+from app.schemas import DEFAULT_MODEL, RequestBodies
 from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
 from app.stores.base import SessionStore
 from app.stores.factory import open_store
 from app.ui import ui_paths, ui_routes
 from app.workers import split_sessions_reason, uvicorn_workers
-from forecast_core.artifact import ArtifactError
-from forecast_core.quiet_tensorflow import quiet_tensorflow
 
 logger = logging.getLogger("app")
+# Seconds the shutdown waits for the background tasks (keys file, replica heartbeat) to stop.
+_BACKGROUND_STOP_S = 1.0
 # The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-def load_model(settings: Settings) -> ModelSlot:
-    """Load, rebuild at batch size 1, and check the model; on failure say why in one line."""
-    quiet_tensorflow()
-    from app.forecaster import Forecaster
-    from forecast_core.artifact import load_artifact
+def load_models(settings: Settings, clock: Callable[[], float]) -> ModelRegistry:
+    """Find, load and check every model in the models folder (blocking: TensorFlow)."""
+    registry = ModelRegistry(settings, clock=clock)
+    registry.refresh()
+    if not registry.all():
+        logger.error("model not loaded, service not ready: %s", registry.problems()[0])
+    return registry
 
-    try:
-        artifact = load_artifact(settings.model_dir)
-        forecaster = Forecaster.from_artifact(artifact, settings.check_tolerance)
-    except (ArtifactError, ModelCheckFailed) as error:
-        logger.error("model not loaded, service not ready: %s", error)
-        return ModelSlot(forecaster=None, problem=str(error))
-    logger.info("serving model %s from %s", forecaster.version, artifact.path)
-    return ModelSlot(forecaster=forecaster)
+
+async def watch_models(registry: ModelRegistry, wait: Callable[[], Awaitable[object]]) -> None:
+    """Look for changed models after every ``wait()``, until cancelled; never fails."""
+    while True:
+        await wait()
+        try:
+            await anyio.to_thread.run_sync(registry.refresh)
+        except Exception:  # a bad artifact or an unreadable folder must not stop the watch
+            logger.exception("looking for changed models failed; trying again later")
 
 
 def create_app(
@@ -63,39 +72,73 @@ def create_app(
     model: ModelSlot | None = None,
     store: SessionStore | None = None,
     clock: Callable[[], float] = time.time,
+    poll_wait: Callable[[], Awaitable[object]] | None = None,
 ) -> FastAPI:
     """Build the service; nothing heavy happens until the lifespan starts.
 
-    ``model`` and ``store``, when given, are used as they are (a test's already-checked model, a
-    store it built): the lifespan then neither loads the one nor opens or closes the other.
-    ``clock`` tells the time to sessions and stores.
+    ``model`` and ``store``, when given, are used as they are (a test's already-checked default
+    model, a store it built): the lifespan then neither loads the one (other named models in the
+    folder are loaded) nor opens or closes the other. ``clock`` tells the time to sessions and
+    stores. ``poll_wait`` is awaited before each look for changed models (default: sleep
+    ``FORECAST_MODEL_POLL_S``; with 0, no polling, only ``POST /models/reload``).
     """
     settings = settings or get_settings()
-    api_keys = ApiKeys(settings.api_keys)
+    defaults = settings.key_defaults()
+    keys_watcher: KeysFileWatcher | None = None
+    limiter = RateLimiter(clock)
+    if settings.api_keys_file is not None:
+        loaded, table = load_keys_file(settings.api_keys_file, defaults)  # KeysFileError
+        api_keys = ApiKeys(table)
+        keys_watcher = KeysFileWatcher(settings.api_keys_file, defaults, api_keys, limiter, loaded)
+    else:
+        api_keys = ApiKeys(parse_env_keys(settings.api_keys, defaults))
     metrics = ServiceMetrics()
+    audit = Audit(clock)
+    metrics.registry.register(audit)
     holder = ServicesHolder()
+
+    def quota(namespace: str) -> int | None:
+        # The keys in force now: a rotated file changes quotas for the next new session.
+        return api_keys.table.quota(namespace)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not api_keys.enabled:
             logger.warning("FORECAST_API_KEYS is empty: the service is open to every caller")
+        else:
+            logger.info("serving %s", describe(api_keys.table, settings.max_sessions))
         # TensorFlow import and the Keras check take seconds: keep them off the event loop.
-        served = (
-            model if model is not None else await anyio.to_thread.run_sync(load_model, settings)
-        )
-        sessions = store if store is not None else await open_store(settings, clock)
+        if model is not None:
+            registry = ModelRegistry(settings, clock=clock)
+            pointer = find_models(settings.model_dir).get(DEFAULT_MODEL)
+            await anyio.to_thread.run_sync(registry.install, DEFAULT_MODEL, model, pointer)
+            await anyio.to_thread.run_sync(registry.refresh)  # the folder's other models
+        else:
+            registry = await anyio.to_thread.run_sync(load_models, settings, clock)
+        sessions = store if store is not None else await open_store(settings, clock, quota)
+        background = _background_tasks(settings, keys_watcher, limiter)
         # Everything loaded so far lives until shutdown; freezing it keeps the collector from
         # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
         gc.collect()
         gc.freeze()
-        services = await anyio.to_thread.run_sync(
-            Services.build, settings, served, sessions, metrics, clock
-        )
-        holder.fill(services)
+        holder.fill(Services(settings, registry, sessions, metrics, clock))
+        wait = poll_wait
+        if wait is None and settings.model_poll_s > 0:
+            wait = _sleeper(settings.model_poll_s)
+        model_watcher = asyncio.create_task(watch_models(registry, wait)) if wait else None
         try:
             yield
         finally:
+            if model_watcher is not None:
+                model_watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await model_watcher
             holder.fill(None)
+            for task in background:
+                task.cancel()
+            if background:
+                # Bounded: a Redis call caught mid-way must not hold up the shutdown.
+                await asyncio.wait(background, timeout=_BACKGROUND_STOP_S)
             if store is None:
                 await sessions.close()
             gc.unfreeze()
@@ -110,6 +153,7 @@ def create_app(
             RequestBodies.from_settings(settings),
             # FastAPI's telemetry records what its own request handler does.
             APIRoute if settings.opentelemetry else JsonBodyRoute,
+            lambda: api_keys.table,
         ),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         default_response_class=JsonLineResponse,
@@ -118,17 +162,57 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    # The keys file's watcher (None without a file): it runs in the lifespan; tests call it.
+    app.state.keys_watcher = keys_watcher
     if app.openapi_url:
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
     app.router.routes.extend(ui_routes())
     if api_keys.enabled:
         declare_bearer_security(app)
-    install_error_handlers(app)
+    install_error_handlers(app, audit)
     # Added last is outermost: metrics see every answer, authentication comes before the body.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, api_keys=api_keys, open_paths=_open_paths(app))
+    app.add_middleware(
+        AuthMiddleware,
+        api_keys=api_keys,
+        open_paths=_open_paths(app),
+        limiter=limiter,
+        audit=audit,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _sleeper(seconds: float) -> Callable[[], Awaitable[None]]:
+    async def wait() -> None:
+        await asyncio.sleep(seconds)
+
+    return wait
+
+
+def _background_tasks(
+    settings: Settings, watcher: KeysFileWatcher | None, limiter: RateLimiter
+) -> list[asyncio.Task[None]]:
+    """The keys file's watcher, and with Redis the heartbeat that shares rate limits out (when
+    any key can have a rate: a default one, or a keys file that may give one)."""
+    tasks = []
+    if watcher is not None:
+        tasks.append(asyncio.create_task(watcher.run(settings.api_keys_reload_s)))
+    rates_possible = bool(settings.rate_limit.strip()) or watcher is not None
+    if settings.store == "redis" and rates_possible:
+        from app.replica_peers import HEARTBEAT_S, ReplicaPeers
+
+        peers = ReplicaPeers(settings.redis_url, settings.redis_prefix, limiter, HEARTBEAT_S)
+
+        async def beat_until_stopped() -> None:
+            try:
+                await peers.run()
+            finally:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(peers.close(), _BACKGROUND_STOP_S)
+
+        tasks.append(asyncio.create_task(beat_until_stopped()))
+    return tasks
 
 
 def _open_paths(app: FastAPI) -> set[str]:
@@ -161,6 +245,15 @@ def _refuse_split_sessions(settings: Settings) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+def _create_or_refuse() -> FastAPI:
+    """The app, or one line saying what is wrong with the keys file and a start-up failure."""
+    try:
+        return create_app()
+    except KeysFileError as error:
+        logger.error("%s", error)
+        sys.exit(STARTUP_FAILURE)
+
+
 _configure_logging()
 _refuse_split_sessions(get_settings())
-app = create_app()
+app = _create_or_refuse()

@@ -9,6 +9,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from app.settings import MAX_INTERVAL_LEVELS, Settings
+from forecast_core.artifact import DEFAULT_MODEL, MODEL_NAME_PATTERN
+
+__all__ = ["DEFAULT_MODEL", "MODEL_NAME_PATTERN"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,19 @@ class SessionIdRule:
 
 
 SESSION_ID = SessionIdRule()
+
+
+ModelName = Annotated[
+    Annotated[str, Field(pattern=MODEL_NAME_PATTERN)] | None,
+    Field(
+        default=None,
+        description=(
+            "the served model to use (GET /models lists them); default: 'default'. A session "
+            "belongs to one model: the same session_id under two models is two sessions"
+        ),
+        examples=["default"],
+    ),
+]
 
 SessionId = Annotated[
     str,
@@ -98,6 +114,7 @@ class PredictRequest(_Body):
     value: FiniteFloat
     step: Step = None
     levels: Levels = None
+    model: ModelName = None
 
 
 class PredictBatchRequest(_Body):
@@ -105,6 +122,7 @@ class PredictBatchRequest(_Body):
     values: list[FiniteFloat] = Field(min_length=1, description="values in order, oldest first")
     step: Step = None
     levels: Levels = None
+    model: ModelName = None
 
 
 Horizon = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
@@ -114,6 +132,7 @@ class ForecastRequest(_Body):
     session_id: SessionId
     horizon: Horizon = Field(description="how many values ahead, each forecast fed back")
     levels: Levels = None
+    model: ModelName = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,7 @@ class RequestBodies:
 
 class SessionRequest(_Body):
     session_id: SessionId
+    model: ModelName = None
 
 
 class Interval(TypedDict):
@@ -178,30 +198,40 @@ Flags = Annotated[
 ]
 
 
+PREVIOUS_MODEL = (
+    "set when the session's state was under another version of its model: the state was "
+    "rebuilt by replaying the session's history window through this one"
+)
+WARMUP_VALUES = (
+    "with previous_model_version: how many values of the history window warmed the new state"
+)
+
+
 class PredictResponse(TypedDict):
     """/predict's answer: a typed dict, built and serialized on the hot path without validation
     (app.responses.JsonBytesResponse); the schema documents it all the same."""
 
     session_id: str
+    model: Annotated[str, Field(description="the model's name")]
     prediction: Annotated[float, Field(description="forecast of the next value")]
     step: Annotated[int, Field(description="values this session has consumed, this one included")]
     model_version: str
     replayed: Annotated[bool, Field(description="a retry of the last request: nothing advanced")]
-    previous_model_version: Annotated[
-        str | None,
-        Field(description="set when the session was under another model: its state restarted"),
-    ]
+    previous_model_version: Annotated[str | None, Field(description=PREVIOUS_MODEL)]
+    warmup_values: Annotated[int | None, Field(description=WARMUP_VALUES)]
     intervals: Annotated[list[Interval], Field(description="around the prediction, one per level")]
     flags: Flags
 
 
 class PredictBatchResponse(BaseModel):
     session_id: str
+    model: str = Field(description="the model's name")
     predictions: list[float] = Field(description="forecast after each value, in order")
     step: int
     model_version: str
     replayed: bool = False
-    previous_model_version: str | None = None
+    previous_model_version: str | None = Field(default=None, description=PREVIOUS_MODEL)
+    warmup_values: int | None = Field(default=None, description=WARMUP_VALUES)
     intervals: list[list[Interval]] = Field(
         default_factory=list, description="one list per prediction, one interval per level"
     )
@@ -210,9 +240,18 @@ class PredictBatchResponse(BaseModel):
 
 class ForecastResponse(BaseModel):
     session_id: str
+    model: str = Field(description="the model's name")
     step: int
     forecasts: list[float]
     model_version: str
+    warmup_values: int | None = Field(
+        default=None,
+        description=(
+            "set when the session's state is still under another version of its model: the "
+            "forecast comes from its history window replayed through this one (the session is "
+            "not changed; its next value rebuilds it)"
+        ),
+    )
     intervals: list[list[Interval]] = Field(
         default_factory=list, description="one list per step ahead; they widen with the horizon"
     )
@@ -244,6 +283,7 @@ class SessionSkill(BaseModel):
 
 class SessionInfo(BaseModel):
     session_id: str
+    model: str = Field(description="the model's name")
     step: int
     created_at: str
     last_used_at: str
@@ -258,6 +298,68 @@ class SessionsPage(BaseModel):
     next_cursor: str | None = Field(
         description="send it as ?cursor= for the next page; null: this was the last page"
     )
+
+
+class HistoryValue(BaseModel):
+    step: int = Field(description="the value's step: values the session had consumed with it")
+    value: float
+    forecast: float | None = Field(
+        description="the one-step forecast served for this value (null: none, a first value)"
+    )
+    intervals: list[Interval] = Field(
+        description="that forecast's intervals, one per configured level (empty: none kept)"
+    )
+
+
+class NextForecast(BaseModel):
+    step: int = Field(description="the step of the value it forecasts")
+    forecast: float
+    intervals: list[Interval]
+
+
+class SessionHistory(BaseModel):
+    session_id: str
+    model: str
+    model_version: str = Field(description="the model version of the session's state")
+    step: int
+    values: list[HistoryValue] = Field(
+        description="the history window, oldest first: at most FORECAST_SESSION_HISTORY values"
+    )
+    next: NextForecast | None = Field(description="the forecast of the session's next value")
+
+
+class RefusedArtifact(BaseModel):
+    artifact: str = Field(description="the folder 'latest' led to")
+    reason: str
+    at: str = Field(description="when it was refused (UTC)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str | None = Field(description="the version served; null: none (see problem)")
+    ready: bool
+    artifact: str | None = Field(description="the folder served")
+    loaded_at: str | None
+    problem: str | None = Field(description="why nothing is served")
+    refused: RefusedArtifact | None = Field(
+        description="the last new artifact that failed its checks; the version above kept serving"
+    )
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ModelChangeInfo(BaseModel):
+    name: str
+    previous_version: str | None
+    version: str | None
+    refused: str | None = Field(description="why the new artifact was not served")
+
+
+class ReloadResponse(BaseModel):
+    changes: list[ModelChangeInfo] = Field(description="what this reload changed or refused")
+    models: list[ModelInfo]
 
 
 class DeleteResponse(BaseModel):
@@ -286,3 +388,16 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class NamespaceSessions(BaseModel):
+    namespace: str
+    name: str | None
+    sessions: int
+    max_sessions: int | None
+
+
+class NamespacesResponse(BaseModel):
+    sessions: int
+    max_sessions: int
+    namespaces: list[NamespaceSessions]

@@ -10,10 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from app.errors import StepConflict
 from app.forecaster import Forecaster, LstmState
 from app.intervals import IntervalPolicy
+from app.session_history import append, compiled_push_one, pending, window_values
 from forecast_core.arrays import FloatArray
+
+# Above this many LSTM steps in one request, compute in a worker thread: a few steps inline are
+# cheaper than a thread hop, but milliseconds on the event loop would stall every other request.
+INLINE_STEPS = 64
 
 
 class SessionRecord(NamedTuple):
@@ -37,15 +44,19 @@ class SessionRecord(NamedTuple):
     # (a bit per level per value), so that its replay answers the same intervals and flags.
     last_offsets: tuple[float, ...] = ()
     last_misses: tuple[int, ...] = ()
+    # The history window (app.session_history): the last raw values, the forecast served for
+    # each and its interval radii, then the pending forecast. None: no values kept.
+    history: FloatArray | None = None
 
     def with_revision(self, revision: int) -> SessionRecord:
         """The same record under the revision a store gave it (cheaper than _replace)."""
-        state, step, _, version, created, used, values, predictions, tracking, offsets, misses = (
-            self
-        )
+        (
+            state, step, _, version, created, used, values, predictions, tracking, offsets,
+            misses, history,
+        ) = self  # fmt: skip
         return SessionRecord(
             state, step, revision, version, created, used, values, predictions, tracking, offsets,
-            misses,
+            misses, history,
         )  # fmt: skip
 
 
@@ -62,6 +73,13 @@ class FeedOutcome(NamedTuple):
     # Per value, the absolute error of the forecast it revealed (NaN: no forecast before it).
     # Empty for a replay: nothing new was revealed.
     errors: tuple[float, ...] = ()
+    # After a model change: how many values of the history window warmed the new state.
+    warmup_values: int | None = None
+
+
+class ReplayOffEventLoop(Exception):
+    """A model change needs a replay too long to run on the event loop: compute it again in a
+    worker thread (raised before anything is written)."""
 
 
 def fresh_record(forecaster: Forecaster, policy: IntervalPolicy, now: float) -> SessionRecord:
@@ -83,39 +101,131 @@ def feed(
     values: Sequence[float],
     expected_step: int | None,
     now: float,
+    *,
+    history: int = 0,
+    inline: bool = False,
 ) -> tuple[SessionRecord | None, FeedOutcome]:
     """Apply values to a session (None: unknown, starts from zero), honouring ``expected_step``.
 
-    Returns the record to write (None when nothing changes) and the answer.
+    ``history``: values the session keeps in its window (FORECAST_SESSION_HISTORY). A session
+    whose state belongs to another model is first rebuilt by replaying its window through this
+    one (``inline``: the caller runs on the event loop, so a long replay raises
+    ReplayOffEventLoop instead). Returns the record to write (None when nothing changes) and
+    the answer.
     """
     current = record if record is not None else fresh_record(forecaster, policy, now)
     if expected_step is not None and expected_step != current.step:
         if _is_retry_of_last(current, values, expected_step):
             return None, _replay(current, policy)
         raise StepConflict(expected_step, current.step)
-    previous_model: str | None = None
+    if current.model_version != forecaster.version:
+        return _feed_after_model_change(
+            current, forecaster, policy, values, now, history=history, inline=inline
+        )
     state, tracking = current.state, current.tracking
     # The forecast this request's first value reveals the error of, and the value before it.
     previous = (
         (current.last_predictions[-1], current.last_values[-1]) if current.last_values else None
     )
-    if current.model_version != forecaster.version:
-        # State learnt under another model means nothing to this one: restart it, keep counting.
-        previous_model = current.model_version
-        state, tracking, previous = forecaster.zero_state(), None, None
     if tracking is None or tracking.shape[0] != policy.layout.size:
         tracking = policy.fresh_tracking()  # first use, or other levels or window configured
     new_state, predictions = forecaster.feed(state, values)
     tracking, offsets, misses, errors = policy.track_values(tracking, previous, values, predictions)
+    window = _next_window(current.history, history, policy, values, predictions, offsets, tracking)
     step = current.step + len(values)
     # Positional constructors: this runs on every request, and keywords and _replace cost more.
     updated = SessionRecord(
         new_state, step, current.revision, forecaster.version, current.created_at, now,
-        tuple(values), tuple(predictions), tracking, offsets, misses,
+        tuple(values), tuple(predictions), tracking, offsets, misses, window,
     )  # fmt: skip
     outcome = FeedOutcome(
-        predictions, step, forecaster.version, False, previous_model, offsets, misses, errors
+        predictions, step, forecaster.version, False, None, offsets, misses, errors
     )
+    return updated, outcome
+
+
+def _next_window(
+    window: FloatArray | None,
+    capacity: int,
+    policy: IntervalPolicy,
+    values: Sequence[float],
+    predictions: Sequence[float],
+    offsets: Sequence[float],
+    tracking: FloatArray,
+) -> FloatArray | None:
+    if capacity <= 0:
+        return None
+    levels = policy.layout.levels
+    if len(values) == 1 and (window is None or window.shape[1] == 2 + levels):
+        # /predict: one compiled call (the pending radii come from the new tracking).
+        empty = (
+            _EMPTY_WINDOWS[levels] if levels < len(_EMPTY_WINDOWS) else np.empty((0, 2 + levels))
+        )
+        return compiled_push_one(
+            window if window is not None else empty,
+            capacity,
+            values[0],
+            predictions[0],
+            tracking,
+            policy.parameters,
+            levels,
+        )
+    return append(window, capacity, values, predictions, offsets, policy.scores)
+
+
+_EMPTY_WINDOWS = tuple(np.empty((0, 2 + levels)) for levels in range(8))
+
+
+def replay_window(
+    forecaster: Forecaster, policy: IntervalPolicy, window: FloatArray
+) -> tuple[LstmState, list[float], FloatArray]:
+    """A fresh session of ``forecaster`` fed ``window``: its state, forecasts and tracking."""
+    state, forecasts = forecaster.feed(forecaster.zero_state(), window.tolist())
+    tracking, _, _, _ = policy.track_values(
+        policy.fresh_tracking(), None, window.tolist(), forecasts
+    )
+    return state, forecasts, tracking
+
+
+def _feed_after_model_change(
+    current: SessionRecord,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    values: Sequence[float],
+    now: float,
+    *,
+    history: int,
+    inline: bool,
+) -> tuple[SessionRecord, FeedOutcome]:
+    """State learnt under another model means nothing to this one: rebuild it by replaying the
+    history window, as a fresh session of this model fed the window and then ``values`` would
+    be (state, forecasts and interval adaptation alike). The count goes on."""
+    window = window_values(current.history)[-history:] if history > 0 else np.empty(0)
+    if inline and len(window) + len(values) > INLINE_STEPS:
+        raise ReplayOffEventLoop
+    state, forecasts, tracking = replay_window(forecaster, policy, window)
+    previous = (forecasts[-1], float(window[-1])) if len(window) else None
+    new_state, predictions = forecaster.feed(state, values)
+    tracking, offsets, misses, errors = policy.track_values(tracking, previous, values, predictions)
+    # The skill figures describe forecasts this model served: they restart here.
+    tracking = policy.without_skill(tracking)
+    # The first value is judged against the forecast the client was served for it (the old
+    # model's, kept in the window), not the replay's.
+    served = pending(current.history)
+    first_missed, first_error = policy.judge(values[0], served)
+    misses = (first_missed, *misses[1:])
+    errors = (first_error, *errors[1:])
+    kept = current.history if history > 0 else None
+    new_window = _next_window(kept, history, policy, values, predictions, offsets, tracking)
+    step = current.step + len(values)
+    updated = SessionRecord(
+        new_state, step, current.revision, forecaster.version, current.created_at, now,
+        tuple(values), tuple(predictions), tracking, offsets, misses, new_window,
+    )  # fmt: skip
+    outcome = FeedOutcome(
+        predictions, step, forecaster.version, False, current.model_version, offsets, misses,
+        errors, len(window),
+    )  # fmt: skip
     return updated, outcome
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from app.keys import KeyDefaults
 
 # Compare-and-set attempts before a request gives up with 503 session_busy.
 DEFAULT_CAS_ATTEMPTS = 50
@@ -17,6 +20,11 @@ REDIS_SOCKET_TIMEOUT_S = 2.0
 MAX_INTERVAL_LEVELS = 5
 # Sessions one page of GET /sessions may hold.
 MAX_SESSIONS_PAGE = 500
+
+
+# A session's history window at most (FORECAST_SESSION_HISTORY): bounds the record and the
+# replay after a model change.
+MAX_SESSION_HISTORY = 10_000
 
 
 def _parse_levels(text: str) -> tuple[float, ...]:
@@ -44,7 +52,24 @@ class Settings(BaseSettings):
 
     model_dir: Path = Field(
         default=Path("models"),
-        description="models folder (its 'latest' is served) or one artifact folder",
+        description=(
+            "models folder: its 'latest' is the model 'default', each '<name>/latest' the "
+            "model <name>; or one artifact folder (served as 'default')"
+        ),
+    )
+    model_poll_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often each replica looks for a changed 'latest' (0: only on reload)",
+    )
+    session_history: int = Field(
+        default=256,
+        ge=0,
+        le=MAX_SESSION_HISTORY,
+        description=(
+            "raw values each session keeps (its history window, replayed through a new model "
+            "after a model change; 0: none, a model change restarts from zero state)"
+        ),
     )
     store: Literal["memory", "sqlite", "redis"] = Field(
         default="sqlite", description="where session state lives"
@@ -80,7 +105,29 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field(
         default="",
-        description="comma-separated API keys or sha256:<hex> of keys; empty: open",
+        description=(
+            "comma-separated API keys or sha256:<hex> of keys, 'admin:' before an admin key; "
+            "empty: open (unless api_keys_file is set)"
+        ),
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="TOML file of keys with scopes and per-key limits, re-read when it changes",
+    )
+    api_keys_reload_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how often each replica looks for a change of the keys file",
+    )
+    max_sessions_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="live sessions per API key at most; default: max_sessions / number of keys",
+    )
+    rate_limit: str = Field(
+        default="",
+        description="requests per second per API key, e.g. '200/s burst 400'; empty: none",
     )
     store_retry_attempts: int = Field(
         default=DEFAULT_CAS_ATTEMPTS, ge=1, description="compare-and-set attempts"
@@ -127,8 +174,34 @@ class Settings(BaseSettings):
     def _check_api_keys(cls, value: str) -> str:
         from app.auth import ApiKeys
 
-        ApiKeys(value)  # raises ValueError with what is wrong
+        ApiKeys.from_spec(value)  # raises ValueError with what is wrong
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from app.rate_limit import parse_rate_limit
+
+        parse_rate_limit(value)  # raises ValueError with what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _one_source_of_keys(self) -> Settings:
+        if self.api_keys.strip() and self.api_keys_file is not None:
+            raise ValueError(
+                "set FORECAST_API_KEYS or FORECAST_API_KEYS_FILE, not both "
+                "(a key left in the environment could not be rotated out through the file)"
+            )
+        return self
+
+    def key_defaults(self) -> KeyDefaults:
+        """The limits every key has unless the keys file overrides them."""
+        from app.keys import KeyDefaults
+        from app.rate_limit import parse_rate_limit
+
+        return KeyDefaults(
+            self.max_sessions, self.max_sessions_per_key, parse_rate_limit(self.rate_limit)
+        )
 
     @model_validator(mode="after")
     def _check_redis_url(self) -> Settings:

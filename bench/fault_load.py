@@ -1,16 +1,27 @@
-"""Sustained /predict load with faults: kill -9 a replica and restart it, restart Redis.
+"""Sustained /predict load with faults: kill -9 a replica and restart it, restart Redis, then
+switch the served model.
 
     python -m bench.fault_load [--duration 30] [--clients 8] [--sessions 40] [--cluster]
+                               [--no-switch] [--poll 1]
 
 Two uvicorn replicas share one Redis (AOF, fsync always) on 127.0.0.1. Client threads feed their
 sessions with ``step`` and retry every failed request (same step, same value) on either replica
 until it is acknowledged. Meanwhile one replica is killed with SIGKILL and restarted, and Redis is
 stopped and restarted. With ``--cluster`` the replicas share a Redis Cluster (three masters, three
 replicas, ``FORECAST_REDIS_MIN_REPLICAS=1``) instead, and a master is killed with SIGKILL: its
-replica is promoted, and the killed node comes back as the new master's replica. Afterwards
-every session's acknowledged steps must form one unbroken sequence, the store must hold exactly
-that many, and the session's state must equal a replay of the acknowledged values. Prints the
-counts; exits 1 if anything was lost, duplicated or differs.
+replica is promoted, and the killed node comes back as the new master's replica. Once both
+replicas serve again, the models folder's ``latest`` is switched to another model (trained with
+another seed) while the load goes on: both replicas must serve it within the poll interval
+(``FORECAST_MODEL_POLL_S``) plus a second, with no 5xx, and each session's first forecast under
+it must equal a fresh session of the new model fed the session's history window and the new
+value. Afterwards every session's acknowledged steps must form one unbroken sequence, the store
+must hold exactly that many, and every acknowledged forecast must equal a replay of the
+acknowledged values (through the model each answer names, rebuilt from the window where the
+model changed). Prints the counts; exits 1 if anything was lost, duplicated or differs.
+
+The replicas run with an API key and a per-key rate limit (``--rate-limit``, default
+``1000/s burst 1000``; the clients send the key): the drill covers the service as deployed for
+tenants, and a refusal for the rate (429) is retried like any other.
 """
 
 from __future__ import annotations
@@ -27,13 +38,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from bench.local import RedisCluster, RedisServer, free_port, wait_for_200
+from bench.local import RedisCluster, RedisServer, SwitchableModels, free_port, wait_for_200
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
+if TYPE_CHECKING:
+    from app.forecaster import Forecaster
+    from forecast_core.arrays import FloatArray
+
 REPO = Path(__file__).resolve().parent.parent
+# The drill's one client key: every request sends it.
+DRILL_KEY = "fault-drill-key-0123456789"
+DRILL_AUTH = {"authorization": f"Bearer {DRILL_KEY}"}
+DEFAULT_RATE_LIMIT = "1000/s burst 1000"
 
 
 class Replica:
@@ -71,8 +91,44 @@ class Replica:
 class SessionLog:
     values: list[float] = field(default_factory=list)
     predictions: list[float] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)  # the model version of each answer
     duplicated: int = 0
     gaps: int = 0
+
+
+@dataclass
+class Switch:
+    """The model switch and what followed it."""
+
+    old: str
+    new: str
+    poll_s: float
+    delays_s: list[float | None]  # per replica, from the switch until it served the new model
+    errors_after: dict[str, int]  # failed requests after the switch, by kind
+    switched_sessions: int = 0  # sessions that got an answer under the new model
+    first_forecasts_equal: int = 0  # of those, first forecasts equal to the fresh replay
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for kind, n in self.errors_after.items() if kind.startswith("HTTP 5"))
+
+    @property
+    def ok(self) -> bool:
+        return (
+            all(d is not None and d <= self.poll_s + 1.0 for d in self.delays_s)
+            and self.server_errors == 0
+            and self.switched_sessions > 0
+            and self.first_forecasts_equal == self.switched_sessions
+        )
+
+    def line(self) -> str:
+        delays = " and ".join("never" if d is None else f"{d:.1f} s" for d in self.delays_s)
+        return (
+            f"model switched mid-run {self.old} -> {self.new}: replicas served it after {delays}"
+            f" (poll {self.poll_s:g} s); 5xx after the switch: {self.server_errors}; "
+            f"first forecasts under it equal to a fresh new-model session fed the window and "
+            f"the new value: {self.first_forecasts_equal} of {self.switched_sessions} sessions"
+        )
 
 
 @dataclass
@@ -85,6 +141,7 @@ class Report:
     duplicated_steps: int
     mismatched_sessions: int
     sessions: int
+    switch: Switch | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,6 +150,7 @@ class Report:
             and self.duplicated_steps == 0
             and self.mismatched_sessions == 0
             and self.acknowledged_steps > 0
+            and (self.switch is None or self.switch.ok)
         )
 
     def lines(self) -> list[str]:
@@ -110,6 +168,7 @@ class Report:
             f"lost steps: {self.lost_steps}",
             f"duplicated steps: {self.duplicated_steps}",
             f"sessions whose state differs from a replay: {self.mismatched_sessions}",
+            *([self.switch.line()] if self.switch is not None else []),
         ]
 
 
@@ -179,18 +238,38 @@ def run(
     models: Path,
     workdir: Path,
     cluster: bool = False,
+    switch_to: Path | None = None,
+    poll_s: float = 1.0,
+    rate_limit: str = DEFAULT_RATE_LIMIT,
 ) -> Report:
-    """Drive the load, inject the faults, and check every session afterwards."""
+    """Drive the load, inject the faults, switch to the model in ``switch_to`` (a models folder,
+    if given), and check every session afterwards."""
     from app.forecaster import Forecaster
+    from app.settings import Settings
     from forecast_core.artifact import load_artifact
 
-    forecaster = Forecaster.from_artifact(load_artifact(models), 1e-5)
+    served = SwitchableModels(workdir / "served-models")
+    old = served.add(models / "latest" if (models / "latest").exists() else models)
+    served.point_at(old)
+    new = (
+        served.add(switch_to / "latest" if (switch_to / "latest").exists() else switch_to)
+        if (switch_to is not None)
+        else None
+    )
+    forecasters = {
+        version: Forecaster.from_artifact(load_artifact(served.folder / version), 1e-5)
+        for version in filter(None, (old, new))
+    }
+    history = Settings().session_history
     redis = ClusterRedis(workdir) if cluster else SingleRedis(workdir)
     redis.start()
     env = {
-        "FORECAST_MODEL_DIR": str(models),
+        "FORECAST_MODEL_DIR": str(served.folder),
+        "FORECAST_MODEL_POLL_S": str(poll_s),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
+        "FORECAST_API_KEYS": DRILL_KEY,
+        "FORECAST_RATE_LIMIT": rate_limit,
         **redis.env,
     }
     replicas = [Replica(env, workdir / f"replica-{i}.log") for i in range(2)]
@@ -198,17 +277,19 @@ def run(
         replica.start()
     logs = {f"load-{i}": SessionLog() for i in range(sessions)}
     errors: collections.Counter[str] = collections.Counter()
+    errors_after_switch: collections.Counter[str] = collections.Counter()
+    switched = threading.Event()
     requests = 0
     lock = threading.Lock()
-    stop_at = time.monotonic() + duration
+    stop = threading.Event()
 
     def client(index: int) -> None:
         nonlocal requests
         mine = [name for i, name in enumerate(logs) if i % clients == index]
         rng = random.Random(index)
-        http = httpx.Client(timeout=5)
+        http = httpx.Client(timeout=5, headers=DRILL_AUTH)
         try:
-            while time.monotonic() < stop_at:
+            while not stop.is_set():
                 name = rng.choice(mine)
                 log = logs[name]
                 value = round(rng.uniform(0, 1), 4)
@@ -229,6 +310,8 @@ def run(
                             kind += f" {response.json()['error']['code']}"
                     with lock:
                         errors[kind] += 1
+                        if switched.is_set():
+                            errors_after_switch[kind] += 1
                     time.sleep(0.02)
                 answer = response.json()
                 if answer["step"] != len(log.values) + 1:
@@ -238,25 +321,43 @@ def run(
                         log.gaps += answer["step"] - len(log.values) - 1
                 log.values.append(value)
                 log.predictions.append(answer["prediction"])
+                log.versions.append(answer["model_version"])
         finally:
             http.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
     for thread in threads:
         thread.start()
+    switch: Switch | None = None
     try:
-        time.sleep(duration * 0.25)
+        time.sleep(duration * 0.2)
         replicas[0].kill()  # SIGKILL: in-flight requests die with it
         time.sleep(duration * 0.1)
         replicas[0].start(wait=False)
-        time.sleep(duration * 0.25)
+        time.sleep(duration * 0.15)
         redis.fault(pause=duration * 0.05)
+        if new is not None:
+            # Switch once both replicas serve again, so that each one's delay is its own poll.
+            for replica in replicas:
+                wait_for_200(f"{replica.url}/ready", replica.process)  # type: ignore[arg-type]
+            time.sleep(max(0.0, started + duration * 0.6 - time.monotonic()))
+            switch = _switch(served, replicas, old, new, poll_s, switched)
+            # Keep the load on for a while under the new model.
+            time.sleep(max(duration * 0.3, started + duration - time.monotonic()))
+        else:
+            time.sleep(max(0.0, started + duration - time.monotonic()))
+        stop.set()
         for thread in threads:
             thread.join(timeout=duration + 120)
-        wait_for_200(f"{replicas[0].url}/ready", replicas[0].process)  # type: ignore[arg-type]
+        wait_for_200(
+            f"{replicas[0].url}/ready",
+            replicas[0].process,  # type: ignore[arg-type]
+            headers=DRILL_AUTH,
+        )
 
         lost = duplicated = mismatched = 0
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=DRILL_AUTH) as http:
             for name, log in logs.items():
                 duplicated += log.duplicated
                 lost += log.gaps
@@ -266,15 +367,25 @@ def run(
                 duplicated += max(0, stored - len(log.values))
                 if not log.values:
                     continue
-                state, expected = forecaster.feed(forecaster.zero_state(), log.values)
+                replayed = _replay(log, forecasters, history, switch)
                 ahead = http.post(
                     f"{replicas[0].url}/forecast", json={"session_id": name, "horizon": 3}
-                ).json()["forecasts"]
-                replayed = forecaster.forecast_ahead(state, expected[-1], 3)
-                if any(abs(a - b) > 1e-9 for a, b in zip(expected, log.predictions, strict=True)):
+                ).json()
+                if replayed is None:
                     mismatched += 1
-                elif any(abs(a - b) > 1e-9 for a, b in zip(ahead, replayed, strict=True)):
+                    continue
+                forecaster = forecasters[ahead["model_version"]]
+                state = replayed.get(ahead["model_version"])
+                if state is None:
                     mismatched += 1
+                    continue
+                expected = forecaster.forecast_ahead(state, log.predictions[-1], 3)
+                if any(
+                    abs(a - b) > 1e-9 for a, b in zip(ahead["forecasts"], expected, strict=True)
+                ):
+                    mismatched += 1
+        if switch is not None:
+            switch.errors_after = dict(errors_after_switch)
         return Report(
             failover_s=redis.failover_s,
             requests=requests,
@@ -284,11 +395,84 @@ def run(
             duplicated_steps=duplicated,
             mismatched_sessions=mismatched,
             sessions=sessions,
+            switch=switch,
         )
     finally:
+        stop.set()
         for replica in replicas:
             replica.stop()
         redis.stop()
+
+
+def _switch(
+    served: SwitchableModels,
+    replicas: list[Replica],
+    old: str,
+    new: str,
+    poll_s: float,
+    switched: threading.Event,
+) -> Switch:
+    """Point ``latest`` at ``new`` and time each replica until its ``/models`` says so."""
+    served.point_at(new)
+    at = time.monotonic()
+    switched.set()
+    delays: list[float | None] = [None] * len(replicas)
+    with httpx.Client(timeout=2) as http:
+        while time.monotonic() < at + poll_s + 10 and None in delays:
+            for index, replica in enumerate(replicas):
+                if delays[index] is not None:
+                    continue
+                try:
+                    listed = http.get(f"{replica.url}/models").json()["models"]
+                except (httpx.HTTPError, ValueError, KeyError):
+                    continue
+                if any(m["name"] == "default" and m["version"] == new for m in listed):
+                    delays[index] = time.monotonic() - at
+            time.sleep(0.02)
+    return Switch(old=old, new=new, poll_s=poll_s, delays_s=delays, errors_after={})
+
+
+def _replay(
+    log: SessionLog,
+    forecasters: dict[str, Forecaster],
+    history: int,
+    switch: Switch | None,
+) -> dict[str, FloatArray] | None:
+    """Replay a session's acknowledged values as the service must have applied them: under the
+    model each answer names, the state rebuilt from the last ``history`` values wherever the
+    model changed. The state after the last value under each model that answered last; None if
+    an acknowledged forecast differs. Counts the switch's first forecasts on the way."""
+    state: FloatArray | None = None
+    current: str | None = None
+    states: dict[str, FloatArray] = {}
+    first_under_new = True
+    for index, (value, version, served) in enumerate(
+        zip(log.values, log.versions, log.predictions, strict=True)
+    ):
+        forecaster = forecasters[version]
+        if version != current:
+            window = log.values[max(0, index - history) : index] if current is not None else []
+            state, _ = forecaster.feed(forecaster.zero_state(), window)
+            current = version
+        assert state is not None
+        state, (prediction,) = forecaster.feed(state, [value])
+        equal = abs(prediction - served) <= 1e-9
+        if switch is not None and version == switch.new and first_under_new:
+            first_under_new = False
+            switch.switched_sessions += 1
+            switch.first_forecasts_equal += int(equal)
+        if not equal:
+            return None
+        states = {version: state}
+    return states
+
+
+def _train(out: Path, *options: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "training", "--out", str(out), "--quiet", *options],
+        cwd=REPO,
+        check=True,
+    )
 
 
 def main() -> None:
@@ -302,18 +486,35 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="a Redis Cluster, and kill -9 one of its masters"
     )
+    parser.add_argument(
+        "--no-switch", action="store_true", help="do not switch the served model mid-run"
+    )
+    parser.add_argument(
+        "--poll", type=float, default=1.0, help="the replicas' FORECAST_MODEL_POLL_S"
+    )
+    parser.add_argument(
+        "--rate-limit", default=DEFAULT_RATE_LIMIT, help="FORECAST_RATE_LIMIT of the replicas"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         models = args.models
         if not (models / "latest").exists():
             models = Path(tmp) / "models"
-            subprocess.run(
-                [sys.executable, "-m", "training", "--out", str(models), "--quiet"],
-                cwd=REPO,
-                check=True,
-            )
+            _train(models)
+        switch_to = None
+        if not args.no_switch:
+            switch_to = Path(tmp) / "switch-to"
+            _train(switch_to, "--seed", "2", "--epochs", "300")
         report = run(
-            args.duration, args.clients, args.sessions, models, Path(tmp), cluster=args.cluster
+            args.duration,
+            args.clients,
+            args.sessions,
+            models,
+            Path(tmp),
+            cluster=args.cluster,
+            switch_to=switch_to,
+            poll_s=args.poll,
+            rate_limit=args.rate_limit,
         )
     for line in report.lines():
         print(line)

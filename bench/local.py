@@ -21,14 +21,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_200(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
+def wait_for_200(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 120,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Poll ``url`` (sending ``headers``: an API key) until it answers 200; fail early if
+    ``process`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the process serving {url} exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, headers=headers).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -270,3 +276,28 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class SwitchableModels:
+    """A models folder whose ``latest`` (or ``<name>/latest``) is switched between artifacts,
+    as a rollout or a rollback does: each artifact copied in under its version."""
+
+    def __init__(self, folder: Path, name: str | None = None) -> None:
+        self.root = folder
+        self.folder = folder / name if name else folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, artifact: Path) -> str:
+        """Copy the artifact ``artifact`` leads to (a folder or a models folder's ``latest``)
+        in; its version, which :meth:`point_at` takes."""
+        source = artifact.resolve()
+        version = source.name
+        if not (self.folder / version).exists():
+            shutil.copytree(source, self.folder / version)
+        return version
+
+    def point_at(self, version: str) -> None:
+        """Point ``latest`` at ``version``, atomically (a rename), as the training job does."""
+        from forecast_core.artifact import point_latest_at
+
+        point_latest_at(self.folder, version)

@@ -1,7 +1,7 @@
 """Throughput and p99 latency of POST /predict under wrk, next to a trivial FastAPI endpoint.
 
     python -m bench.serve_throughput [--duration 10] [--rounds 3] [--stores memory,sqlite,redis]
-        [--compare-with CHECKOUT]
+        [--compare-with CHECKOUT] [--warm-up 2]
 
 ``--stores`` may also name ``redis-cluster``: a local Redis Cluster (three masters, three
 replicas) instead of one node, and ``redis-cluster-confirmed`` the same cluster with
@@ -49,6 +49,15 @@ def _pinned(command: list[str], core: int) -> list[str]:
     return command
 
 
+def api_key_of(env: dict[str, str]) -> str:
+    """The key wrk sends: the first plain key in the target's FORECAST_API_KEYS ('' for none)."""
+    for entry in env.get("FORECAST_API_KEYS", "").split(","):
+        key = entry.strip().removeprefix("admin:")
+        if key and not key.startswith("sha256:"):
+            return key
+    return ""
+
+
 def _serve(
     app: str, env: dict[str, str], log: Path, checkout: Path = REPO
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -68,15 +77,18 @@ def _serve(
         )
     base = f"http://127.0.0.1:{port}"
     probe = "/docs" if app.startswith("bench.trivial_app") else "/ready"
+    key = api_key_of(env)
     try:
-        wait_for_200(base + probe, process)
+        wait_for_200(
+            base + probe, process, headers={"authorization": f"Bearer {key}"} if key else None
+        )
     except (RuntimeError, TimeoutError):
         process.kill()
         raise RuntimeError(f"{app} did not become ready: {log.read_text()[-2000:]}") from None
     return process, base
 
 
-def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
+def _wrk(base: str, seconds: int, connections: int, sessions: int, api_key: str = "") -> str:
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), base,
     ]  # fmt: skip
@@ -85,7 +97,7 @@ def _wrk(base: str, seconds: int, connections: int, sessions: int) -> str:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "SESSIONS": str(sessions)},
+        env={**os.environ, "SESSIONS": str(sessions), "API_KEY": api_key},
         timeout=seconds + 60,
     )
     return result.stdout
@@ -118,13 +130,17 @@ def _parse(name: str, output: str) -> Result:
     )
 
 
-def measure(base: str, args: argparse.Namespace, name: str, warm_up: bool) -> Result:
+def measure(
+    base: str, args: argparse.Namespace, name: str, warm_up: bool, api_key: str = ""
+) -> Result:
     if warm_up:
-        _wrk(base, 2, args.connections, args.sessions)  # sessions exist, caches are hot
+        # Sessions exist and caches are hot; a long enough warm-up also fills the sessions'
+        # history windows, so that the rounds measure records of their full size.
+        _wrk(base, args.warm_up, args.connections, args.sessions, api_key)
     # Let the server finish with the previous run's connections: back to back, the new ones
     # queue behind the old ones' teardown and p99 measures that instead of the service.
     time.sleep(1.0)
-    return _parse(name, _wrk(base, args.duration, args.connections, args.sessions))
+    return _parse(name, _wrk(base, args.duration, args.connections, args.sessions, api_key))
 
 
 def _median(results: list[Result]) -> Result:
@@ -156,6 +172,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=2,
+        help="seconds of load on each target before its first round; enough for 256 requests "
+        "per session (about 60 s at 1,000 sessions) fills every session's history window",
+    )
     parser.add_argument(
         "--stores",
         default="memory",
@@ -189,6 +212,7 @@ def main() -> None:
         helpers: list[RedisServer | RedisCluster] = []
         redis_urls: dict[str, str] = {}
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
+        keys: dict[str, str] = {}  # target -> the API key wrk sends it
 
         def store_env(store: str, prefix: str) -> dict[str, str]:
             redis_kind = store.removesuffix("-confirmed")
@@ -230,6 +254,7 @@ def main() -> None:
                     env[name.strip()] = value
                 process, base = _serve("app.main:app", env, log)
                 servers.append((f"/predict ({label})", process, base))
+                keys[f"/predict ({label})"] = api_key_of(env)
             if args.compare_with is not None:
                 checkout = args.compare_with.resolve()
                 other_models = str(_ensure_model(workdir, checkout))
@@ -242,7 +267,9 @@ def main() -> None:
             rounds: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
             for round_number in range(args.rounds):
                 for name, _, base in servers:
-                    rounds[name].append(measure(base, args, name, warm_up=round_number == 0))
+                    rounds[name].append(
+                        measure(base, args, name, round_number == 0, keys.get(name, ""))
+                    )
             results = [_median(rounds[name]) for name, _, _ in servers]
         finally:
             for _, process, _ in servers:
@@ -255,7 +282,8 @@ def main() -> None:
     memory = next((r for r in results if "memory" in r.name), None)
     print(
         f"wrk: {args.connections} connections, {args.sessions} sessions, {args.duration} s, "
-        f"median of {args.rounds} interleaved rounds; servers on core 0, wrk on core 1"
+        f"median of {args.rounds} interleaved rounds after {args.warm_up} s of warm-up; "
+        "servers on core 0, wrk on core 1"
     )
     header = f"{'target':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(f"{header}{'vs trivial':>12}{'vs memory':>11}  errors")

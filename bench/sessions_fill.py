@@ -30,7 +30,9 @@ def session_after_one_step(model_dir: Path, now: float) -> SessionRecord:
     forecaster = Forecaster(artifact.session_step(), artifact.manifest)
     settings = Settings()
     policy = IntervalPolicy.for_settings(artifact.manifest.calibration, settings)
-    record, _ = feed(None, forecaster, policy, [0.4, 0.5], None, now)
+    record, _ = feed(
+        None, forecaster, policy, [0.4, 0.5], None, now, history=settings.session_history
+    )
     assert record is not None
     return record
 
@@ -42,7 +44,9 @@ async def fill(store: SessionStore, count: int, record: SessionRecord) -> None:
         # Each session its own state array, as in service: shared, the memory store would
         # measure a dictionary of references.
         tracking = record.tracking.copy() if record.tracking is not None else None
-        return record._replace(state=record.state.copy(), tracking=tracking), None
+        history = record.history.copy() if record.history is not None else None
+        copied = record._replace(state=record.state.copy(), tracking=tracking, history=history)
+        return copied, None
 
     for start in range(0, count, _IN_FLIGHT):
         stop = min(count, start + _IN_FLIGHT)

@@ -13,36 +13,43 @@ class Interval(TypedDict):
 
 class Prediction(TypedDict):
     session_id: str
+    model: str
     prediction: float
     step: int
     model_version: str
     replayed: bool
     previous_model_version: str | None
+    warmup_values: int | None
     intervals: list[Interval]
     flags: list[str]
 
 
 class BatchPrediction(TypedDict):
     session_id: str
+    model: str
     predictions: list[float]
     step: int
     model_version: str
     replayed: bool
     previous_model_version: str | None
+    warmup_values: int | None
     intervals: list[list[Interval]]
     flags: list[list[str]]
 
 
 class Forecast(TypedDict):
     session_id: str
+    model: str
     step: int
     forecasts: list[float]
     model_version: str
+    warmup_values: int | None
     intervals: list[list[Interval]]
 
 
 class SessionInfo(TypedDict):
     session_id: str
+    model: str
     step: int
     created_at: str
     last_used_at: str
@@ -60,3 +67,29 @@ class Reset(TypedDict):
 class Deleted(TypedDict):
     session_id: str
     deleted: bool
+
+
+class HistoryValue(TypedDict):
+    step: int
+    value: float
+    forecast: float | None
+    intervals: list[Interval]
+
+
+class NextForecast(TypedDict):
+    step: int
+    forecast: float
+    intervals: list[Interval]
+
+
+class History(TypedDict):
+    session_id: str
+    model: str
+    model_version: str
+    step: int
+    values: list[HistoryValue]
+    next: NextForecast | None
+
+
+class Models(TypedDict):
+    models: list[dict[str, Any]]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -22,6 +23,8 @@ from forecast_client.answers import (
     BatchPrediction,
     Deleted,
     Forecast,
+    History,
+    Models,
     Prediction,
     Reset,
     SessionInfo,
@@ -39,7 +42,14 @@ DEFAULT_BACKOFF_S = 0.1
 class _Policy:
     """What the two clients share: the base URL and key, the retry rule, reading answers."""
 
-    def __init__(self, base_url: str, api_key: str | None, attempts: int, backoff_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        attempts: int,
+        backoff_s: float,
+        model: str | None = None,
+    ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {attempts}")
         self.base_url = base_url.rstrip("/")
@@ -47,6 +57,16 @@ class _Policy:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.steps = StepBook()
+        self.model = model
+
+    def for_model(self, request: Request) -> Request:
+        """``request`` for this client's model: the ``model`` field of a body, or the query of
+        a session's path (none for the default model)."""
+        if self.model is None or request.path.startswith("/models"):
+            return request
+        if request.body is not None:
+            return Request(request.method, request.path, {**request.body, "model": self.model})
+        return Request(request.method, f"{request.path}?model={quote(self.model, safe='')}")
 
     def pause_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number ``attempt`` (2, 3, ...)."""
@@ -82,8 +102,9 @@ class ForecastClient:
         attempts: int = DEFAULT_ATTEMPTS,
         backoff_s: float = DEFAULT_BACKOFF_S,
         transport: httpx.BaseTransport | None = None,
+        model: str | None = None,
     ) -> None:
-        self._policy = _Policy(base_url, api_key, attempts, backoff_s)
+        self._policy = _Policy(base_url, api_key, attempts, backoff_s, model)
         self._http = httpx.Client(
             base_url=self._policy.base_url,
             headers=self._policy.headers,
@@ -121,6 +142,14 @@ class ForecastClient:
         """Delete a session; deleting one that is not there is fine."""
         return self._run(operations.delete(self._policy.steps, session_id))
 
+    def history(self, session_id: str) -> History:
+        """A session's history window: values, the forecast served for each, intervals."""
+        return self._run(operations.history(session_id))
+
+    def models(self) -> Models:
+        """The served models and their versions."""
+        return self._run(operations.models())
+
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
@@ -152,6 +181,7 @@ class ForecastClient:
 
     def _send(self, request: Request) -> Any:
         policy = self._policy
+        request = policy.for_model(request)
         for attempt in range(1, policy.attempts + 1):
             if attempt > 1:
                 time.sleep(policy.pause_before(attempt))
@@ -179,8 +209,9 @@ class AsyncForecastClient:
         attempts: int = DEFAULT_ATTEMPTS,
         backoff_s: float = DEFAULT_BACKOFF_S,
         transport: httpx.AsyncBaseTransport | None = None,
+        model: str | None = None,
     ) -> None:
-        self._policy = _Policy(base_url, api_key, attempts, backoff_s)
+        self._policy = _Policy(base_url, api_key, attempts, backoff_s, model)
         self._http = httpx.AsyncClient(
             base_url=self._policy.base_url,
             headers=self._policy.headers,
@@ -219,6 +250,14 @@ class AsyncForecastClient:
         """Delete a session; deleting one that is not there is fine."""
         return await self._run(operations.delete(self._policy.steps, session_id))
 
+    async def history(self, session_id: str) -> History:
+        """A session's history window: values, the forecast served for each, intervals."""
+        return await self._run(operations.history(session_id))
+
+    async def models(self) -> Models:
+        """The served models and their versions."""
+        return await self._run(operations.models())
+
     async def aclose(self) -> None:
         """Close the connections."""
         await self._http.aclose()
@@ -250,6 +289,7 @@ class AsyncForecastClient:
 
     async def _send(self, request: Request) -> Any:
         policy = self._policy
+        request = policy.for_model(request)
         for attempt in range(1, policy.attempts + 1):
             if attempt > 1:
                 await anyio.sleep(policy.pause_before(attempt))

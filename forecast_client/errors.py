@@ -65,6 +65,17 @@ class StepConflict(SessionConflict):
         return int(self.details["expected_step"])
 
 
+class TooManyRequests(ServiceRefused):
+    """The API key is over its session quota (``session_quota_reached``: delete sessions) or
+    its request rate (``rate_limited``: wait ``retry_after_s`` seconds)."""
+
+    @property
+    def retry_after_s(self) -> int | None:
+        """Seconds to wait before retrying, for a rate refusal; None for a quota."""
+        value = self.details.get("retry_after_s")
+        return int(value) if value is not None else None
+
+
 class ServiceUnavailable(ServiceRefused):
     """The service cannot serve now (store down, session busy, model not ready); worth a retry."""
 
@@ -87,6 +98,8 @@ def refusal(status: int, body: Any) -> ServiceRefused:
         kind = Unauthorized
     elif status == 404 and code == "session_not_found":
         kind = SessionNotFound
+    elif status == 429:
+        kind = TooManyRequests
     elif status == 503:
         kind = ServiceUnavailable
     return kind(status, code, str(error.get("message", "")), details or {})

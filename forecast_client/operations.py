@@ -14,6 +14,8 @@ from forecast_client.answers import (
     BatchPrediction,
     Deleted,
     Forecast,
+    History,
+    Models,
     Prediction,
     Reset,
     SessionInfo,
@@ -132,3 +134,13 @@ def delete(book: StepBook, session_id: str) -> Operation[Deleted]:
     answer = cast(Deleted, (yield Request("DELETE", _session_path(session_id))))
     book.forget(session_id)
     return answer
+
+
+def history(session_id: str) -> Operation[History]:
+    """A session's history window (values, the forecast served for each, their intervals)."""
+    return cast(History, (yield Request("GET", f"{_session_path(session_id)}/history")))
+
+
+def models() -> Operation[Models]:
+    """The served models by name, with their versions."""
+    return cast(Models, (yield Request("GET", "/models")))

@@ -32,6 +32,12 @@ READABLE_FORMAT_VERSIONS = (1, FORMAT_VERSION)
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npz"
 LATEST_LINK = "latest"
+# A models folder's own 'latest' is the model named DEFAULT_MODEL; '<name>/latest' the model
+# <name>, a name that cannot be a hidden, staging or relative folder.
+DEFAULT_MODEL = "default"
+# The evaluation figure the training job saves beside the manifest (served by /models/{name}).
+EVALUATION_PLOT = "evaluation.png"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class ArtifactError(Exception):
@@ -238,7 +244,7 @@ def write_artifact(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _point_latest_at(models_dir, manifest.version)
+    point_latest_at(models_dir, manifest.version)
     return final_dir
 
 
@@ -254,7 +260,7 @@ def _fsync_tree(folder: Path) -> None:
         os.close(directory)
 
 
-def _point_latest_at(models_dir: Path, version: str) -> None:
+def point_latest_at(models_dir: Path, version: str) -> None:
     # A symlink swapped in with rename: readers see the old or the new target, never neither.
     temporary = models_dir / f".{LATEST_LINK}.{os.getpid()}"
     if temporary.is_symlink() or temporary.exists():

@@ -16,11 +16,16 @@ LSTM_LAYER_NAME = "lstm"
 DENSE_LAYER_NAME = "dense"
 
 
-def build_network(batch_size: int, units: int = 10, *, dtype: str = "float32") -> keras.Model:
+def build_network(
+    batch_size: int, units: int = 10, *, dtype: str = "float32", timesteps: int = 1
+) -> keras.Model:
     """Build the stateful LSTM(units, tanh) -> Dense(1) network for inputs of shape (batch, 1, 1).
 
-    Initial weights come from Keras' global seed: call ``keras.utils.set_random_seed`` first for
-    reproducible training.
+    ``timesteps`` > 1 builds the same layers for a sequence of that many inputs in one call,
+    with the state carried from step to step and one output per step (batch, timesteps, 1):
+    what that many calls of the one-step network give (the serving check uses it: one call
+    instead of one per probe value). Initial weights come from Keras' global seed: call
+    ``keras.utils.set_random_seed`` first for reproducible training.
     """
     import keras
 
@@ -28,13 +33,16 @@ def build_network(batch_size: int, units: int = 10, *, dtype: str = "float32") -
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if units < 1:
         raise ValueError(f"units must be at least 1, got {units}")
-    inputs = keras.Input(batch_shape=(batch_size, 1, 1), dtype=dtype)
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+    inputs = keras.Input(batch_shape=(batch_size, timesteps, 1), dtype=dtype)
     # unroll=True is exact for a single time step and roughly halves training time.
     hidden = keras.layers.LSTM(
         units,
         activation="tanh",
         stateful=True,
-        unroll=True,
+        unroll=timesteps == 1,
+        return_sequences=timesteps > 1,
         dtype=dtype,
         name=LSTM_LAYER_NAME,
     )(inputs)

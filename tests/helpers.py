@@ -107,20 +107,26 @@ def stop(server: Server) -> None:
 
 @contextlib.contextmanager
 def uvicorn_server(
-    env: dict[str, str], log: Path, port: int | None = None, args: Sequence[str] = ()
+    env: dict[str, str],
+    log: Path,
+    port: int | None = None,
+    args: Sequence[str] = (),
+    api_key: str | None = None,
 ) -> Iterator[Server]:
-    """A real uvicorn serving the app, ready when /ready answers 200; stopped afterwards."""
+    """A real uvicorn serving the app, ready when /ready answers 200 (asked with ``api_key``
+    when the server has keys); stopped afterwards."""
     server = start_uvicorn(env, log, port, args)
     try:
-        wait_until_ready(server)
+        wait_until_ready(server, api_key=api_key)
         yield server
     finally:
         stop(server)
 
 
-def wait_until_ready(server: Server, timeout: float = 120) -> None:
+def wait_until_ready(server: Server, timeout: float = 120, api_key: str | None = None) -> None:
     """Wait until the server's /ready answers 200; its log in the error if it exits first."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else None
     try:
-        wait_for_200(f"{server.base_url}/ready", server.process, timeout)
+        wait_for_200(f"{server.base_url}/ready", server.process, timeout, headers)
     except RuntimeError as error:
         raise RuntimeError(f"{error}: {server.log_text()[-3000:]}") from None

@@ -375,7 +375,9 @@ async def test_session_cap_refuses_new_sessions(capped_client: httpx.AsyncClient
     refused = await capped_client.post("/predict", json={"session_id": "c", "value": 0.1})
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "session_limit_reached"
-    assert "maximum of 2 sessions" in refused.json()["error"]["message"]
+    # Tenants share the cap: the answer tells none of them the service's capacity.
+    assert "2" not in refused.json()["error"]["message"]
+    assert refused.json()["error"]["details"] == {}
 
 
 async def test_session_cap_keeps_serving_existing_sessions(
@@ -459,7 +461,7 @@ async def test_model_has_a_typed_schema(memory_client: OpenClient) -> None:
         schema = (await client.get("/openapi.json")).json()
     response = schema["paths"]["/model"]["get"]["responses"]["200"]
     assert response["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Manifest"
+        "$ref": "#/components/schemas/ServedManifest"
     }
 
 

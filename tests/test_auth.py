@@ -31,7 +31,7 @@ PROTECTED_ROUTES: list[tuple[str, str, dict[str, Any] | None, int]] = [
     ("DELETE", "/sessions/s", None, 200),
     ("GET", "/ready", None, 200),
     ("GET", "/model", None, 200),
-    ("GET", "/metrics", None, 200),
+    ("GET", "/metrics", None, 403),  # admin only: see tests/test_scopes.py
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED_ROUTES]
 REFUSALS = [
@@ -206,4 +206,4 @@ async def test_open_mode_is_logged(
 
 def test_malformed_key_digest_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="64 hex digits"):
-        ApiKeys("sha256:nothex")
+        ApiKeys.from_spec("sha256:nothex")

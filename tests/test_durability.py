@@ -60,7 +60,7 @@ def test_sqlite_state_survives_kill_9(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
-async def test_a_new_model_restarts_old_sessions_and_says_so(
+async def test_a_new_model_rebuilds_old_sessions_from_their_window_and_says_so(
     store: str,
     tutorial_models_dir: Path,
     tutorial_model: ModelSlot,
@@ -84,8 +84,11 @@ async def test_a_new_model_restarts_old_sessions_and_says_so(
         assert response.status_code == 200
         assert body["previous_model_version"] == old_version != body["model_version"]
         assert body["step"] == 3  # the count goes on, so clients' step numbers stay valid
+        assert body["warmup_values"] == 2
+        # The same as a fresh session of the new model fed the stored window and the value.
+        await client.post("/predict/batch", json={"session_id": "fresh", "values": [0.1, 0.2]})
         fresh = await client.post("/predict", json={"session_id": "fresh", "value": 0.3})
-        assert body["prediction"] == fresh.json()["prediction"]  # same as from zero state
+        assert body["prediction"] == fresh.json()["prediction"]
         again = await client.post("/predict", json={"session_id": "m", "value": 0.4})
         assert again.json()["previous_model_version"] is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from app.audit import Audit
 from app.error_handlers import install_error_handlers
 from app.json_body_route import JsonBodyRoute
 from app.main import create_app
@@ -27,7 +29,7 @@ JSON = "application/json"
 def _echo_app(route_class: type[APIRoute]) -> FastAPI:
     """A route of /predict's shape that answers what it parsed, under the service's handlers."""
     app = FastAPI(default_response_class=JsonLineResponse)
-    install_error_handlers(app)
+    install_error_handlers(app, Audit(time.time))
 
     async def echo(body: PredictRequest, request: Request) -> JsonBytesResponse:
         return JsonBytesResponse({"parsed": body.model_dump(), "path": request.url.path})

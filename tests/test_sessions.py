@@ -143,3 +143,73 @@ def test_tracking_offsets_and_misses_round_trip_through_bytes(
     assert np.array_equal(decoded.tracking, record.tracking)
     assert decoded.last_offsets == record.last_offsets and len(record.last_offsets) == 6
     assert decoded.last_misses == record.last_misses
+
+
+def test_a_session_under_another_model_is_rebuilt_from_its_window(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    """As a fresh session of the new model fed the window (the last 3 values) and the value."""
+    values = [0.0, 0.1, 0.2, 0.3, 0.4]
+    old, _ = feed(None, forecaster, policy, values, None, 1000.0, history=3)
+    assert old is not None
+    old = old._replace(model_version="older-model")
+    updated, outcome = feed(old, forecaster, policy, [0.5], 5, 1001.0, history=3)
+    fresh, expected = feed(None, forecaster, policy, [0.2, 0.3, 0.4, 0.5], None, 1001.0, history=3)
+    assert updated is not None and fresh is not None
+    assert outcome.previous_model_version == "older-model" and outcome.warmup_values == 3
+    assert outcome.step == 6 and outcome.predictions == expected.predictions[-1:]
+    assert np.array_equal(updated.state, fresh.state)
+    assert outcome.offsets == expected.offsets[-2:]  # the same interval adaptation
+    # Live skill restarts with the new model; the window keeps the old model's forecasts.
+    assert policy.skill(updated.tracking).life is None
+    assert updated.history is not None and old.history is not None
+    assert updated.history[:-2, 1].tolist() == old.history[1:-1, 1].tolist()
+    assert updated.history[-2, 1] == old.history[-1, 1]  # the forecast served for 0.5
+
+
+def test_a_long_replay_is_refused_on_the_event_loop(forecaster: Forecaster) -> None:
+    from app.session_rules import INLINE_STEPS, ReplayOffEventLoop
+
+    values = [0.1] * (INLINE_STEPS + 1)
+    old, _ = feed(None, forecaster, NO_INTERVALS, values, None, 1000.0, history=256)
+    assert old is not None
+    old = old._replace(model_version="older-model")
+    with pytest.raises(ReplayOffEventLoop):
+        feed(old, forecaster, NO_INTERVALS, [0.2], None, 1001.0, history=256, inline=True)
+    updated, outcome = feed(old, forecaster, NO_INTERVALS, [0.2], None, 1001.0, history=256)
+    assert updated is not None and outcome.warmup_values == INLINE_STEPS + 1
+
+
+def test_the_window_keeps_the_last_values_and_round_trips_through_bytes(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    record: SessionRecord | None = None
+    for step, value in enumerate([0.0, 0.1, 0.2, 0.3, 0.4]):
+        record, _ = feed(record, forecaster, policy, [value], step, 1000.0, history=3)
+    record, _ = feed(record, forecaster, policy, [0.5, 0.6], 5, 1000.0, history=3)
+    assert record is not None and record.history is not None
+    assert record.history.shape == (4, 4)  # 3 values and the pending forecast; 2 levels
+    assert record.history[:-1, 0].tolist() == [0.4, 0.5, 0.6]
+    assert record.history[-1, 1] == record.last_predictions[-1]
+    decoded = decode_record(encode_record(record))
+    assert decoded.history is not None and np.array_equal(
+        decoded.history, record.history, equal_nan=True
+    )
+    assert decoded.last_offsets == record.last_offsets
+    assert decoded.last_misses == record.last_misses
+
+
+def test_records_of_format_3_are_still_read_without_a_window(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    record, _ = feed(None, forecaster, policy, [0.0, 0.4], None, 1000.0, history=0)
+    assert record is not None and record.history is None
+    data = encode_record(record)
+    # Format 3: format 4's header without its last two fields (the window's rows and columns).
+    before_history = struct.calcsize("<BqqddHHHII")
+    legacy = bytes([3]) + data[1:before_history] + data[before_history + 6 :]
+    decoded = decode_record(legacy)
+    assert decoded.history is None and decoded.step == 2
+    assert decoded.tracking is not None and record.tracking is not None
+    assert np.array_equal(decoded.tracking, record.tracking)
+    assert decoded.last_misses == record.last_misses

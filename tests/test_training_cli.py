@@ -185,3 +185,49 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "stderr", quiet_terminal)
     assert main(["--out", str(tmp_path / "b"), *argv, "--quiet"]) == 0
     assert quiet_terminal.getvalue() == ""
+
+
+def test_name_writes_a_named_model_beside_the_default(tmp_path: Path) -> None:
+    argv = ["--out", str(tmp_path), "--epochs", "10", "--transform", "level", "--quiet"]
+    assert main([*argv, "--name", "sensors.v2"]) == 0
+    named = tmp_path / "sensors.v2"
+    assert (named / "latest").is_symlink()
+    assert load_artifact(named).path.parent == named
+    assert not (tmp_path / "latest").exists()
+    # 'default' is the folder's own latest, the layout a plain run writes.
+    assert main([*argv, "--name", "default"]) == 0
+    assert (tmp_path / "latest").is_symlink() and not (tmp_path / "default").exists()
+    # --if-missing looks at the named model's own latest.
+    assert main([*argv, "--name", "sensors.v2", "--if-missing"]) == 0
+    assert len([p for p in named.iterdir() if p.name != "latest"]) == 1
+
+
+@pytest.mark.parametrize("name", ["../up", ".hidden", "a/b", ""])
+def test_a_name_that_is_no_folder_name_is_refused(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), "--name", name])
+    assert exit_info.value.code == 2
+    assert "is not a model name" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_latest_lists_versions_and_points_latest_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.latest import main as latest_main
+
+    argv = ["--out", str(tmp_path), "--epochs", "10", "--transform", "level", "--quiet"]
+    for seed in ("1", "2"):
+        assert main([*argv, "--name", "m", "--seed", seed]) == 0
+    named = tmp_path / "m"
+    first, second = sorted(p.name for p in named.iterdir() if p.name != "latest")
+    assert (named / "latest").resolve().name == second
+    capsys.readouterr()
+    assert latest_main(["--out", str(tmp_path), "--name", "m"]) == 0
+    assert capsys.readouterr().out.splitlines() == [first, f"{second}  <- latest"]
+    assert latest_main(["--out", str(tmp_path), "--name", "m", first]) == 0  # roll back
+    assert (named / "latest").resolve().name == first
+    assert latest_main(["--out", str(tmp_path), "--name", "m", "no-such-version"]) == 2
+    assert "holds no version" in capsys.readouterr().err

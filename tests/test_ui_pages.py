@@ -23,7 +23,7 @@ def _serve(models_dir: Path, log: Path, keys: str = "") -> Iterator[Server]:
         "FORECAST_STORE": "memory",
         "FORECAST_API_KEYS": keys,
     }
-    with uvicorn_server(env, log) as server:
+    with uvicorn_server(env, log, api_key=keys or None) as server:
         yield server
 
 

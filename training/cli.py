@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,7 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from forecast_core.artifact import LATEST_LINK, write_artifact
+from forecast_core.artifact import (
+    DEFAULT_MODEL,
+    EVALUATION_PLOT,
+    LATEST_LINK,
+    MODEL_NAME_PATTERN,
+    write_artifact,
+)
 from forecast_core.quiet_tensorflow import quiet_tensorflow
 from forecast_core.transform import TransformKind
 from training.data import (
@@ -34,7 +41,6 @@ from training.search import (
 from training.stationarity import KpssResult, kpss_level
 
 EXIT_BAD_INPUT = 2
-PLOT_FILE = "evaluation.png"
 # Series up to this length get the tutorial's Expected/Predicted table.
 TABLE_MAX_LENGTH = 30
 # Early stopping scores the selection window once per this many epochs (one compiled call).
@@ -79,6 +85,15 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def _model_name(text: str) -> str:
+    if not re.match(MODEL_NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a model name: 1-64 characters of A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="trailing part held out (default: 0 for the tutorial sequence, 0.2 for a CSV)",
     )
     parser.add_argument("--out", type=Path, default=Path("models"), help="models folder")
+    parser.add_argument(
+        "--name",
+        type=_model_name,
+        default=None,
+        help=(
+            "serve it as this named model: written to OUT/NAME/<version> with OUT/NAME/latest "
+            "(default, or 'default': OUT/<version> and OUT/latest, the model 'default')"
+        ),
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument(
         "--if-missing",
@@ -214,6 +238,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
 def main(argv: list[str] | None = None) -> int:
     """Run the training job; exit code 2 with one line on bad input."""
     args = build_parser().parse_args(argv)
+    if args.name is not None and args.name != DEFAULT_MODEL:
+        args.out = args.out / args.name
     say = (lambda _line: None) if args.quiet else print
     if args.if_missing and (args.out / LATEST_LINK).exists():
         say(f"{args.out / LATEST_LINK} exists; nothing to train (--if-missing)")
@@ -326,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     def add_plot(folder: Path) -> None:
         metrics = evaluation.metrics
         save_evaluation_plot(
-            folder / PLOT_FILE,
+            folder / EVALUATION_PLOT,
             series,
             evaluation.forecasts,
             split,
@@ -338,5 +364,6 @@ def main(argv: list[str] | None = None) -> int:
 
     build_manifest = manifest_builder(record, datetime.now(UTC))
     folder = write_artifact(args.out, chosen.weights, build_manifest, add_plot)
-    say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {folder / PLOT_FILE}")
+    plot = folder / EVALUATION_PLOT
+    say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {plot}")
     return 0

@@ -1,9 +1,13 @@
 """Routers by concern, collected in one place."""
 
+from collections.abc import Callable
+
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
+from app.keys import KeyTable
+from app.routes.admin import admin_router
 from app.routes.forecasting import forecasting_router
 from app.routes.operations import operations_router
 from app.routes.sessions import sessions_router
@@ -12,7 +16,10 @@ from app.services import ServicesHolder
 
 
 def all_routers(
-    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute]
+    holder: ServicesHolder,
+    bodies: RequestBodies,
+    route_class: type[APIRoute],
+    keys: Callable[[], KeyTable],
 ) -> list[APIRouter]:
     """Every router, bound to the app's services and request limits, its routes built by
     ``route_class`` (app.json_body_route's, or FastAPI's own when its telemetry is wanted)."""
@@ -20,11 +27,15 @@ def all_routers(
         forecasting_router(holder, bodies, route_class),
         sessions_router(holder, route_class),
         operations_router(holder, route_class),
+        admin_router(holder, keys, route_class),
     ]
 
 
 def all_routes(
-    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute]
+    holder: ServicesHolder,
+    bodies: RequestBodies,
+    route_class: type[APIRoute],
+    keys: Callable[[], KeyTable],
 ) -> list[BaseRoute]:
     """Every route of every router, for the app's own route table.
 
@@ -32,4 +43,8 @@ def all_routes(
     keep each router as a nested branch that FastAPI re-enters on every request; the app serves
     the same routes from one flat table instead (README, "Benchmarks", has the cost).
     """
-    return [route for router in all_routers(holder, bodies, route_class) for route in router.routes]
+    return [
+        route
+        for router in all_routers(holder, bodies, route_class, keys)
+        for route in router.routes
+    ]

@@ -14,6 +14,16 @@ from app.session_rules import SessionRecord
 
 T = TypeVar("T")
 
+# namespace -> the session quota of the key that owns it (None: no quota of its own). Asked only
+# when a session is created, so it sees keys rotated in or out at once.
+Quotas = Callable[[str], int | None]
+
+
+def no_quotas(_namespace: str) -> int | None:
+    """No per-key quota: the service's cap alone."""
+    return None
+
+
 # compute(record or None) -> (record to write or None for no change, answer). Pure, raises
 # domain errors to refuse; it may run more than once when another writer got there first.
 Compute = Callable[[SessionRecord | None], tuple[SessionRecord | None, T]]
@@ -23,6 +33,8 @@ class SessionStore(Protocol):
     """Keeps session records; applies each change atomically across threads and processes."""
 
     name: str
+    # True when ``apply`` runs every compute in a thread of its own (never on the event loop).
+    computes_off_event_loop: bool
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         """Read, compute, write back atomically; ``offload`` computes in a worker thread."""
@@ -47,6 +59,10 @@ class SessionStore(Protocol):
         with their records, and the cursor of the next page (None: no more). A cursor is the
         store's own, opaque to callers; a session created or expired meanwhile may or may not
         show, one that lives throughout shows (at least once on Redis, whose SCAN may repeat)."""
+        ...
+
+    async def namespace_counts(self) -> dict[str, int]:
+        """Live sessions per namespace (namespaces without any may be left out)."""
         ...
 
     async def ping(self) -> None:

@@ -5,18 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.settings import Settings
-from app.stores.base import SessionStore
+from app.stores.base import Quotas, SessionStore, no_quotas
 from app.stores.memory import MemoryStore
 
 
-async def open_store(settings: Settings, clock: Callable[[], float]) -> SessionStore:
-    """Open (and for durable stores, prepare) the configured store; ``clock`` tells the time."""
+async def open_store(
+    settings: Settings, clock: Callable[[], float], quotas: Quotas = no_quotas
+) -> SessionStore:
+    """Open (and for durable stores, prepare) the configured store; ``clock`` tells the time,
+    ``quotas`` each key's session quota."""
     if settings.store == "memory":
         return MemoryStore(
             ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
             attempts=settings.store_retry_attempts,
             clock=clock,
+            quotas=quotas,
         )
     if settings.store == "sqlite":
         from app.stores.sqlite import SqliteStore
@@ -26,8 +30,9 @@ async def open_store(settings: Settings, clock: Callable[[], float]) -> SessionS
             ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
             clock=clock,
+            quotas=quotas,
         )
         return sqlite_store
     from app.stores.redis_mode import open_redis_store
 
-    return await open_redis_store(settings, clock)
+    return await open_redis_store(settings, clock, quotas)

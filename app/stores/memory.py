@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
-from app.errors import SessionLimitReached
+from app.auth import namespace_of
+from app.errors import SessionLimitReached, SessionQuotaReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
-from app.stores.base import Compute, T, apply_optimistically
+from app.stores.base import Compute, Quotas, T, apply_optimistically, no_quotas
 
 
 class MemoryStore:
@@ -26,6 +27,7 @@ class MemoryStore:
     """
 
     name = "memory"
+    computes_off_event_loop = False
 
     def __init__(
         self,
@@ -33,9 +35,13 @@ class MemoryStore:
         max_sessions: int,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
         clock: Callable[[], float] = time.time,
+        quotas: Quotas = no_quotas,
     ) -> None:
         self._ttl_s = ttl_s
         self._max_sessions = max_sessions
+        self._quotas = quotas
+        # Live records per namespace, kept with every insert and removal: the quota never scans.
+        self._per_namespace: dict[str, int] = {}
         self._attempts = attempts
         self._clock = clock
         self._records: OrderedDict[str, SessionRecord] = OrderedDict()
@@ -55,6 +61,15 @@ class MemoryStore:
                 self._next_expiry = oldest.last_used_at + self._ttl_s
                 break
             del records[key]
+            self._left(key)
+
+    def _left(self, key: str) -> None:
+        namespace = namespace_of(key)
+        remaining = self._per_namespace[namespace] - 1
+        if remaining:
+            self._per_namespace[namespace] = remaining
+        else:
+            del self._per_namespace[namespace]
 
     def _read(self, key: str) -> SessionRecord | None:
         with self._lock:
@@ -82,11 +97,17 @@ class MemoryStore:
     def _store(
         self, key: str, current: SessionRecord | None, new: SessionRecord, now: float
     ) -> None:
-        """Write under the lock; a new session must fit under the cap."""
-        if current is None and len(self._records) >= self._max_sessions:
-            self._purge_expired(now)
+        """Write under the lock; a new session must fit under its key's quota and the cap."""
+        if current is None:
+            self._purge_expired(now)  # expired sessions must not count against anyone
+            namespace = namespace_of(key)
+            quota = self._quotas(namespace)
+            held = self._per_namespace.get(namespace, 0)
+            if quota is not None and held >= quota:
+                raise SessionQuotaReached(quota)
             if len(self._records) >= self._max_sessions:
-                raise SessionLimitReached(self._max_sessions)
+                raise SessionLimitReached()
+            self._per_namespace[namespace] = held + 1
         self._records[key] = new
         self._records.move_to_end(key)
         if self._next_expiry == math.inf:
@@ -114,7 +135,10 @@ class MemoryStore:
 
     async def delete(self, key: str) -> bool:
         with self._lock:
-            return self._records.pop(key, None) is not None
+            if self._records.pop(key, None) is None:
+                return False
+            self._left(key)
+            return True
 
     async def count(self) -> int:
         with self._lock:
@@ -141,6 +165,11 @@ class MemoryStore:
         with self._lock:
             page = [(key, self._records[key]) for key in chosen[:limit] if key in self._records]
         return page, (chosen[limit - 1] if len(chosen) > limit else None)
+
+    async def namespace_counts(self) -> dict[str, int]:
+        with self._lock:
+            self._purge_expired(self._clock())
+            return dict(self._per_namespace)
 
     async def ping(self) -> None:
         return None

@@ -1,14 +1,16 @@
 """The binary form of a session record, for the durable and shared stores.
 
-Layout (little-endian), format 3: a fixed header (format, step, revision, created, last used,
+Layout (little-endian), format 4: a fixed header (format, step, revision, created, last used,
 length of the model version, number of state floats, number of values in the last request,
-number of tracking floats, interval offsets per value), the model version in UTF-8, then
-float64s: the state, the last request's values, its predictions, the tracking array, the last
-request's offsets; then one uint32 per last value: the interval levels it missed.
+number of tracking floats, interval offsets per value, rows and columns of the history window),
+the model version in UTF-8, then float64s: the state, the last request's values, its
+predictions, the tracking array, the last request's offsets, the history window row by row
+(app.session_history); then one uint32 per last value: the interval levels it missed.
 
-Earlier formats are still read, so records written before an upgrade keep serving: format 2
-ends after the predictions (no tracking: the session's tracking starts afresh), and format 1
-also counted LSTM units instead of state floats (state = 2 * units).
+Earlier formats are still read, so records written before an upgrade keep serving: format 3
+has no history window (a model change then restarts the session from zero state), format 2
+also ends after the predictions (no tracking: the session's tracking starts afresh), and
+format 1 also counted LSTM units instead of state floats (state = 2 * units).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import numpy as np
 
 from app.session_rules import SessionRecord
 
-FORMAT = 3
-_HEADER = struct.Struct("<BqqddHHHII")
+FORMAT = 4
+_HEADER = struct.Struct("<BqqddHHHIIIH")
+_HEADER_BEFORE_HISTORY = struct.Struct("<BqqddHHHII")
 _HEADER_BEFORE_TRACKING = struct.Struct("<BqqddHHH")
 _FORMAT_COUNTING_UNITS = 1
 _FORMAT_WITHOUT_TRACKING = 2
+_FORMAT_WITHOUT_HISTORY = 3
 
 
 logger = logging.getLogger(__name__)
@@ -63,6 +67,8 @@ def encode_record(record: SessionRecord) -> bytes:
     tracking = record.tracking
     tracking_size = 0 if tracking is None else len(tracking)
     per_value = len(record.last_offsets) // count if count else 0
+    history = record.history
+    rows, columns = (0, 0) if history is None else history.shape
     parts = [
         _HEADER.pack(
             FORMAT,
@@ -75,6 +81,8 @@ def encode_record(record: SessionRecord) -> bytes:
             count,
             tracking_size,
             per_value,
+            rows,
+            columns,
         ),
         version,
         np.asarray(record.state, dtype="<f8").tobytes(),
@@ -84,6 +92,8 @@ def encode_record(record: SessionRecord) -> bytes:
     if tracking is not None:
         parts.append(np.asarray(tracking, dtype="<f8").tobytes())
     parts.append(struct.pack(f"<{len(record.last_offsets)}d", *record.last_offsets))
+    if rows:
+        parts.append(np.asarray(history, dtype="<f8").tobytes())
     misses = record.last_misses if len(record.last_misses) == count else (0,) * count
     parts.append(struct.pack(f"<{count}I", *misses))
     return b"".join(parts)
@@ -98,19 +108,27 @@ def decode_record(data: bytes) -> SessionRecord:
         if len(data) < _HEADER.size:
             raise RecordFormatError("truncated session record")
         header = _HEADER.unpack_from(data)
-        tracking_size, per_value = header[8], header[9]
+        tracking_size, per_value, rows, columns = header[8:12]
         offset = _HEADER.size
+    elif fmt == _FORMAT_WITHOUT_HISTORY:
+        if len(data) < _HEADER_BEFORE_HISTORY.size:
+            raise RecordFormatError("truncated session record")
+        header = _HEADER_BEFORE_HISTORY.unpack_from(data)
+        tracking_size, per_value = header[8], header[9]
+        rows = columns = 0
+        offset = _HEADER_BEFORE_HISTORY.size
     elif fmt in (_FORMAT_COUNTING_UNITS, _FORMAT_WITHOUT_TRACKING):
         header = _HEADER_BEFORE_TRACKING.unpack_from(data)
-        tracking_size = per_value = 0
+        tracking_size = per_value = rows = columns = 0
         offset = _HEADER_BEFORE_TRACKING.size
     else:
         raise RecordFormatError(f"unknown session record format {fmt}")
     _, step, revision, created, used, version_len, state_size, count = header[:8]
     if fmt == _FORMAT_COUNTING_UNITS:
         state_size *= 2
-    floats = state_size + 2 * count + tracking_size + per_value * count
-    misses_size = 4 * count if fmt == FORMAT else 0
+    offsets_end = state_size + 2 * count + tracking_size + per_value * count
+    floats = offsets_end + rows * columns
+    misses_size = 4 * count if fmt >= _FORMAT_WITHOUT_HISTORY else 0
     if len(data) != offset + version_len + 8 * floats + misses_size:
         raise RecordFormatError("truncated session record")
     version = data[offset : offset + version_len].decode()
@@ -130,6 +148,7 @@ def decode_record(data: bytes) -> SessionRecord:
         last_values=tuple(numbers[state_size : state_size + count].tolist()),
         last_predictions=tuple(numbers[state_size + count : state_size + 2 * count].tolist()),
         tracking=tracking,
-        last_offsets=tuple(numbers[cursor:].tolist()),
+        last_offsets=tuple(numbers[cursor:offsets_end].tolist()),
         last_misses=tuple(misses),
+        history=numbers[offsets_end:].reshape(rows, columns) if rows else None,
     )

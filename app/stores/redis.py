@@ -25,10 +25,11 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from app.errors import SessionLimitReached
+from app.auth import namespace_of
+from app.errors import SessionLimitReached, SessionQuotaReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
-from app.stores.base import KeyedLocks
+from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
@@ -48,16 +49,24 @@ from app.stores.redis_common import (
     unavailable,
 )
 
-# KEYS: session hash, revision counter, live-sessions sorted set.
-# ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member.
+# KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set.
+# ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member,
+# the namespace's quota ("0": none).
 # Returns {1, new revision}; {0, revision, record} with what is there now when the revision moved
-# on (so the caller can retry without another read); {-2} at the session cap.
+# on (so the caller can retry without another read); {-3} at the key's quota, {-2} at the cap.
+# The namespace's set is counted in the same script as the session is created: the quota is
+# exact across replicas.
 _COMPARE_AND_SET = """
 local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
 if ARGV[1] == '0' then
   if current[1] then return {0, current[1], current[2]} end
-  local now = tonumber(ARGV[3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]) / 1000)
+  local oldest = tonumber(ARGV[3]) - tonumber(ARGV[4]) / 1000
+  local quota = tonumber(ARGV[7])
+  if quota > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', oldest)
+    if redis.call('ZCARD', KEYS[4]) >= quota then return {-3} end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
   if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {-2} end
 elseif current[1] ~= ARGV[1] then
   return {0, current[1], current[2]}
@@ -66,11 +75,14 @@ local revision = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return {1, revision}
 """
 
 _DELETE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
 
@@ -79,6 +91,7 @@ class RedisStore(OptimisticRedisStore):
     """Session records in Redis, shared by every replica."""
 
     name = "redis"
+    computes_off_event_loop = False
 
     def __init__(
         self,
@@ -91,8 +104,10 @@ class RedisStore(OptimisticRedisStore):
         wait_timeout_ms: int = 1000,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
         clock: Callable[[], float] = time.time,
+        quotas: Quotas = no_quotas,
     ) -> None:
         self._url = url
+        self._quotas = quotas
         self._ttl_ms = int(ttl_s * 1000)
         self._max_sessions = max_sessions
         self._min_replicas = min_replicas
@@ -114,6 +129,9 @@ class RedisStore(OptimisticRedisStore):
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{key}"
 
+    def _namespace_key(self, namespace: str) -> str:
+        return f"{self._prefix}:ns:{namespace}"
+
     # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
 
     async def read(self, key: str) -> SessionRecord | None:
@@ -131,7 +149,9 @@ class RedisStore(OptimisticRedisStore):
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
-        keys = [self._key(key), self._revision_key, self._live_key]
+        namespace = namespace_of(key)
+        keys = [self._key(key), self._revision_key, self._live_key, self._namespace_key(namespace)]
+        quota = self._quotas(namespace) if expected is None else None
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
             encode_record(new),
@@ -139,6 +159,7 @@ class RedisStore(OptimisticRedisStore):
             self._ttl_ms,
             self._max_sessions,
             key,
+            quota or 0,
         ]
         try:
             if self._min_replicas:
@@ -149,8 +170,10 @@ class RedisStore(OptimisticRedisStore):
                 result = await self._compare_and_set_script(keys=keys, args=args)
         except RedisError as error:
             raise unavailable(self._url, error) from None
+        if result[0] == -3:
+            raise SessionQuotaReached(quota or 0)
         if result[0] == -2:
-            raise SessionLimitReached(self._max_sessions)
+            raise SessionLimitReached()
         if result[0] == 1:
             return True, self._cache.remember(key, new.with_revision(int(result[1])))
         if self._min_replicas:
@@ -184,7 +207,7 @@ class RedisStore(OptimisticRedisStore):
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
-        keys = [self._key(key), self._live_key]
+        keys = [self._key(key), self._live_key, self._namespace_key(namespace_of(key))]
         try:
             if self._min_replicas:
                 deleted = await self._run_confirmed(self._delete, keys, [key], session_removed)
@@ -229,6 +252,20 @@ class RedisStore(OptimisticRedisStore):
             if (record := record_from(revision, data)) is not None
         ]
         return page, following
+
+    async def namespace_counts(self) -> dict[str, int]:
+        prefix = self._namespace_key("")
+        oldest = self._clock() - self._ttl_ms / 1000
+        counts: dict[str, int] = {}
+        try:
+            async for name in self._client.scan_iter(match=f"{prefix}*", count=1000):
+                namespace = (name.decode() if isinstance(name, bytes) else name)[len(prefix) :]
+                live = await self._client.zcount(name, f"({oldest}", "+inf")
+                if live:
+                    counts[namespace] = int(live)
+        except RedisError as error:
+            raise unavailable(self._url, error) from None
+        return counts
 
     async def ping(self) -> None:
         try:

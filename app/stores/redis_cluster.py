@@ -10,6 +10,14 @@ holding its encoded record and its revision. Nothing is shared between sessions 
   ``ceil(max_sessions / primaries)`` keys (``DBSIZE``, counted inside the script), so no key is
   shared by all sessions. The cluster must be the service's own, and keys that expired but that
   Redis has not yet reclaimed still count (README, "Sessions and stores").
+- **Per-key quotas** without a key shared per request: each namespace has a sorted set of its
+  sessions (``{prefix}:ns:{{namespace}}``, a slot of its own) that only a session's *creation*
+  and *deletion* touch, never a step. A creation first reserves its place in that set (a
+  script: admitted while the set holds fewer than the quota), then writes the session. Members
+  are not refreshed by steps, so at the quota the members older than the TTL are checked
+  against the cluster (does the session still exist, and when was it last used) and the gone
+  ones removed before refusing. A key can never hold more than its quota; a replica killed
+  between the reservation and the write leaves a place taken until the TTL has passed.
 - **Replica confirmation.** With ``min_replicas``, the write and a ``WAIT`` go to the session's
   primary on one connection (``WAIT`` counts that connection's writes); a read that may decide
   an answer rewrites the key's expiry unchanged first, so its ``WAIT`` covers whatever was
@@ -31,10 +39,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT
 
-from app.errors import InvalidCursor, SessionLimitReached
+from app.auth import namespace_of
+from app.errors import InvalidCursor, SessionLimitReached, SessionQuotaReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
-from app.stores.base import KeyedLocks
+from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
@@ -71,6 +80,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1}
 """
 
+# KEYS: the namespace's sorted set. ARGV: member, now (s), quota, last use before which a member
+# must be checked, how many such members to return. Returns {1} when the member has its place
+# (new or already there); else {0, members to check...}.
+_RESERVE = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  return {1}
+end
+return {0, unpack(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5]))}
+"""
+# Members checked per round at the quota, and rounds before refusing.
+_CHECK_BATCH = 256
+_CHECK_ROUNDS = 4
+
 # What a cluster call raises when a node fails: redis-py's errors, its cluster errors (a slot no
 # node serves, mid-failover), and uvloop's RuntimeError for a write on a connection that redis-py
 # closed meanwhile (it closes them all on a topology change).
@@ -91,6 +114,7 @@ class RedisClusterStore(OptimisticRedisStore):
     """Session records in a Redis Cluster, shared by every replica of the service."""
 
     name = "redis"
+    computes_off_event_loop = False
 
     def __init__(
         self,
@@ -102,9 +126,11 @@ class RedisClusterStore(OptimisticRedisStore):
         min_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
+        quotas: Quotas = no_quotas,
     ) -> None:
         self._url = url
         self._prefix = prefix
+        self._quotas = quotas
         self._ttl_ms = int(ttl_s * 1000)
         self._max_sessions = max_sessions
         self._min_replicas = min_replicas
@@ -114,12 +140,62 @@ class RedisClusterStore(OptimisticRedisStore):
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._delete = self._client.register_script("return redis.call('DEL', KEYS[1])")
+        self._reserve = self._client.register_script(_RESERVE)
         self._cache = RecordCache(max_sessions)
         self._local_queue = KeyedLocks()
         self._refresh_lock = asyncio.Lock()
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{{{key}}}"
+
+    def _namespace_key(self, namespace: str) -> str:
+        return f"{self._prefix}:ns:{{{namespace}}}"
+
+    async def _take_place(self, key: str) -> int | None:
+        """Reserve the new session ``key`` a place in its namespace's quota; the quota (None:
+        none), or SessionQuotaReached once the members past the TTL proved to be live."""
+        namespace = namespace_of(key)
+        quota = self._quotas(namespace)
+        if quota is None:
+            return None
+        nkey = self._namespace_key(namespace)
+        for _round in range(_CHECK_ROUNDS):
+            now = time.time()
+            stale = repr(now - self._ttl_ms / 1000)
+            result = await self._reserve(
+                keys=[nkey], args=[key, repr(now), quota, stale, _CHECK_BATCH]
+            )
+            if result[0] == 1:
+                return quota
+            members = [m.decode() if isinstance(m, bytes) else str(m) for m in result[1:]]
+            if not members:
+                break
+            await self._recheck(nkey, members, now)
+        raise SessionQuotaReached(quota)
+
+    async def _recheck(self, nkey: str, members: list[str], now: float) -> None:
+        """Drop members whose session is gone; give live ones their real last use."""
+        pipe = self._client.pipeline()
+        for member in members:
+            pipe.pttl(self._key(member))
+        remaining = await pipe.execute()
+        # PTTL: -2 the session is gone; otherwise its expiry tells when it was last used.
+        gone = [m for m, ms in zip(members, remaining, strict=True) if int(ms) == -2]
+        live = {
+            m: now - (self._ttl_ms - max(0, int(ms))) / 1000
+            for m, ms in zip(members, remaining, strict=True)
+            if int(ms) != -2
+        }
+        if gone:
+            await self._client.zrem(nkey, *gone)
+        if live:
+            await self._client.zadd(nkey, live)
+
+    async def _give_back(self, key: str) -> None:
+        try:
+            await self._client.zrem(self._namespace_key(namespace_of(key)), key)
+        except _FAILURES:
+            pass  # a place left taken is found free again at the quota
 
     # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
 
@@ -140,8 +216,13 @@ class RedisClusterStore(OptimisticRedisStore):
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
         previous = expected.revision if expected is not None else 0
+        quota = None
         if expected is None:
             await self._client.initialize()  # the shard cap needs the primaries known
+            try:
+                quota = await self._take_place(key)
+            except _FAILURES as error:
+                raise unavailable(self._url, str(error)) from None
         revision = next_revision(previous)
         args: list[EncodableT] = [
             previous,
@@ -161,7 +242,9 @@ class RedisClusterStore(OptimisticRedisStore):
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
         if result[0] == -2:
-            raise SessionLimitReached(self._max_sessions)
+            if quota is not None:
+                await self._give_back(key)
+            raise SessionLimitReached()
         if result[0] == 1:
             return True, self._cache.remember(key, new.with_revision(revision))
         if self._min_replicas:
@@ -239,7 +322,20 @@ class RedisClusterStore(OptimisticRedisStore):
                 deleted = await self._client.delete(hkey)
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
+        await self._give_back(key)
         return int(deleted) > 0
+
+    async def namespace_counts(self) -> dict[str, int]:
+        """Places taken per namespace: its sessions, plus any not yet found expired."""
+        prefix, counts = f"{self._prefix}:ns:{{", {}
+        try:
+            # redis-py scans every primary in turn.
+            async for name in self._client.scan_iter(match=f"{prefix}*", count=1000):
+                text = name.decode() if isinstance(name, bytes) else str(name)
+                counts[text[len(prefix) : -1]] = int(await self._client.zcard(text))
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        return {namespace: count for namespace, count in counts.items() if count}
 
     async def count(self) -> int:
         """Keys on the primaries: the sessions, plus expired ones Redis has not reclaimed yet."""

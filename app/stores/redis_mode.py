@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from app.session_rules import SessionRecord
 from app.settings import Settings
-from app.stores.base import Compute, SessionStore, T
+from app.stores.base import Compute, Quotas, SessionStore, T, no_quotas
 from app.stores.redis_common import client_options, safe_url, unavailable
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class _StoreOptions(TypedDict):
     min_replicas: int
     wait_timeout_ms: int
     attempts: int
+    quotas: Quotas
 
 
 async def is_cluster(url: str) -> bool:
@@ -38,17 +39,21 @@ async def is_cluster(url: str) -> bool:
     return bool(info.get("cluster_enabled"))
 
 
-async def open_redis_store(settings: Settings, clock: Callable[[], float]) -> SessionStore:
+async def open_redis_store(
+    settings: Settings, clock: Callable[[], float], quotas: Quotas = no_quotas
+) -> SessionStore:
     """The store for the Redis at ``FORECAST_REDIS_URL``; while it cannot be asked, one that
     answers 503 and asks again on each use."""
     try:
-        return await _open_for_mode(settings, clock)
+        return await _open_for_mode(settings, clock, quotas)
     except RedisError as error:
         logger.error("session store not available yet: %s", unavailable(settings.redis_url, error))
-        return PendingRedisStore(settings, clock)
+        return PendingRedisStore(settings, clock, quotas)
 
 
-async def _open_for_mode(settings: Settings, clock: Callable[[], float]) -> SessionStore:
+async def _open_for_mode(
+    settings: Settings, clock: Callable[[], float], quotas: Quotas
+) -> SessionStore:
     url = settings.redis_url
     store: SessionStore
     options: _StoreOptions = {
@@ -58,6 +63,7 @@ async def _open_for_mode(settings: Settings, clock: Callable[[], float]) -> Sess
         "min_replicas": settings.redis_min_replicas,
         "wait_timeout_ms": settings.redis_wait_timeout_ms,
         "attempts": settings.store_retry_attempts,
+        "quotas": quotas,
     }
     if await is_cluster(url):
         from app.stores.redis_cluster import RedisClusterStore
@@ -85,16 +91,20 @@ class PendingRedisStore:
     to the store for that mode."""
 
     name = "redis"
+    computes_off_event_loop = False
 
-    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float], quotas: Quotas = no_quotas
+    ) -> None:
         self._settings = settings
         self._clock = clock
+        self._quotas = quotas
         self._store: SessionStore | None = None
 
     async def _ready(self) -> SessionStore:
         if self._store is None:
             try:
-                self._store = await _open_for_mode(self._settings, self._clock)
+                self._store = await _open_for_mode(self._settings, self._clock, self._quotas)
             except RedisError as error:
                 raise unavailable(self._settings.redis_url, error) from None
         return self._store
@@ -115,6 +125,9 @@ class PendingRedisStore:
         self, prefix: str, cursor: str | None, limit: int
     ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
         return await (await self._ready()).list_page(prefix, cursor, limit)
+
+    async def namespace_counts(self) -> dict[str, int]:
+        return await (await self._ready()).namespace_counts()
 
     async def ping(self) -> None:
         await (await self._ready()).ping()

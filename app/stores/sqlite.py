@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import SessionLimitReached, StoreUnavailable
+from app.auth import namespace_of
+from app.errors import SessionLimitReached, SessionQuotaReached, StoreUnavailable
 from app.session_rules import SessionRecord
-from app.stores.base import Compute, T
+from app.stores.base import Compute, Quotas, T, no_quotas
 from app.stores.record_codec import decode_stored_record, encode_record
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,16 @@ CREATE INDEX IF NOT EXISTS sessions_by_last_use ON sessions (last_used_at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
 INSERT OR IGNORE INTO meta (name, value) SELECT 'rows', COUNT(*) FROM sessions;
+CREATE TABLE IF NOT EXISTS namespaces (name TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('namespaces_counted', 0);
+"""
+# A file written before per-key quotas has rows but no counts per namespace: count them once.
+# substr/instr is app.auth.namespace_of in SQL: what comes before the key's first '/'.
+_COUNT_NAMESPACES = """
+DELETE FROM namespaces;
+INSERT INTO namespaces (name, rows)
+    SELECT substr(key, 1, instr(key, '/') - 1), COUNT(*) FROM sessions GROUP BY 1;
+UPDATE meta SET value = 1 WHERE name = 'namespaces_counted';
 """
 # Changes applied in one transaction at most; bounds the latency one commit adds.
 _MAX_GROUP = 256
@@ -69,6 +80,8 @@ class SqliteStore:
     """Durable, multi-process-safe session store in a single SQLite file."""
 
     name = "sqlite"
+    # Computes run in the writer thread, never on the event loop.
+    computes_off_event_loop = True
 
     def __init__(
         self,
@@ -77,11 +90,13 @@ class SqliteStore:
         ttl_s: float,
         max_sessions: int,
         clock: Callable[[], float] = time.time,
+        quotas: Quotas = no_quotas,
     ) -> None:
         self.path = path
         self._clock = clock
         self._ttl_s = ttl_s
         self._max_sessions = max_sessions
+        self._quotas = quotas
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
@@ -95,9 +110,10 @@ class SqliteStore:
         ttl_s: float,
         max_sessions: int,
         clock: Callable[[], float] = time.time,
+        quotas: Quotas = no_quotas,
     ) -> SqliteStore:
         """Start the store; a file that cannot be opened yet makes it unavailable, not fatal."""
-        store = cls(path, ttl_s=ttl_s, max_sessions=max_sessions, clock=clock)
+        store = cls(path, ttl_s=ttl_s, max_sessions=max_sessions, clock=clock, quotas=quotas)
         try:
             await store.ping()
         except StoreUnavailable as error:
@@ -118,6 +134,7 @@ class SqliteStore:
                 # power cut, not only a process crash.
                 connection.execute("PRAGMA synchronous=FULL")
                 connection.executescript(_SCHEMA)
+                _count_namespaces_once(connection)
             except sqlite3.Error:
                 connection.close()
                 raise
@@ -204,17 +221,60 @@ class SqliteStore:
 
     def _purge_expired(self, connection: sqlite3.Connection, now: float) -> int:
         """Delete up to one batch of expired sessions, oldest first; how many were deleted."""
-        deleted = connection.execute(
+        keys = connection.execute(
             "DELETE FROM sessions WHERE key IN (SELECT key FROM sessions WHERE last_used_at <= ?"
-            " ORDER BY last_used_at LIMIT ?)",
+            " ORDER BY last_used_at LIMIT ?) RETURNING key",
             (now - self._ttl_s, _PURGE_BATCH),
-        ).rowcount
-        self._add_rows(connection, -deleted)
-        return deleted
+        ).fetchall()
+        self._removed(connection, [key for (key,) in keys])
+        return len(keys)
+
+    def _removed(self, connection: sqlite3.Connection, keys: list[str]) -> None:
+        """Take deleted rows out of the counts (the service's and their namespaces')."""
+        if not keys:
+            return
+        self._add_rows(connection, -len(keys))
+        per_namespace: dict[str, int] = {}
+        for key in keys:
+            namespace = namespace_of(key)
+            per_namespace[namespace] = per_namespace.get(namespace, 0) + 1
+        for namespace, count in per_namespace.items():
+            self._add_to_namespace(connection, namespace, -count)
 
     def _add_rows(self, connection: sqlite3.Connection, change: int) -> None:
         if change:
             connection.execute("UPDATE meta SET value = value + ? WHERE name = 'rows'", (change,))
+
+    def _add_to_namespace(
+        self, connection: sqlite3.Connection, namespace: str, change: int
+    ) -> None:
+        connection.execute(
+            "INSERT INTO namespaces (name, rows) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET rows = rows + excluded.rows",
+            (namespace, change),
+        )
+        if change < 0:  # a namespace without sessions leaves no row behind
+            connection.execute("DELETE FROM namespaces WHERE name = ? AND rows <= 0", (namespace,))
+
+    def _namespace_rows(self, connection: sqlite3.Connection, namespace: str) -> int:
+        row = connection.execute("SELECT rows FROM namespaces WHERE name = ?", (namespace,))
+        found = row.fetchone()
+        return int(found[0]) if found is not None else 0
+
+    def _ensure_quota(self, connection: sqlite3.Connection, key: str, now: float) -> None:
+        namespace = namespace_of(key)
+        quota = self._quotas(namespace)
+        if quota is None or self._namespace_rows(connection, namespace) < quota:
+            return
+        # Expired rows still count: at the quota, clear this namespace's (its keys are one
+        # range of the primary key, so this reads only its own rows).
+        expired = connection.execute(
+            "DELETE FROM sessions WHERE key > ? AND key < ? AND last_used_at <= ? RETURNING key",
+            (f"{namespace}/", f"{namespace}0", now - self._ttl_s),
+        ).fetchall()
+        self._removed(connection, [key for (key,) in expired])
+        if self._namespace_rows(connection, namespace) >= quota:
+            raise SessionQuotaReached(quota)
 
     def _rows(self, connection: sqlite3.Connection) -> int:
         (rows,) = connection.execute("SELECT value FROM meta WHERE name = 'rows'").fetchone()
@@ -224,7 +284,7 @@ class SqliteStore:
         # Expired rows still count in 'rows': at the cap, clear them before refusing anyone.
         while self._rows(connection) >= self._max_sessions:
             if not self._purge_expired(connection, now):
-                raise SessionLimitReached(self._max_sessions)
+                raise SessionLimitReached()
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         def run(connection: sqlite3.Connection, now: float) -> T:
@@ -232,10 +292,13 @@ class SqliteStore:
             new, answer = compute(record)
             if new is not None:
                 if record is None:
-                    # An expired row under this key is replaced: it leaves the count first.
-                    self._add_rows(connection, -self._delete_row(connection, key))
+                    # An expired row under this key is replaced: it leaves the counts first.
+                    if self._delete_row(connection, key):
+                        self._removed(connection, [key])
+                    self._ensure_quota(connection, key, now)
                     self._ensure_room(connection, now)
                     self._add_rows(connection, 1)
+                    self._add_to_namespace(connection, namespace_of(key), 1)
                 stored = new.with_revision(self._next_revision(connection))
                 connection.execute(
                     "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
@@ -258,7 +321,8 @@ class SqliteStore:
     async def delete(self, key: str) -> bool:
         def run(connection: sqlite3.Connection, _now: float) -> bool:
             deleted = self._delete_row(connection, key)
-            self._add_rows(connection, -deleted)
+            if deleted:
+                self._removed(connection, [key])
             return deleted > 0
 
         deleted: bool = await self._submit(run)
@@ -293,6 +357,21 @@ class SqliteStore:
         page = [(key, decode_stored_record(data)) for key, data in rows[:limit]]
         return page, (rows[limit - 1][0] if len(rows) > limit else None)
 
+    async def namespace_counts(self) -> dict[str, int]:
+        def run(connection: sqlite3.Connection, now: float) -> dict[str, int]:
+            counts = dict(connection.execute("SELECT name, rows FROM namespaces WHERE rows > 0"))
+            expired = connection.execute(
+                "SELECT substr(key, 1, instr(key, '/') - 1), COUNT(*) FROM sessions"
+                " WHERE last_used_at <= ? GROUP BY 1",
+                (now - self._ttl_s,),
+            )
+            for namespace, count in expired:
+                counts[namespace] = counts.get(namespace, 0) - count
+            return {name: int(rows) for name, rows in counts.items() if rows > 0}
+
+        counts: dict[str, int] = await self._submit(run)
+        return counts
+
     async def ping(self) -> None:
         # A real write: a file that became read-only must show up here, not at the next step.
         await self._submit(lambda connection, _now: self._next_revision(connection))
@@ -300,6 +379,21 @@ class SqliteStore:
     async def close(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join, 10.0)
+
+
+def _count_namespaces_once(connection: sqlite3.Connection) -> None:
+    connection.execute("BEGIN IMMEDIATE")  # another process may be doing the same
+    try:
+        (counted,) = connection.execute(
+            "SELECT value FROM meta WHERE name = 'namespaces_counted'"
+        ).fetchone()
+        if not counted:
+            for statement in filter(str.strip, _COUNT_NAMESPACES.split(";")):
+                connection.execute(statement)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _settle(job: _Job) -> None:

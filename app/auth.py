@@ -194,9 +194,21 @@ def session_key(namespace: str, session_id: str, model: str | None = None) -> st
     return f"{namespace}/{model}/{session_id}"
 
 
+def namespace_prefix(scope: Scope) -> str:
+    """What every store key of the calling client's sessions starts with."""
+    return f"{caller_namespace(scope)}/"
+
+
 def namespace_of(key: str) -> str:
     """The namespace of a store key (what comes before its first '/')."""
     return key.partition("/")[0]
+
+
+def model_and_session_of(key: str, prefix: str) -> tuple[str, str]:
+    """(model, session id) of a store key that starts with ``prefix`` (see :func:`session_key`)."""
+    rest = key[len(prefix) :]
+    model, separator, session_id = rest.partition("/")
+    return (model, session_id) if separator else (DEFAULT_MODEL, rest)
 
 
 def store_key(scope: Scope, session_id: str, model: str | None = None) -> str:

@@ -85,6 +85,18 @@ class SessionNotFound(ServiceError):
         )
 
 
+class InvalidCursor(ServiceError):
+    status_code = 422
+    code = "invalid_cursor"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            f"cursor {cursor!r} is not one this service gave: send the next_cursor of the "
+            "previous page, or none for the first page",
+            cursor=cursor,
+        )
+
+
 class ModelNotFound(ServiceError):
     status_code = 404
     code = "model_not_found"
@@ -95,6 +107,17 @@ class ModelNotFound(ServiceError):
             f"no model {name!r} is served (served: {names}); GET /models lists them",
             model=name,
             served=served,
+        )
+
+
+class PlotNotFound(ServiceError):
+    status_code = 404
+    code = "plot_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"model {name!r} has no evaluation plot (its artifact was written without one)",
+            model=name,
         )
 
 

@@ -37,6 +37,7 @@ from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
 from app.stores.base import SessionStore
 from app.stores.factory import open_store
+from app.ui import ui_paths, ui_routes
 from app.workers import split_sessions_reason, uvicorn_workers
 
 logger = logging.getLogger("app")
@@ -165,6 +166,7 @@ def create_app(
     app.state.keys_watcher = keys_watcher
     if app.openapi_url:
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
+    app.router.routes.extend(ui_routes())
     if api_keys.enabled:
         declare_bearer_security(app)
     install_error_handlers(app, audit)
@@ -214,8 +216,14 @@ def _background_tasks(
 
 
 def _open_paths(app: FastAPI) -> set[str]:
-    """Paths that need no API key: liveness, and the docs (they hold no session data)."""
-    return {HEALTH_PATH, *docs_paths(), *([app.openapi_url] if app.openapi_url else [])}
+    """Paths that need no API key: liveness, the docs and the pages' files (they hold no session
+    data; the pages' API calls need a key like any client's)."""
+    return {
+        HEALTH_PATH,
+        *docs_paths(),
+        *ui_paths(),
+        *([app.openapi_url] if app.openapi_url else []),
+    }
 
 
 def _configure_logging() -> None:

@@ -346,6 +346,13 @@ class SessionInfo(BaseModel):
     skill: SessionSkill
 
 
+class SessionsPage(BaseModel):
+    sessions: list[SessionInfo] = Field(description="the caller's sessions, in the store's order")
+    next_cursor: str | None = Field(
+        description="send it as ?cursor= for the next page; null: this was the last page"
+    )
+
+
 class HistoryValue(BaseModel):
     step: int = Field(description="the value's step: values the session had consumed with it")
     value: float

@@ -18,6 +18,10 @@ DEFAULT_CAS_ATTEMPTS = 50
 REDIS_SOCKET_TIMEOUT_S = 2.0
 # Interval levels at most, configured or asked for by one request.
 MAX_INTERVAL_LEVELS = 5
+# Sessions one page of GET /sessions may hold.
+MAX_SESSIONS_PAGE = 500
+
+
 # A session's history window at most (FORECAST_SESSION_HISTORY): bounds the record and the
 # replay after a model change.
 MAX_SESSION_HISTORY = 10_000

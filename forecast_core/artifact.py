@@ -35,6 +35,8 @@ LATEST_LINK = "latest"
 # A models folder's own 'latest' is the model named DEFAULT_MODEL; '<name>/latest' the model
 # <name>, a name that cannot be a hidden, staging or relative folder.
 DEFAULT_MODEL = "default"
+# The evaluation figure the training job saves beside the manifest (served by /models/{name}).
+EVALUATION_PLOT = "evaluation.png"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from forecast_core.artifact import DEFAULT_MODEL, LATEST_LINK, MODEL_NAME_PATTERN, write_artifact
+from forecast_core.artifact import (
+    DEFAULT_MODEL,
+    EVALUATION_PLOT,
+    LATEST_LINK,
+    MODEL_NAME_PATTERN,
+    write_artifact,
+)
 from forecast_core.quiet_tensorflow import quiet_tensorflow
 from forecast_core.transform import TransformKind
 from training.data import (
@@ -35,7 +41,6 @@ from training.search import (
 from training.stationarity import KpssResult, kpss_level
 
 EXIT_BAD_INPUT = 2
-PLOT_FILE = "evaluation.png"
 # Series up to this length get the tutorial's Expected/Predicted table.
 TABLE_MAX_LENGTH = 30
 # Early stopping scores the selection window once per this many epochs (one compiled call).
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     def add_plot(folder: Path) -> None:
         metrics = evaluation.metrics
         save_evaluation_plot(
-            folder / PLOT_FILE,
+            folder / EVALUATION_PLOT,
             series,
             evaluation.forecasts,
             split,
@@ -359,5 +364,6 @@ def main(argv: list[str] | None = None) -> int:
 
     build_manifest = manifest_builder(record, datetime.now(UTC))
     folder = write_artifact(args.out, chosen.weights, build_manifest, add_plot)
-    say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {folder / PLOT_FILE}")
+    plot = folder / EVALUATION_PLOT
+    say(f"saved artifact {folder} (latest -> {folder.name}); evaluation plot: {plot}")
     return 0

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 
-from app.errors import StoreUnavailable
+from app.errors import PlotNotFound, StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.model_registry import ServedModel
 from app.responses import JsonLineResponse
@@ -25,7 +29,7 @@ from app.schemas import (
 )
 from app.scopes import ADMIN_ONLY, ADMIN_RESPONSES
 from app.services import ServicesHolder
-from forecast_core.artifact import Manifest
+from forecast_core.artifact import EVALUATION_PLOT, MODEL_NAME_PATTERN, Manifest
 
 # Paths that answer without an API key (see app.auth).
 HEALTH_PATH = "/health"
@@ -42,6 +46,18 @@ def _refused(served: ServedModel) -> RefusedArtifact | None:
     return RefusedArtifact(
         artifact=refused.artifact, reason=refused.reason, at=_iso(refused.at) or ""
     )
+
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
+ModelNamePath = Annotated[str, PathParam(pattern=MODEL_NAME_PATTERN, description="a served model")]
+
+
+def _manifest(served: ServedModel) -> JsonLineResponse:
+    body: dict[str, Any] = served.require().manifest.model_dump(mode="json")
+    refused = _refused(served)
+    if refused is not None:
+        body["refused"] = refused.model_dump()
+    return JsonLineResponse(body)
 
 
 def model_info(served: ServedModel) -> ModelInfo:
@@ -106,12 +122,26 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
     async def model() -> JsonLineResponse:
         """The default model's manifest: version, hyperparameters, training metrics; and, when
         a newer artifact failed its checks, ``refused``: which and why."""
-        served = holder.services.models.get(None)
-        body: dict[str, Any] = served.require().manifest.model_dump(mode="json")
-        refused = _refused(served)
-        if refused is not None:
-            body["refused"] = refused.model_dump()
-        return JsonLineResponse(body)
+        return _manifest(holder.services.models.get(None))
+
+    @router.get("/models/{name}", response_model=ServedManifest, responses=_NOT_FOUND)
+    async def named_model(name: ModelNamePath) -> JsonLineResponse:
+        """A served model's manifest, as ``/model`` gives the default's."""
+        return _manifest(holder.services.models.get(name))
+
+    @router.get(
+        "/models/{name}/evaluation.png",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/png": {}}}, **_NOT_FOUND},
+    )
+    async def evaluation_plot(name: ModelNamePath) -> FileResponse:
+        """The evaluation figure the training job saved with the served artifact."""
+        served = holder.services.models.get(name)
+        served.require()
+        path = Path(served.artifact) / EVALUATION_PLOT if served.artifact else None
+        if path is None or not await anyio.Path(path).is_file():
+            raise PlotNotFound(name)
+        return FileResponse(path, media_type="image/png")
 
     @router.get("/models")
     async def models() -> ModelsResponse:

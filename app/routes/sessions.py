@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.routing import APIRoute
 
-from app.auth import store_key
-from app.errors import SessionNotFound
+from app.auth import model_and_session_of, namespace_prefix, store_key
+from app.errors import ServiceError, SessionNotFound
+from app.intervals import IntervalPolicy
 from app.responses import JsonLineResponse
 from app.schemas import (
     MODEL_NAME_PATTERN,
@@ -24,9 +25,12 @@ from app.schemas import (
     SessionHistory,
     SessionInfo,
     SessionRequest,
+    SessionSkill,
+    SessionsPage,
 )
-from app.services import ServicesHolder
+from app.services import Services, ServicesHolder
 from app.session_rules import SessionRecord, reset
+from app.settings import MAX_SESSIONS_PAGE
 from forecast_core.arrays import FloatArray
 from forecast_core.lstm_step import finite
 
@@ -60,6 +64,41 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
+def _info(
+    services: Services,
+    model: str,
+    intervals: IntervalPolicy | None,
+    session_id: str,
+    record: SessionRecord,
+) -> SessionInfo:
+    """What GET /sessions shows of a session (``intervals``: its served model's policy; None
+    for a model no longer served, whose skill cannot be read)."""
+    return SessionInfo(
+        session_id=session_id,
+        model=model,
+        step=record.step,
+        created_at=_iso(record.created_at),
+        last_used_at=_iso(record.last_used_at),
+        expires_at=_iso(record.last_used_at + services.settings.session_ttl_s),
+        model_version=record.model_version,
+        last_prediction=record.last_predictions[-1] if record.last_predictions else None,
+        skill=(
+            intervals.skill(record.tracking)
+            if intervals is not None
+            else SessionSkill(life=None, recent=None)
+        ),
+    )
+
+
+def _listed(services: Services, key: str, prefix: str, record: SessionRecord) -> SessionInfo:
+    model, session_id = model_and_session_of(key, prefix)
+    try:
+        served = services.models.get(model)
+    except ServiceError:  # a model no longer served (or none loaded yet)
+        return _info(services, model, None, session_id, record)
+    return _info(services, served.name, served.intervals, session_id, record)
+
+
 def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIRouter:
     """The session routes, bound to the app's services."""
     router = APIRouter(
@@ -85,6 +124,23 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
         await services.store.apply(store_key(request.scope, body.session_id, body.model), compute)
         return ResetResponse(session_id=body.session_id, step=0)
 
+    @router.get("/sessions")
+    async def list_sessions(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=MAX_SESSIONS_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> SessionsPage:
+        """The caller's sessions (only those its key can see), a page at a time: pass each
+        page's ``next_cursor`` as ``cursor`` for the next. Pages of the Redis stores follow
+        Redis' SCAN: a session that lives throughout shows at least once."""
+        services = holder.services
+        prefix = namespace_prefix(request.scope)
+        page, following = await services.store.list_page(prefix, cursor, limit)
+        return SessionsPage(
+            sessions=[_listed(services, key, prefix, record) for key, record in page],
+            next_cursor=following,
+        )
+
     @router.get("/sessions/{session_id}")
     async def session_info(
         session_id: SessionIdPath, request: Request, model: ModelQuery = None
@@ -95,17 +151,7 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
         record = await services.store.get(store_key(request.scope, session_id, model))
         if record is None:
             raise SessionNotFound(session_id)
-        return SessionInfo(
-            session_id=session_id,
-            model=served.name,
-            step=record.step,
-            created_at=_iso(record.created_at),
-            last_used_at=_iso(record.last_used_at),
-            expires_at=_iso(record.last_used_at + services.settings.session_ttl_s),
-            model_version=record.model_version,
-            last_prediction=record.last_predictions[-1] if record.last_predictions else None,
-            skill=served.intervals.skill(record.tracking),
-        )
+        return _info(services, served.name, served.intervals, session_id, record)
 
     @router.get("/sessions/{session_id}/history")
     async def session_history(

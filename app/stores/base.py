@@ -59,6 +59,15 @@ class SessionStore(Protocol):
         """Live sessions."""
         ...
 
+    async def list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        """Live sessions whose key starts with ``prefix``, at most ``limit`` at a time: the keys
+        with their records, and the cursor of the next page (None: no more). A cursor is the
+        store's own, opaque to callers; a session created or expired meanwhile may or may not
+        show, one that lives throughout shows (at least once on Redis, whose SCAN may repeat)."""
+        ...
+
     async def namespace_counts(self) -> dict[str, int]:
         """Live sessions per namespace (namespaces without any may be left out)."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
@@ -205,6 +206,27 @@ class MemoryStore:
         with self._lock:
             self._purge_expired(self._clock())
             return len(self._records)
+
+    async def list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        # In key order, the cursor being the last key shown; the scan runs in a worker thread
+        # and holds the lock only to copy the keys and to pick the records.
+        return await anyio.to_thread.run_sync(self._list_page, prefix, cursor, limit)
+
+    def _list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        with self._lock:
+            self._purge_expired(self._clock())
+            keys = list(self._records)
+        after = cursor if cursor is not None else ""
+        chosen = heapq.nsmallest(
+            limit + 1, (key for key in keys if key.startswith(prefix) and key > after)
+        )
+        with self._lock:
+            page = [(key, self._records[key]) for key in chosen[:limit] if key in self._records]
+        return page, (chosen[limit - 1] if len(chosen) > limit else None)
 
     async def namespace_counts(self) -> dict[str, int]:
         with self._lock:

@@ -32,12 +32,17 @@ from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    SCAN_COUNT,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
     client_options,
+    glob_escaped,
+    key_text,
+    parse_scan_cursor,
     record_from,
     require_replicas,
+    scan_page,
     session_found,
     session_removed,
     session_written,
@@ -226,6 +231,32 @@ class RedisStore(OptimisticRedisStore):
         except RedisError as error:
             raise unavailable(self._url, error) from None
         return int(live)
+
+    async def list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        position, skip = parse_scan_cursor(cursor)
+        pattern = glob_escaped(self._key(prefix)) + "*"
+
+        async def scan(at: int) -> tuple[int, list[str]]:
+            following, keys = await self._client.scan(at, match=pattern, count=SCAN_COUNT)
+            return int(following), [key_text(key) for key in keys]
+
+        try:
+            keys, following = await scan_page(scan, position, skip, limit)
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, ["rev", "rec"])
+            rows = await pipe.execute()
+        except RedisError as error:
+            raise unavailable(self._url, error) from None
+        start = len(self._key(""))
+        page = [
+            (key[start:], record)
+            for key, (revision, data) in zip(keys, rows, strict=True)
+            if (record := record_from(revision, data)) is not None
+        ]
+        return page, following
 
     async def namespace_counts(self) -> dict[str, int]:
         prefix = self._namespace_key("")

@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
@@ -40,19 +40,24 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT
 
 from app.auth import namespace_of
-from app.errors import SessionLimitReached, SessionQuotaReached
+from app.errors import InvalidCursor, SessionLimitReached, SessionQuotaReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    SCAN_COUNT,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
     client_options,
+    glob_escaped,
+    key_text,
+    parse_scan_cursor,
     record_from,
     require_replicas,
+    scan_page,
     session_found,
     session_removed,
     session_written,
@@ -356,6 +361,54 @@ class RedisClusterStore(OptimisticRedisStore):
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
         return sum(int(size) for size in sizes)
+
+    async def list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        # Each primary's keys in turn (in the order of their names), SCAN by SCAN; the cursor
+        # is the primary's place in that order, then SCAN's position and how much of its batch
+        # was shown.
+        node_part, _, rest = (cursor or "0:0:0").partition(":")
+        if not node_part.isdigit():
+            raise InvalidCursor(cursor or "")
+        index = int(node_part)
+        position, skip = parse_scan_cursor(rest)
+        pattern = glob_escaped(f"{self._prefix}:s:{{{prefix}") + "*"
+        keys: list[str] = []
+        try:
+            await self._client.initialize()
+            primaries = sorted(self._client.get_primaries(), key=lambda node: node.name)
+            while index < len(primaries) and len(keys) < limit:
+                node = primaries[index]
+
+                async def scan(at: int, node: ClusterNode = node) -> tuple[int, list[str]]:
+                    # With a target node, redis-py answers ({node name: position}, keys).
+                    positions, found = await self._client.scan(
+                        at, match=pattern, count=SCAN_COUNT, target_nodes=node
+                    )
+                    following = cast(dict[str, int], positions)
+                    return int(next(iter(following.values()))), [key_text(key) for key in found]
+
+                found, following = await scan_page(scan, position, skip, limit - len(keys))
+                keys += found
+                if following is None:
+                    index, position, skip = index + 1, 0, 0
+                else:
+                    position, skip = parse_scan_cursor(following)
+            pipe = self._client.pipeline()
+            for key in keys:
+                pipe.hmget(key, ["rev", "rec"])
+            rows = await pipe.execute() if keys else []
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+        start = len(f"{self._prefix}:s:{{")
+        page = [
+            (key[start:-1], record)
+            for key, (revision, data) in zip(keys, rows, strict=True)
+            if (record := record_from(revision, data)) is not None
+        ]
+        following_cursor = None if index >= len(primaries) else f"{index}:{position}:{skip}"
+        return page, following_cursor
 
     async def ping(self) -> None:
         try:

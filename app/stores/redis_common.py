@@ -4,9 +4,10 @@ per-replica record cache, decoding what Redis returns, and confirming writes on 
 from __future__ import annotations
 
 import asyncio
+import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import anyio.to_thread
@@ -16,7 +17,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached, StoreUnavailable
+from app.errors import (
+    InvalidCursor,
+    ServiceError,
+    SessionLimitReached,
+    SessionQuotaReached,
+    StoreUnavailable,
+)
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
 from app.stores.base import (
@@ -76,6 +83,56 @@ def require_replicas(confirmed: object, wanted: int, timeout_ms: int, url: str) 
             f"{count} of {wanted} replicas confirmed the write within {timeout_ms} ms",
             "retry the same request (same step): it is applied at most once",
         )
+
+
+# Keys SCAN is asked to look at per call when listing sessions (a hint to Redis, not a bound).
+SCAN_COUNT = 500
+
+Scan = Callable[[int], Awaitable[tuple[int, list[str]]]]
+
+
+def glob_escaped(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return re.sub(r"([*?\\[\]\\])", r"\\\1", text)
+
+
+def key_text(key: bytes | str) -> str:
+    """A key as Redis returned it, as text (the client does not decode answers)."""
+    return key.decode() if isinstance(key, bytes) else key
+
+
+def parse_scan_cursor(cursor: str | None) -> tuple[int, int]:
+    """(SCAN position, matches of that position's batch already shown), from a page cursor."""
+    if cursor is None:
+        return 0, 0
+    position, separator, skip = cursor.partition(":")
+    if not (separator and position.isdigit() and skip.isdigit()):
+        raise InvalidCursor(cursor)
+    return int(position), int(skip)
+
+
+async def scan_page(
+    scan: Scan, position: int, skip: int, limit: int
+) -> tuple[list[str], str | None]:
+    """Up to ``limit`` matching keys from SCAN position ``position`` on, ``skip`` of its batch
+    already shown; and the cursor after them (None once SCAN is back at 0).
+
+    A page can end inside a batch: the cursor then names the batch's position and how much of
+    it was shown. The batch is sorted, so asking again from that position (SCAN answers a
+    position the same way while the keys stay) resumes where the page ended."""
+    keys: list[str] = []
+    while True:
+        following, batch = await scan(position)
+        rest = sorted(set(batch))[skip:]
+        room = limit - len(keys)
+        if len(rest) > room:
+            return keys + rest[:room], f"{position}:{skip + room}"
+        keys += rest
+        if following == 0:
+            return keys, None
+        position, skip = following, 0
+        if len(keys) == limit:
+            return keys, f"{position}:0"
 
 
 def record_from(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:

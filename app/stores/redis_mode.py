@@ -127,6 +127,11 @@ class PendingRedisStore:
     async def count(self) -> int:
         return await (await self._ready()).count()
 
+    async def list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        return await (await self._ready()).list_page(prefix, cursor, limit)
+
     async def namespace_counts(self) -> dict[str, int]:
         return await (await self._ready()).namespace_counts()
 

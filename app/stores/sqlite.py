@@ -60,6 +60,11 @@ _MAX_GROUP = 256
 _PURGE_BATCH = 256
 
 
+def prefix_end(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix`` (non-empty)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 @dataclass
 class _Job:
     """One request's work for the writer thread, with the future that carries its answer."""
@@ -354,6 +359,24 @@ class SqliteStore:
 
         live: int = await self._submit(run)
         return live
+
+    async def list_page(
+        self, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        # In key order along the primary key, the cursor being the last key shown.
+        after = cursor if cursor is not None and cursor >= prefix else prefix
+
+        def run(connection: sqlite3.Connection, now: float) -> list[tuple[str, bytes]]:
+            rows: list[tuple[str, bytes]] = connection.execute(
+                "SELECT key, record FROM sessions WHERE key > ? AND key < ?"
+                " AND last_used_at > ? ORDER BY key LIMIT ?",
+                (after, prefix_end(prefix), now - self._ttl_s, limit + 1),
+            ).fetchall()
+            return rows
+
+        rows = await self._submit(run)
+        page = [(key, decode_stored_record(data)) for key, data in rows[:limit]]
+        return page, (rows[limit - 1][0] if len(rows) > limit else None)
 
     async def namespace_counts(self) -> dict[str, int]:
         def run(connection: sqlite3.Connection, now: float) -> dict[str, int]:

@@ -47,26 +47,36 @@ def server(tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         yield running
 
 
-@pytest.fixture(scope="module")
-def keyed_server(
-    tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("stream-keyed")
-    env = server_env(tutorial_models_dir, folder, FORECAST_API_KEYS=KEY)
-    running = start_uvicorn(env, folder / "log")
+def start_keyed(env: dict[str, str], log: Path, pause: float = 0.1) -> Server:
+    """A server that needs ``KEY`` (on /ready too), once /ready answers 200 with the key; polled
+    every ``pause`` seconds."""
+    running = start_uvicorn(env, log)
     try:
-        # /ready needs the key too: wait for it with the key.
         for _attempt in range(1200):
             try:
                 ready = httpx.get(
                     running.base_url + "/ready", headers={"authorization": f"Bearer {KEY}"}
                 )
                 if ready.status_code == 200:
-                    break
+                    return running
             except httpx.TransportError:
                 pass
             assert running.process.poll() is None, running.log_text()[-3000:]
-            time.sleep(0.1)
+            time.sleep(pause)
+        raise AssertionError("the server never got ready")
+    except BaseException:
+        stop(running)
+        raise
+
+
+@pytest.fixture(scope="module")
+def keyed_server(
+    tutorial_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("stream-keyed")
+    env = server_env(tutorial_models_dir, folder, FORECAST_API_KEYS=KEY)
+    running = start_keyed(env, folder / "log")
+    try:
         yield running
     finally:
         stop(running)
@@ -345,19 +355,9 @@ def rate_limited_server(
     env = server_env(
         tutorial_models_dir, folder, FORECAST_API_KEYS=KEY, FORECAST_RATE_LIMIT="2/s burst 4"
     )
-    running = start_uvicorn(env, folder / "log")
+    # Polled slower than the rate: the waiting costs no more than it refills.
+    running = start_keyed(env, folder / "log", pause=0.6)
     try:
-        for _attempt in range(1200):
-            try:
-                ready = httpx.get(
-                    running.base_url + "/ready", headers={"authorization": f"Bearer {KEY}"}
-                )
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert running.process.poll() is None, running.log_text()[-3000:]
-            time.sleep(0.6)  # slower than the rate: the waiting costs no more than it refills
         time.sleep(2.5)  # the bucket full again
         yield running
     finally:

@@ -154,6 +154,7 @@ def create_app(
             # FastAPI's telemetry records what its own request handler does.
             APIRoute if settings.opentelemetry else JsonBodyRoute,
             lambda: api_keys.table,
+            audit,
         ),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         default_response_class=JsonLineResponse,

@@ -169,6 +169,9 @@ async def test_a_predict_many_item_over_the_quota_is_refused_alone(
         assert refused["error"]["code"] == "session_quota_reached"
         assert refused["error"]["details"] == {"max_sessions_per_key": 2}
     assert (await client.get("/sessions/a3", headers=auth(ALICE))).status_code == 404
+    # Counted as refusals, one per session, as /predict's would be.
+    metrics = (await client.get("/metrics", headers=auth(ADMIN))).text
+    assert 'forecast_limit_refusals_total{reason="session_quota"} 1.0' in metrics
     # Bob's quota is his own: his new sessions in one request all fit.
     bob = [{"session_id": f"b{index}", "value": 0.1} for index in range(2)]
     response = await client.post("/predict/many", json={"items": bob}, headers=auth(BOB))

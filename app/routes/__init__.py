@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
+from app.audit import Audit
 from app.keys import KeyTable
 from app.routes.admin import admin_router
 from app.routes.forecasting import forecasting_router
@@ -22,12 +23,13 @@ def all_routers(
     bodies: RequestBodies,
     route_class: type[APIRoute],
     keys: Callable[[], KeyTable],
+    audit: Audit,
 ) -> list[APIRouter]:
     """Every router, bound to the app's services and request limits, its routes built by
     ``route_class`` (app.json_body_route's, or FastAPI's own when its telemetry is wanted)."""
     return [
         forecasting_router(holder, bodies, route_class),
-        predict_many_router(holder, bodies, route_class),
+        predict_many_router(holder, bodies, route_class, audit),
         sessions_router(holder, route_class),
         operations_router(holder, route_class),
         admin_router(holder, keys, route_class),
@@ -39,6 +41,7 @@ def all_routes(
     bodies: RequestBodies,
     route_class: type[APIRoute],
     keys: Callable[[], KeyTable],
+    audit: Audit,
 ) -> list[BaseRoute]:
     """Every route of every router, for the app's own route table.
 
@@ -46,5 +49,6 @@ def all_routes(
     keep each router as a nested branch that FastAPI re-enters on every request; the app serves
     the same routes from one flat table instead (README, "Benchmarks", has the cost).
     """
-    routers = all_routers(holder, bodies, route_class, keys)
-    return [*(route for router in routers for route in router.routes), stream_route(holder)]
+    routers = all_routers(holder, bodies, route_class, keys, audit)
+    routes: list[BaseRoute] = [route for router in routers for route in router.routes]
+    return [*routes, stream_route(holder, audit)]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 
+from app.audit import Audit
 from app.auth import caller_namespace, session_key
 from app.error_handlers import service_error_body
 from app.errors import ServiceError, StepConflict
@@ -91,9 +92,12 @@ async def predict_many(
     namespace: str,
     items: Sequence[PredictManyItem],
     levels: Sequence[float] | None,
+    refusals: list[ServiceError] | None = None,
 ) -> list[Answer]:
     """Each item's answer, in order; items of one session (and model) applied as one feed, in
-    order, with the history window and model-change replay of /predict."""
+    order, with the history window and model-change replay of /predict. ``refusals`` gets each
+    session's refusal (one per session, as its own /predict request would have had)."""
+    refused = refusals if refusals is not None else []
     now = services.clock()
     history = services.settings.session_history
     store = services.store
@@ -114,7 +118,7 @@ async def predict_many(
             served = services.models.get(items[positions[0]].model)
             compute = _feeder(served, values, steps, now, history, inline)
         except ServiceError as error:  # an unknown model, or none loaded: these items only
-            _refuse(items, positions, answers, error)
+            _refuse(items, positions, answers, error, refused)
             continue
         work.append((key, compute))
         groups.append(_Group(positions, served, values, steps))
@@ -132,7 +136,7 @@ async def predict_many(
         for index, result in zip(again, await apply_each(store, redo, offload=True), strict=True):
             outcomes[index] = result
     for group, result in zip(groups, outcomes, strict=True):
-        _answer(services, items, levels, group, result, answers)
+        _answer(services, items, levels, group, result, answers, refused)
     return answers
 
 
@@ -143,11 +147,12 @@ def _answer(
     group: _Group,
     result: Fed | ServiceError,
     answers: list[Any],
+    refused: list[ServiceError],
 ) -> None:
     """Each item of one session's group: its answer or its refusal."""
     positions, served = group.positions, group.served
     if isinstance(result, ServiceError):
-        _refuse(items, positions, answers, result)
+        _refuse(items, positions, answers, result, refused)
         return
     assert result is not None  # computed in a worker thread: no replay is too long there
     outcome, applied = result
@@ -176,10 +181,15 @@ def _answer(
 
 
 def _refuse(
-    items: Sequence[PredictManyItem], positions: list[int], answers: list[Any], error: ServiceError
+    items: Sequence[PredictManyItem],
+    positions: list[int],
+    answers: list[Any],
+    error: ServiceError,
+    refused: list[ServiceError],
 ) -> None:
     """A session's items when its feed was refused: the first gets the refusal; after a step
     conflict, the others say they were not applied and where the session is."""
+    refused.append(error)
     answers[positions[0]] = service_error_body(error)
     if isinstance(error, StepConflict):
         _behind(positions[1:], answers, error.details["expected_step"])
@@ -194,9 +204,10 @@ def _behind(positions: Sequence[int], answers: list[Any], session_step: int) -> 
 
 
 def predict_many_router(
-    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute]
+    holder: ServicesHolder, bodies: RequestBodies, route_class: type[APIRoute], audit: Audit
 ) -> APIRouter:
-    """``POST /predict/many``, bound to the app's services and its item limit."""
+    """``POST /predict/many``, bound to the app's services and its item limit; ``audit`` counts
+    and logs the items' refusals as it does refused requests."""
     router = APIRouter(
         default_response_class=JsonLineResponse,
         route_class=route_class,
@@ -226,9 +237,12 @@ def predict_many_router(
         """
         # Each item is a /predict: the key's rate limit counts items, not requests.
         charge_more(request.scope, len(body.items) - 1)
+        refusals: list[ServiceError] = []
         answers = await predict_many(
-            holder.services, caller_namespace(request.scope), body.items, body.levels
+            holder.services, caller_namespace(request.scope), body.items, body.levels, refusals
         )
+        for refusal in refusals:
+            audit.refused(refusal, request.url.path)
         refused = any("error" in answer for answer in answers)
         response: PredictManyResponse = {"results": answers}
         return JsonBytesResponse(response, status_code=SOME_ITEMS_REFUSED if refused else 200)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from app.audit import Audit
 from app.auth import caller_namespace, session_key
 from app.error_handlers import service_error_body, validation_error_body
 from app.errors import BodyTooLarge, ServiceError
@@ -32,7 +33,11 @@ TRY_AGAIN_LATER = 1013
 
 
 async def answer_message(
-    holder: ServicesHolder, namespace: str, bucket: TokenBucket | None, raw: str | bytes
+    holder: ServicesHolder,
+    namespace: str,
+    bucket: TokenBucket | None,
+    raw: str | bytes,
+    audit: Audit | None = None,
 ) -> PredictResponse | ErrorAnswer:
     """One message's answer: /predict's, or the error in the one shape. Each message is charged
     to the key's rate limit as a /predict request is (``bucket``: the key's, None: no limit);
@@ -54,10 +59,12 @@ async def answer_message(
             served, body.session_id, outcome, 0, outcome.offsets, flags[0], body.levels
         )
     except ServiceError as error:
+        if audit is not None:  # counted and logged as a refused request would be
+            audit.refused(error, STREAM_PATH)
         return service_error_body(error)
 
 
-def stream_route(holder: ServicesHolder) -> WebSocketRoute:
+def stream_route(holder: ServicesHolder, audit: Audit | None = None) -> WebSocketRoute:
     """The WebSocket route, bound to the app's services."""
 
     async def stream(websocket: WebSocket) -> None:
@@ -83,6 +90,7 @@ def stream_route(holder: ServicesHolder) -> WebSocketRoute:
                     namespace,
                     bucket,
                     raw if raw is not None else message.get("bytes") or b"",
+                    audit,
                 )
                 metrics.count_stream_message("error" in answer)
                 await websocket.send_text(pydantic_core.to_json(answer).decode())

@@ -259,6 +259,15 @@ class IntervalPolicy:
             LevelCoverage(level=level, coverage=share)
             for level, share in zip(self.levels, figures.pop("coverage"), strict=True)
         ]
+        # Errors of huge values overflow (to infinity, or NaN once infinities meet), which JSON
+        # cannot carry: report them as the largest finite error, as interval bounds are clamped
+        # (the schema promises numbers; these figures are never negative).
+        for name in ("mae", "rmse", "persistence_rmse"):
+            if not math.isfinite(figures[name]):
+                figures[name] = FINITE_BOUND
+        skill = figures["skill"]
+        if skill is not None and not math.isfinite(skill):  # infinity over infinity
+            figures["skill"] = None
         return SkillFigures(coverage=coverage, **figures)
 
     def flags(self, value: float, misses: int) -> list[str]:

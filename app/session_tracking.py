@@ -180,11 +180,12 @@ def summarize(
     life = _figures(totals[0], totals[1], totals[2], totals[3], totals[4:])
     filled = int(tracking[layout.ring_header + 1])
     rows = tracking[layout.ring : layout.ring + filled * layout.row].reshape(filled, layout.row)
-    recent = _figures(
-        float(filled),
-        float(np.abs(rows[:, 0]).sum()),
-        float((rows[:, 0] ** 2).sum()),
-        float((rows[:, 1] ** 2).sum()),
-        rows[:, 2:].sum(axis=0).tolist(),
-    )
+    with np.errstate(over="ignore"):  # errors of huge values square to infinity: reported so
+        recent = _figures(
+            float(filled),
+            float(np.abs(rows[:, 0]).sum()),
+            float((rows[:, 0] ** 2).sum()),
+            float((rows[:, 1] ** 2).sum()),
+            rows[:, 2:].sum(axis=0).tolist(),
+        )
     return life, recent

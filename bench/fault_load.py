@@ -340,7 +340,11 @@ def run(
         if new is not None:
             # Switch once both replicas serve again, so that each one's delay is its own poll.
             for replica in replicas:
-                wait_for_200(f"{replica.url}/ready", replica.process)  # type: ignore[arg-type]
+                wait_for_200(
+                    f"{replica.url}/ready",
+                    replica.process,  # type: ignore[arg-type]
+                    headers=DRILL_AUTH,
+                )
             time.sleep(max(0.0, started + duration * 0.6 - time.monotonic()))
             switch = _switch(served, replicas, old, new, poll_s, switched)
             # Keep the load on for a while under the new model.
@@ -417,7 +421,7 @@ def _switch(
     at = time.monotonic()
     switched.set()
     delays: list[float | None] = [None] * len(replicas)
-    with httpx.Client(timeout=2) as http:
+    with httpx.Client(timeout=2, headers=DRILL_AUTH) as http:
         while time.monotonic() < at + poll_s + 10 and None in delays:
             for index, replica in enumerate(replicas):
                 if delays[index] is not None:

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.services import ModelSlot
 from app.settings import Settings
 from bench.local import RedisServer
 from forecast_core.arrays import FloatArray
@@ -185,3 +186,18 @@ async def test_two_replicas_sharing_redis_give_identical_intervals(
         single = await _feed_one_at_a_time(second, "single", np.asarray(values))
     assert [a["intervals"] for a in alternating] == [s["intervals"] for s in single]
     assert all(math.isfinite(i["upper"]) for a in alternating for i in a["intervals"])
+
+
+@pytest.mark.anyio
+async def test_skill_of_huge_values_stays_a_number(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    # Squared errors of values near 1e200 overflow; JSON has no infinity (it would be null).
+    settings = Settings(model_dir=tutorial_models_dir, store="memory")
+    async with asgi_client(settings, tutorial_model) as client:
+        values = [1e200, -1e200, 1e200, -1e200]
+        await client.post("/predict/batch", json={"session_id": "huge", "values": values})
+        skill = (await client.get("/sessions/huge")).json()["skill"]
+    for figures in (skill["life"], skill["recent"]):
+        assert all(math.isfinite(figures[name]) for name in ("mae", "rmse", "persistence_rmse"))
+        assert figures["skill"] is None  # infinity over infinity: no figure

@@ -39,6 +39,7 @@ import numpy as np
 
 from forecast_core.arrays import FloatArray
 from forecast_core.calibration import next_scale
+from forecast_core.lstm_step import finite
 
 # theta stays within this many e-folds of the calibrated radius: exp(50) is far past any useful
 # width, and the bound keeps a constant series (every error zero) from driving it to -inf.
@@ -161,12 +162,15 @@ def _figures(
         return None
     rmse = math.sqrt(sum_sq / count)
     naive_rmse = math.sqrt(sum_naive_sq / count)
+    # Errors near the float64 limit overflow their squares: the figures stay finite (JSON has no
+    # infinity), and a skill computed from an overflowed sum would mean nothing.
+    overflowed = not (math.isfinite(rmse) and math.isfinite(naive_rmse))
     return {
         "count": int(count),
-        "mae": sum_abs / count,
-        "rmse": rmse,
-        "persistence_rmse": naive_rmse,
-        "skill": 1.0 - rmse / naive_rmse if naive_rmse > 0 else None,
+        "mae": finite(sum_abs / count),
+        "rmse": finite(rmse),
+        "persistence_rmse": finite(naive_rmse),
+        "skill": 1.0 - rmse / naive_rmse if naive_rmse > 0 and not overflowed else None,
         "coverage": [h / count for h in hits],
     }
 
@@ -180,11 +184,12 @@ def summarize(
     life = _figures(totals[0], totals[1], totals[2], totals[3], totals[4:])
     filled = int(tracking[layout.ring_header + 1])
     rows = tracking[layout.ring : layout.ring + filled * layout.row].reshape(filled, layout.row)
-    recent = _figures(
-        float(filled),
-        float(np.abs(rows[:, 0]).sum()),
-        float((rows[:, 0] ** 2).sum()),
-        float((rows[:, 1] ** 2).sum()),
-        rows[:, 2:].sum(axis=0).tolist(),
-    )
+    with np.errstate(over="ignore"):  # squares past the float64 limit: see _figures
+        recent = _figures(
+            float(filled),
+            float(np.abs(rows[:, 0]).sum()),
+            float((rows[:, 0] ** 2).sum()),
+            float((rows[:, 1] ** 2).sum()),
+            rows[:, 2:].sum(axis=0).tolist(),
+        )
     return life, recent

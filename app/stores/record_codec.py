@@ -9,6 +9,9 @@ forecasts (row by row); then float32s: the window's interval radii (row by row; 
 values already, app.session_history); then one uint32 per last value: the interval levels it
 missed.
 
+Format 4's first cut (merged before the radii became float32) wrote the window as float64 rows
+of value, forecast and radii; such records are told apart by their length and still read.
+
 Earlier formats are still read, so records written before an upgrade keep serving: format 3
 has no history window (a model change then restarts the session from zero state), format 2
 also ends after the predictions (no tracking: the session's tracking starts afresh), and
@@ -136,24 +139,33 @@ def decode_record(data: bytes) -> SessionRecord:
     misses_size = 4 * count if fmt >= _FORMAT_WITHOUT_HISTORY else 0
     if (rows > 0) != (columns >= 2):
         raise RecordFormatError(f"a history window of {rows} rows and {columns} columns")
+    # Radii as float32; records written by this format's first cut kept them as float64.
+    radius_size = 4
     if len(data) != offset + version_len + 8 * floats + 4 * radii + misses_size:
-        raise RecordFormatError("truncated session record")
+        if not radii or len(data) != offset + version_len + 8 * (floats + radii) + misses_size:
+            raise RecordFormatError("truncated session record")
+        radius_size = 8
     version = data[offset : offset + version_len].decode()
     offset += version_len
     numbers = np.frombuffer(data, dtype="<f8", offset=offset, count=floats).astype(np.float64)
     cursor = state_size + 2 * count
     tracking = numbers[cursor : cursor + tracking_size] if tracking_size else None
     cursor += tracking_size
-    misses_at = offset + 8 * floats + 4 * radii
+    misses_at = offset + 8 * floats + radius_size * radii
     misses = struct.unpack_from(f"<{count}I", data, misses_at) if misses_size else ()
     history = None
     if rows:
+        history_at = offset + 8 * offsets_end
         history = np.empty((rows, columns))
-        history[:, :2] = numbers[offsets_end:].reshape(rows, 2)
-        if radii:
-            history[:, 2:] = np.frombuffer(
-                data, dtype="<f4", offset=offset + 8 * floats, count=radii
-            ).reshape(rows, columns - 2)
+        if radius_size == 4:
+            history[:, :2] = np.frombuffer(data, "<f8", 2 * rows, history_at).reshape(rows, 2)
+            if radii:
+                stored = np.frombuffer(data, "<f4", radii, history_at + 16 * rows)
+                history[:, 2:] = stored.reshape(rows, columns - 2)
+        else:  # the first cut: float64 rows of value, forecast and radii
+            stored = np.frombuffer(data, "<f8", rows * columns, history_at).reshape(rows, columns)
+            history[:, :2] = stored[:, :2]
+            history[:, 2:] = stored[:, 2:].astype(np.float32)
     return SessionRecord(
         state=numbers[:state_size],
         step=step,

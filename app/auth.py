@@ -195,8 +195,9 @@ def session_key(namespace: str, session_id: str, model: str | None = None) -> st
 
 
 def namespace_prefix(scope: Scope) -> str:
-    """What every store key of the calling client's sessions starts with."""
-    return f"{caller_namespace(scope)}/"
+    """What every store key of the calling client's sessions starts with (the default model's
+    key of an empty session id: ``session_key`` stays the one definition of the format)."""
+    return session_key(caller_namespace(scope), "")
 
 
 def namespace_of(key: str) -> str:

@@ -259,11 +259,12 @@ class IntervalPolicy:
             LevelCoverage(level=level, coverage=share)
             for level, share in zip(self.levels, figures.pop("coverage"), strict=True)
         ]
-        # Errors of huge values overflow to infinity, which JSON cannot carry: clamp them to
-        # the finite range, as interval bounds are (the schema promises numbers).
+        # Errors of huge values overflow (to infinity, or NaN once infinities meet), which JSON
+        # cannot carry: report them as the largest finite error, as interval bounds are clamped
+        # (the schema promises numbers; these figures are never negative).
         for name in ("mae", "rmse", "persistence_rmse"):
-            if math.isinf(figures[name]):
-                figures[name] = finite(figures[name])
+            if not math.isfinite(figures[name]):
+                figures[name] = FINITE_BOUND
         skill = figures["skill"]
         if skill is not None and not math.isfinite(skill):  # infinity over infinity
             figures["skill"] = None

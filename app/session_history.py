@@ -12,8 +12,11 @@ shape ``(rows, 2 + L)`` for ``L`` interval levels, never changed in place::
 ``forecast_i`` is the one-step forecast the service answered before ``value_i`` arrived (NaN
 where there was none: a session's first value), and ``radius_i_l`` the half-width of its
 interval at the ``l``-th configured level (NaN: none). Radii, not offsets: they stay meaningful
-after the model that made them is gone. Step numbers are not stored: the window's values are
-the session's last ``n``, so value ``i`` is step ``step - n + i``.
+after the model that made them is gone. Values and forecasts are kept exactly (float64: the
+values are replayed); radii are rounded to float32 when they enter the window (7 significant
+digits, for drawing), so that the stores keep them in 4 bytes and every store holds the same
+window. Step numbers are not stored: the window's values are the session's last ``n``, so value
+``i`` is step ``step - n + i``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def _push_one(
     out[kept + 1, 0] = math.nan
     out[kept + 1, 1] = forecast
     for level in range(levels):
-        out[kept + 1, 2 + level] = parameters[3 + level] * math.exp(tracking[levels + 1 + level])
+        radius = parameters[3 + level] * math.exp(tracking[levels + 1 + level])
+        out[kept + 1, 2 + level] = np.float32(radius)
     return out
 
 
@@ -115,7 +119,8 @@ def append(
     new[1:, 1] = predictions
     if levels:
         logs = np.asarray(multipliers, dtype=np.float64).reshape(count, levels)
-        new[1:, 2:] = np.asarray(scores, dtype=np.float64) * np.exp(logs)
+        radii = np.asarray(scores, dtype=np.float64) * np.exp(logs)
+        new[1:, 2:] = radii.astype(np.float32)
     if count >= capacity:
         return new[count - capacity :].copy()
     if history is None or history.shape[0] < 2:

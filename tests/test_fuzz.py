@@ -57,7 +57,7 @@ def test_every_operation_keeps_to_its_schema(case: schemathesis.Case[Any], serve
 # (a client key on the admin routes), and every one must be documented too.
 FUZZ_KEY, FUZZ_ADMIN_KEY = "fuzz-client-key-0123456789", "fuzz-admin-key-0123456789"
 FUZZ_KEYS = f"{FUZZ_KEY},admin:{FUZZ_ADMIN_KEY}"
-FUZZ_QUOTA = 5
+FUZZ_QUOTA = 2
 keyed_schema = schemathesis.openapi.from_dict(
     create_app(
         Settings.model_validate(

@@ -133,3 +133,17 @@ def test_a_farther_forecast_never_gets_a_narrower_interval(calibration: Calibrat
         update={"scores": [calibration.scores[0], [s / 2 for s in calibration.scores[0]]]}
     )
     assert shrinking.quantiles(80, 2) == [shrinking.quantile(80, 1)] * 2
+
+
+def test_skill_figures_stay_finite_when_errors_overflow_their_squares(
+    policy: IntervalPolicy,
+) -> None:
+    import json
+
+    tracking = policy.fresh_tracking()
+    for _ in range(3):
+        tracking, _ = policy.track(tracking, 1e300, -1e300)
+    skill = policy.skill(tracking)
+    text = json.dumps(skill.model_dump(), allow_nan=False)  # JSON has no infinity
+    assert skill.life is not None and skill.life.skill is None and skill.life.count == 3
+    assert "Infinity" not in text

@@ -213,3 +213,25 @@ def test_records_of_format_3_are_still_read_without_a_window(
     assert decoded.tracking is not None and record.tracking is not None
     assert np.array_equal(decoded.tracking, record.tracking)
     assert decoded.last_misses == record.last_misses
+
+
+def test_windows_written_with_float64_radii_are_still_read(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    """The first cut of format 4 kept the window's radii as float64, row by row."""
+    record, _ = feed(None, forecaster, policy, [0.0, 0.4, 0.1], None, 1000.0, history=8)
+    assert record is not None and record.history is not None
+    data = encode_record(record)
+    rows, columns = record.history.shape
+    misses = 4 * len(record.last_values)
+    new_window = rows * (2 * 8 + (columns - 2) * 4)
+    history_at = len(data) - misses - new_window
+    first_cut = (
+        data[:history_at]
+        + np.ascontiguousarray(record.history, dtype="<f8").tobytes()
+        + data[len(data) - misses :]
+    )
+    decoded = decode_record(first_cut)
+    assert decoded.history is not None
+    assert np.array_equal(decoded.history, record.history, equal_nan=True)
+    assert decoded.last_misses == record.last_misses

@@ -124,7 +124,7 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
         a newer artifact failed its checks, ``refused``: which and why."""
         return _manifest(holder.services.models.get(None))
 
-    @router.get("/models/{name}", response_model=ServedManifest, responses=_NOT_FOUND)
+    @router.get("/models/{name}/manifest", response_model=ServedManifest, responses=_NOT_FOUND)
     async def named_model(name: ModelNamePath) -> JsonLineResponse:
         """A served model's manifest, as ``/model`` gives the default's."""
         return _manifest(holder.services.models.get(name))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth import model_and_session_of, namespace_prefix, store_key
 from app.errors import ServiceError, SessionNotFound
@@ -62,6 +63,17 @@ def _row_intervals(row: FloatArray, levels: tuple[float, ...]) -> list[Interval]
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+class SessionsQuery(BaseModel):
+    """GET /sessions' query: a page size and where to go on from; nothing else is accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=MAX_SESSIONS_PAGE, description="sessions a page")
+    cursor: str | None = Field(
+        default=None, max_length=1000, description="the previous page's next_cursor"
+    )
 
 
 def _info(
@@ -126,16 +138,16 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
 
     @router.get("/sessions")
     async def list_sessions(
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=MAX_SESSIONS_PAGE)] = 50,
-        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+        request: Request, page_query: Annotated[SessionsQuery, Query()]
     ) -> SessionsPage:
         """The caller's sessions (only those its key can see), a page at a time: pass each
         page's ``next_cursor`` as ``cursor`` for the next. Pages of the Redis stores follow
         Redis' SCAN: a session that lives throughout shows at least once."""
         services = holder.services
         prefix = namespace_prefix(request.scope)
-        page, following = await services.store.list_page(prefix, cursor, limit)
+        page, following = await services.store.list_page(
+            prefix, page_query.cursor, page_query.limit
+        )
         return SessionsPage(
             sessions=[_listed(services, key, prefix, record) for key, record in page],
             next_cursor=following,

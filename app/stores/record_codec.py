@@ -4,8 +4,13 @@ Layout (little-endian), format 4: a fixed header (format, step, revision, create
 length of the model version, number of state floats, number of values in the last request,
 number of tracking floats, interval offsets per value, rows and columns of the history window),
 the model version in UTF-8, then float64s: the state, the last request's values, its
-predictions, the tracking array, the last request's offsets, the history window row by row
-(app.session_history); then one uint32 per last value: the interval levels it missed.
+predictions, the tracking array, the last request's offsets, the history window's values and
+forecasts (row by row); then float32s: the window's interval radii (row by row; they are float32
+values already, app.session_history); then one uint32 per last value: the interval levels it
+missed.
+
+Format 4's first cut (merged before the radii became float32) wrote the window as float64 rows
+of value, forecast and radii; such records are told apart by their length and still read.
 
 Earlier formats are still read, so records written before an upgrade keep serving: format 3
 has no history window (a model change then restarts the session from zero state), format 2
@@ -92,8 +97,10 @@ def encode_record(record: SessionRecord) -> bytes:
     if tracking is not None:
         parts.append(np.asarray(tracking, dtype="<f8").tobytes())
     parts.append(struct.pack(f"<{len(record.last_offsets)}d", *record.last_offsets))
-    if rows:
-        parts.append(np.asarray(history, dtype="<f8").tobytes())
+    if history is not None and rows:
+        parts.append(np.ascontiguousarray(history[:, :2], dtype="<f8").tobytes())
+        if columns > 2:
+            parts.append(np.ascontiguousarray(history[:, 2:], dtype="<f4").tobytes())
     misses = record.last_misses if len(record.last_misses) == count else (0,) * count
     parts.append(struct.pack(f"<{count}I", *misses))
     return b"".join(parts)
@@ -127,17 +134,38 @@ def decode_record(data: bytes) -> SessionRecord:
     if fmt == _FORMAT_COUNTING_UNITS:
         state_size *= 2
     offsets_end = state_size + 2 * count + tracking_size + per_value * count
-    floats = offsets_end + rows * columns
+    floats = offsets_end + 2 * rows if columns else offsets_end
+    radii = rows * (columns - 2) if columns > 2 else 0
     misses_size = 4 * count if fmt >= _FORMAT_WITHOUT_HISTORY else 0
-    if len(data) != offset + version_len + 8 * floats + misses_size:
-        raise RecordFormatError("truncated session record")
+    if (rows > 0) != (columns >= 2):
+        raise RecordFormatError(f"a history window of {rows} rows and {columns} columns")
+    # Radii as float32; records written by this format's first cut kept them as float64.
+    radius_size = 4
+    if len(data) != offset + version_len + 8 * floats + 4 * radii + misses_size:
+        if not radii or len(data) != offset + version_len + 8 * (floats + radii) + misses_size:
+            raise RecordFormatError("truncated session record")
+        radius_size = 8
     version = data[offset : offset + version_len].decode()
     offset += version_len
     numbers = np.frombuffer(data, dtype="<f8", offset=offset, count=floats).astype(np.float64)
     cursor = state_size + 2 * count
     tracking = numbers[cursor : cursor + tracking_size] if tracking_size else None
     cursor += tracking_size
-    misses = struct.unpack_from(f"<{count}I", data, offset + 8 * floats) if misses_size else ()
+    misses_at = offset + 8 * floats + radius_size * radii
+    misses = struct.unpack_from(f"<{count}I", data, misses_at) if misses_size else ()
+    history = None
+    if rows:
+        history_at = offset + 8 * offsets_end
+        history = np.empty((rows, columns))
+        if radius_size == 4:
+            history[:, :2] = np.frombuffer(data, "<f8", 2 * rows, history_at).reshape(rows, 2)
+            if radii:
+                stored = np.frombuffer(data, "<f4", radii, history_at + 16 * rows)
+                history[:, 2:] = stored.reshape(rows, columns - 2)
+        else:  # the first cut: float64 rows of value, forecast and radii
+            stored = np.frombuffer(data, "<f8", rows * columns, history_at).reshape(rows, columns)
+            history[:, :2] = stored[:, :2]
+            history[:, 2:] = stored[:, 2:].astype(np.float32)
     return SessionRecord(
         state=numbers[:state_size],
         step=step,
@@ -150,5 +178,5 @@ def decode_record(data: bytes) -> SessionRecord:
         tracking=tracking,
         last_offsets=tuple(numbers[cursor:offsets_end].tolist()),
         last_misses=tuple(misses),
-        history=numbers[offsets_end:].reshape(rows, columns) if rows else None,
+        history=history,
     )

@@ -133,6 +133,10 @@ class SqliteStore:
                 # FULL: the WAL is fsynced at every commit, so an acknowledged step survives a
                 # power cut, not only a process crash.
                 connection.execute("PRAGMA synchronous=FULL")
+                # Checkpoint every 10,000 WAL pages (about 40 MB) instead of SQLite's 1,000: a
+                # session's record spans several pages (its history window), and a longer WAL
+                # lets a checkpoint write each page once for many updates of it.
+                connection.execute("PRAGMA wal_autocheckpoint=10000")
                 connection.executescript(_SCHEMA)
                 _count_namespaces_once(connection)
             except sqlite3.Error:

@@ -64,7 +64,7 @@ async function section(info) {
     );
   }
   if (!info.version) return part;
-  const response = await api(`models/${encodeURIComponent(info.name)}`);
+  const response = await api(`models/${encodeURIComponent(info.name)}/manifest`);
   if (!response.ok) {
     part.appendChild(element("p", await errorMessage(response), "problem"));
     return part;

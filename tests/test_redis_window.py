@@ -17,7 +17,7 @@ from app.stores.base import Compute
 from app.stores.record_codec import FORMAT, decode_record, encode_record
 from app.stores.redis import RedisStore
 from app.stores.redis_cluster import RedisClusterStore
-from app.stores.window_ring import changed_pieces, ring_bytes, ring_window
+from app.stores.window_ring import changed_pieces, ring_bytes, ring_window, row_size
 from forecast_core.arrays import FloatArray
 
 pytestmark = pytest.mark.anyio
@@ -202,3 +202,23 @@ async def test_a_deleted_session_leaves_no_window_behind(
     await store.apply("s", feeding(forecaster, policy, [0.3], HISTORY))
     read = await make_store(HISTORY).get("s")
     assert read is not None and read.history is not None and read.history.shape[0] == 2
+
+
+async def test_a_young_session_keeps_a_ring_its_size_not_a_full_windows(
+    redis_server: object, tmp_path: Path, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    """A million sessions after their first value must not each hold room for 256 values."""
+    url: str = redis_server.url  # type: ignore[attr-defined]
+    prefix = f"young-{tmp_path.name}"
+    store = RedisStore(url, prefix=prefix, ttl_s=60, max_sessions=10, history=256)
+    client = redis.Redis.from_url(url)
+    try:
+        await store.apply("s", feeding(forecaster, policy, [0.1], 256))
+        row = row_size(4)
+        assert client.strlen(f"{prefix}:w:s") == 2 * row
+        for value in [0.2, 0.3, 0.4]:
+            await store.apply("s", feeding(forecaster, policy, [value], 256))
+        assert client.strlen(f"{prefix}:w:s") == 8 * row  # grown by doubling: 5 rows in 8
+    finally:
+        client.close()
+        await store.close()

@@ -46,7 +46,6 @@ from app.stores.redis_common import (
     parse_scan_cursor,
     record_from,
     require_replicas,
-    ring_slots,
     scan_page,
     session_found,
     session_removed,
@@ -144,7 +143,7 @@ class RedisStore(OptimisticRedisStore):
         self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._read_script = self._client.register_script(READ)
-        self._ring_slots = ring_slots(history)
+        self._history = history
         # This replica's last view of sessions it served: one round trip per step instead of
         # two while no other replica touches the session.
         self._cache = RecordCache(max_sessions)
@@ -223,7 +222,7 @@ class RedisStore(OptimisticRedisStore):
             self._max_sessions,
             key,
             quota or 0,
-            *window_args(expected, new, self._ring_slots, whole=whole_window),
+            *window_args(expected, new, self._history, whole=whole_window),
         ]
         return CompareAndSet(keys, args, None, quota)
 

@@ -59,7 +59,6 @@ from app.stores.redis_common import (
     parse_scan_cursor,
     record_from,
     require_replicas,
-    ring_slots,
     scan_page,
     session_found,
     session_removed,
@@ -162,7 +161,7 @@ class RedisClusterStore(OptimisticRedisStore):
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._read_script = self._client.register_script(READ)
         self._delete = self._client.register_script("return redis.call('DEL', KEYS[1], KEYS[2])")
-        self._ring_slots = ring_slots(history)
+        self._history = history
         # A session with a window is two keys (its hash and its window): what DBSIZE counts.
         self._keys_per_session = 2 if history > 0 else 1
         self._reserve = self._client.register_script(_RESERVE)
@@ -288,7 +287,7 @@ class RedisClusterStore(OptimisticRedisStore):
             encode_record(new, window_apart=True),
             self._ttl_ms,
             self._shard_cap() if expected is None else 0,
-            *window_args(expected, new, self._ring_slots, whole=whole_window),
+            *window_args(expected, new, self._history, whole=whole_window),
         ]
         return CompareAndSet([self._key(key), self._window_key(key)], args, revision, quota)
 

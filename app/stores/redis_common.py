@@ -87,10 +87,14 @@ def window_script_parts(*, key: int, at: int, ttl: int) -> tuple[str, str]:
     )
 
 
-def ring_slots(history: int) -> int:
-    """Slots of a session's ring when the service keeps ``history`` values: the window's rows
-    (the values and the pending forecast)."""
-    return history + 1
+def ring_slots(history: int, rows: int) -> int:
+    """Slots of the ring that holds a window of ``rows`` rows when the service keeps ``history``
+    values: room to grow, doubling (a growing window is written whole a few times, not at every
+    step), and never more than a full window's rows (a ring only as large as its window)."""
+    full = history + 1
+    if rows >= full:
+        return rows
+    return min(full, 1 << max(rows - 1, 0).bit_length())
 
 
 # The compare-and-set scripts' answer when the ring was not as the rows assumed (written by a
@@ -99,21 +103,23 @@ RING_MISMATCH = -4
 
 
 def window_args(
-    expected: SessionRecord | None, new: SessionRecord, slots: int, *, whole: bool = False
+    expected: SessionRecord | None, new: SessionRecord, history: int, *, whole: bool = False
 ) -> list[EncodableT]:
-    """The compare-and-set scripts' window arguments for writing ``new`` over ``expected``:
-    only the rows that changed when the ring allows it (and not ``whole``)."""
-    history = new.history
-    if history is None or history.shape[0] == 0:
+    """The compare-and-set scripts' window arguments for writing ``new`` over ``expected`` in
+    a service that keeps ``history`` values: only the rows that changed when the ring allows it
+    (and not ``whole``)."""
+    window = new.history
+    if window is None or window.shape[0] == 0:
         return ["N"]
-    if not whole and expected is not None:
-        pieces = changed_pieces(expected.history, expected.step, history, new.step, slots)
+    if not whole and expected is not None and expected.history is not None:
+        slots = ring_slots(history, expected.history.shape[0])
+        pieces = changed_pieces(expected.history, expected.step, window, new.step, slots)
         if pieces is not None:
-            args: list[EncodableT] = ["R", slots * row_size(history.shape[1])]
+            args: list[EncodableT] = ["R", slots * row_size(window.shape[1])]
             for offset, data in pieces:
                 args += [offset, data]
             return args
-    return ["F", ring_bytes(history, new.step, slots)]
+    return ["F", ring_bytes(window, new.step, ring_slots(history, window.shape[0]))]
 
 
 def client_options() -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """Redis Cluster session store: every per-request operation touches one hash slot.
 
 A session is a hash ``{prefix}:s:{{key}}`` (the braces are the hash tag: the session's own slot)
-holding its encoded record and its revision. Nothing is shared between sessions on the hot path:
+holding its encoded record and its revision, and a string ``{prefix}:w:{{key}}`` in the same slot
+holding its history window as a ring (:mod:`app.stores.window_ring`). Nothing is shared between
+sessions on the hot path:
 
 - **Compare-and-set** on a revision drawn by the writing replica (:func:`next_revision`): it
   grows with every write to the session and starts from the clock (plus random bits) after a
   delete or expiry, so a reader of an old session can never see its revision come back.
 - **The cap is per shard.** A new session is admitted while its primary holds fewer than
-  ``ceil(max_sessions / primaries)`` keys (``DBSIZE``, counted inside the script), so no key is
+  ``ceil(max_sessions / primaries)`` sessions' keys (``DBSIZE``, counted inside the script; two
+  keys a session when sessions keep a window), so no key is
   shared by all sessions. The cluster must be the service's own, and keys that expired but that
   Redis has not yet reclaimed still count (README, "Sessions and stores").
 - **Per-key quotas** without a key shared per request: each namespace has a sorted set of its

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import redis
 
+from app.settings import Settings
 from app.stores.memory import MemoryStore
 from app.stores.redis import RedisStore
 from app.stores.sqlite import SqliteStore
@@ -80,12 +81,19 @@ def sqlite_store_bytes(count: int, models: Path, folder: Path) -> float:
 
 
 def redis_store_bytes(count: int, models: Path, server: RedisServer) -> float:
-    """Redis ``used_memory`` per session, filled through the store (key, hash, live-set entry)."""
+    """Redis ``used_memory`` per session, filled through the store (its hash, its window's ring,
+    its live-set entry)."""
     client = redis.Redis(port=server.port)
     before = int(client.info("memory")["used_memory"])
 
     async def run() -> None:
-        store = RedisStore(server.url, prefix="forecast", ttl_s=TTL_S, max_sessions=2 * count)
+        store = RedisStore(
+            server.url,
+            prefix="forecast",
+            ttl_s=TTL_S,
+            max_sessions=2 * count,
+            history=Settings().session_history,  # the server's: its ring size
+        )
         try:
             await fill(store, count, session_after_one_step(models, time.time()))
         finally:

@@ -106,7 +106,8 @@ async def test_session_keys_carry_the_session_as_their_hash_tag(
         keys = [key.decode() for key in raw.scan_iter(match="*", target_nodes=raw.ALL_NODES)]
     finally:
         raw.close()
-    assert set(keys) == {"forecast:s:{public/tagged}"}
+    # The session's hash and its window's ring: one slot.
+    assert set(keys) == {"forecast:s:{public/tagged}", "forecast:w:{public/tagged}"}
 
 
 async def test_an_unconfirmed_step_is_503_and_its_retry_replays_once_confirmed(

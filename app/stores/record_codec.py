@@ -9,6 +9,9 @@ forecasts (row by row); then float32s: the window's interval radii (row by row; 
 values already, app.session_history); then one uint32 per last value: the interval levels it
 missed.
 
+Format 5 is format 4 without the window's rows: a store that keeps the window apart from the
+record (app.stores.window_ring, the Redis stores) hands them to ``decode_record`` as a ring.
+
 Format 4's first cut (merged before the radii became float32) wrote the window as float64 rows
 of value, forecast and radii; such records are told apart by their length and still read.
 
@@ -26,8 +29,10 @@ import struct
 import numpy as np
 
 from app.session_rules import SessionRecord
+from app.stores.window_ring import ring_window
 
 FORMAT = 4
+FORMAT_WINDOW_APART = 5
 _HEADER = struct.Struct("<BqqddHHHIIIH")
 _HEADER_BEFORE_HISTORY = struct.Struct("<BqqddHHHII")
 _HEADER_BEFORE_TRACKING = struct.Struct("<BqqddHHH")
@@ -45,12 +50,13 @@ class RecordFormatError(ValueError):
     """Bytes that are not a session record this code can read."""
 
 
-def decode_stored_record(data: bytes) -> SessionRecord:
+def decode_stored_record(data: bytes, ring: bytes | None = None) -> SessionRecord:
     """What a store read: the record, or, for bytes this code cannot read (a newer format, or
     damage), a session that restarts from zero state at its step, as after a model change, and
-    says so (``previous_model_version`` names the problem). Never an error for the client."""
+    says so (``previous_model_version`` names the problem). Never an error for the client.
+    ``ring``: the window kept apart from a format 5 record (None: the record without it)."""
     try:
-        return decode_record(data)
+        return decode_record(data, ring)
     except RecordFormatError as error:
         prefix = _PREFIX.unpack_from(data) if len(data) >= _PREFIX.size else (0, 0, 0, 0.0, 0.0)
         fmt, step, revision, created, used = prefix
@@ -65,8 +71,9 @@ def decode_stored_record(data: bytes) -> SessionRecord:
         )
 
 
-def encode_record(record: SessionRecord) -> bytes:
-    """Compact binary form of ``record``."""
+def encode_record(record: SessionRecord, *, window_apart: bool = False) -> bytes:
+    """Compact binary form of ``record``; ``window_apart``: format 5, without the window's rows
+    (the store keeps them as a ring: app.stores.window_ring)."""
     version = record.model_version.encode()
     count = len(record.last_values)
     tracking = record.tracking
@@ -76,7 +83,7 @@ def encode_record(record: SessionRecord) -> bytes:
     rows, columns = (0, 0) if history is None else history.shape
     parts = [
         _HEADER.pack(
-            FORMAT,
+            FORMAT_WINDOW_APART if window_apart else FORMAT,
             record.step,
             record.revision,
             record.created_at,
@@ -97,7 +104,7 @@ def encode_record(record: SessionRecord) -> bytes:
     if tracking is not None:
         parts.append(np.asarray(tracking, dtype="<f8").tobytes())
     parts.append(struct.pack(f"<{len(record.last_offsets)}d", *record.last_offsets))
-    if history is not None and rows:
+    if history is not None and rows and not window_apart:
         parts.append(np.ascontiguousarray(history[:, :2], dtype="<f8").tobytes())
         if columns > 2:
             parts.append(np.ascontiguousarray(history[:, 2:], dtype="<f4").tobytes())
@@ -106,12 +113,13 @@ def encode_record(record: SessionRecord) -> bytes:
     return b"".join(parts)
 
 
-def decode_record(data: bytes) -> SessionRecord:
-    """The record ``data`` holds; RecordFormatError if it is not one."""
+def decode_record(data: bytes, ring: bytes | None = None) -> SessionRecord:
+    """The record ``data`` holds; RecordFormatError if it is not one. ``ring``: the window of a
+    format 5 record (None: such a record is read without its window)."""
     if len(data) < _HEADER_BEFORE_TRACKING.size:
         raise RecordFormatError("truncated session record")
     fmt = data[0]
-    if fmt == FORMAT:
+    if fmt in (FORMAT, FORMAT_WINDOW_APART):
         if len(data) < _HEADER.size:
             raise RecordFormatError("truncated session record")
         header = _HEADER.unpack_from(data)
@@ -134,8 +142,9 @@ def decode_record(data: bytes) -> SessionRecord:
     if fmt == _FORMAT_COUNTING_UNITS:
         state_size *= 2
     offsets_end = state_size + 2 * count + tracking_size + per_value * count
-    floats = offsets_end + 2 * rows if columns else offsets_end
-    radii = rows * (columns - 2) if columns > 2 else 0
+    inline = fmt != FORMAT_WINDOW_APART
+    floats = offsets_end + 2 * rows if columns and inline else offsets_end
+    radii = rows * (columns - 2) if columns > 2 and inline else 0
     misses_size = 4 * count if fmt >= _FORMAT_WITHOUT_HISTORY else 0
     if (rows > 0) != (columns >= 2):
         raise RecordFormatError(f"a history window of {rows} rows and {columns} columns")
@@ -154,7 +163,13 @@ def decode_record(data: bytes) -> SessionRecord:
     misses_at = offset + 8 * floats + radius_size * radii
     misses = struct.unpack_from(f"<{count}I", data, misses_at) if misses_size else ()
     history = None
-    if rows:
+    if rows and not inline:
+        if ring is not None:
+            try:
+                history = ring_window(ring, rows, columns, step)
+            except ValueError as error:
+                raise RecordFormatError(str(error)) from None
+    elif rows:
         history_at = offset + 8 * offsets_end
         history = np.empty((rows, columns))
         if radius_size == 4:

@@ -1,12 +1,14 @@
 """Redis session store on a single Redis node: any replica of the service serves any session.
 
-A session is a hash ``{prefix}:s:{key}`` holding its encoded record and its revision. A change is
-read, computed in the replica, and written by a Lua script only if the revision is still the one
-read (compare-and-set, retried on a lost race). Revisions come from one ``INCR`` counter, so they
-only ever increase: a reset or a delete-and-recreate between read and write can never make an
-old revision current again. Expiry is Redis key expiry; a sorted set by last use counts live
-sessions for the cap. (A Redis Cluster gets :mod:`app.stores.redis_cluster`, which needs no key
-shared by all sessions.)
+A session is a hash ``{prefix}:s:{key}`` holding its encoded record (without its history window)
+and its revision, and a string ``{prefix}:w:{key}`` holding the window as a ring of rows
+(:mod:`app.stores.window_ring`): a step writes the rows it changed, not the whole window. A
+change is read, computed in the replica, and written by a Lua script only if the revision is
+still the one read (compare-and-set, retried on a lost race). Revisions come from one ``INCR``
+counter, so they only ever increase: a reset or a delete-and-recreate between read and write
+can never make an old revision current again. Expiry is Redis key expiry; a sorted set by last
+use counts live sessions for the cap. (A Redis Cluster gets :mod:`app.stores.redis_cluster`,
+which needs no key shared by all sessions.)
 
 With ``min_replicas``, the script and a ``WAIT`` go down one connection in one pipeline, and a
 read that may decide an answer first rewrites the key's expiry unchanged (a replicated write
@@ -32,6 +34,8 @@ from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    READ,
+    RING_MISMATCH,
     SCAN_COUNT,
     CompareAndSet,
     OptimisticRedisStore,
@@ -47,19 +51,28 @@ from app.stores.redis_common import (
     session_removed,
     session_written,
     unavailable,
+    window_args,
+    window_script_parts,
 )
 
-# KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set.
+# KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
+# session's window (app.stores.window_ring).
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member,
-# the namespace's quota ("0": none).
-# Returns {1, new revision}; {0, revision, record} with what is there now when the revision moved
-# on (so the caller can retry without another read); {-3} at the key's quota, {-2} at the cap.
+# the namespace's quota ("0": none), then the window's (redis_common.window_args).
+# Returns {1, new revision}; {0, revision, record, window} with what is there now when the
+# revision moved on (so the caller can retry without another read); {-3} at the key's quota,
+# {-2} at the cap, {-4} when the window's ring is not as its rows assumed (nothing written).
 # The namespace's set is counted in the same script as the session is created: the quota is
-# exact across replicas.
-_COMPARE_AND_SET = """
-local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
+# exact across replicas. Only the revision is read to compare: the record is fetched only to
+# answer a lost race.
+_WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=5, at=8, ttl=4)
+_COMPARE_AND_SET = (
+    """
+local current = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == '0' then
-  if current[1] then return {0, current[1], current[2]} end
+  if current then
+    return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[5])}
+  end
   local oldest = tonumber(ARGV[3]) - tonumber(ARGV[4]) / 1000
   local quota = tonumber(ARGV[7])
   if quota > 0 then
@@ -68,21 +81,29 @@ if ARGV[1] == '0' then
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
   if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {-2} end
-elseif current[1] ~= ARGV[1] then
-  return {0, current[1], current[2]}
+elseif current ~= ARGV[1] then
+  return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[5])}
 end
+"""
+    + _WINDOW_CHECK
+    + """
 local revision = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
+    + _WINDOW_WRITE
+    + """
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[6])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return {1, revision}
 """
+)
 
 _DELETE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
 return redis.call('DEL', KEYS[1])
 """
 
@@ -105,6 +126,7 @@ class RedisStore(OptimisticRedisStore):
         attempts: int = DEFAULT_CAS_ATTEMPTS,
         clock: Callable[[], float] = time.time,
         quotas: Quotas = no_quotas,
+        history: int = 0,
     ) -> None:
         self._url = url
         self._quotas = quotas
@@ -120,6 +142,8 @@ class RedisStore(OptimisticRedisStore):
         self._client = aioredis.Redis.from_url(url, **client_options())
         self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
+        self._read_script = self._client.register_script(READ)
+        self._history = history
         # This replica's last view of sessions it served: one round trip per step instead of
         # two while no other replica touches the session.
         self._cache = RecordCache(max_sessions)
@@ -132,54 +156,73 @@ class RedisStore(OptimisticRedisStore):
     def _namespace_key(self, namespace: str) -> str:
         return f"{self._prefix}:ns:{namespace}"
 
+    def _window_key(self, key: str) -> str:
+        return f"{self._prefix}:w:{key}"
+
     # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
 
     async def read(self, key: str) -> SessionRecord | None:
+        keys = [self._key(key), self._window_key(key)]
         try:
             if self._min_replicas:
-                revision, data = await self._run_confirmed(
-                    self._confirmable_read, [self._key(key)], [], session_found
-                )
+                reply = await self._run_confirmed(self._confirmable_read, keys, [], session_found)
             else:
-                revision, data = await self._client.hmget(self._key(key), ["rev", "rec"])
+                reply = await self._read_script(keys=keys)
         except RedisError as error:
             raise unavailable(self._url, error) from None
-        return self._cache.remember(key, record_from(revision, data))
+        return self._cache.remember(key, record_from(*reply))
 
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
         call = await self._compare_and_set_call(key, expected, new)
-        try:
-            if self._min_replicas:
-                result = await self._run_confirmed(
-                    self._compare_and_set_script, call.keys, call.args, session_written
-                )
-            else:
-                result = await self._compare_and_set_script(keys=call.keys, args=call.args)
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+        result = await self._run_compare_and_set(call)
+        if result[0] == RING_MISMATCH:
+            call = await self._compare_and_set_call(key, expected, new, whole_window=True)
+            result = await self._run_compare_and_set(call)
         if self._min_replicas and result[0] == 0:
             # What won the race decides the answer: it must be confirmed like any other read.
             return False, await self.read(key)
         return self._compare_and_set_outcome(key, new, call, result)
 
+    async def _run_compare_and_set(self, call: CompareAndSet) -> Any:
+        try:
+            if self._min_replicas:
+                return await self._run_confirmed(
+                    self._compare_and_set_script, call.keys, call.args, session_written
+                )
+            return await self._compare_and_set_script(keys=call.keys, args=call.args)
+        except RedisError as error:
+            raise unavailable(self._url, error) from None
+
     async def _compare_and_set_call(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord
+        self,
+        key: str,
+        expected: SessionRecord | None,
+        new: SessionRecord,
+        *,
+        whole_window: bool = False,
     ) -> CompareAndSet:
         """The script counts a new session against its key's quota (result -3) and the cap
         (result -2) in the same call that writes it, /predict/many's pipelined items too."""
         namespace = namespace_of(key)
-        keys = [self._key(key), self._revision_key, self._live_key, self._namespace_key(namespace)]
+        keys = [
+            self._key(key),
+            self._revision_key,
+            self._live_key,
+            self._namespace_key(namespace),
+            self._window_key(key),
+        ]
         quota = self._quotas(namespace) if expected is None else None
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
-            encode_record(new),
+            encode_record(new, window_apart=True),
             repr(new.last_used_at),
             self._ttl_ms,
             self._max_sessions,
             key,
             quota or 0,
+            *window_args(expected, new, self._history, whole=whole_window),
         ]
         return CompareAndSet(keys, args, None, quota)
 
@@ -212,7 +255,12 @@ class RedisStore(OptimisticRedisStore):
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
-        keys = [self._key(key), self._live_key, self._namespace_key(namespace_of(key))]
+        keys = [
+            self._key(key),
+            self._live_key,
+            self._namespace_key(namespace_of(key)),
+            self._window_key(key),
+        ]
         try:
             if self._min_replicas:
                 deleted = await self._run_confirmed(self._delete, keys, [key], session_removed)
@@ -254,7 +302,7 @@ class RedisStore(OptimisticRedisStore):
         page = [
             (key[start:], record)
             for key, (revision, data) in zip(keys, rows, strict=True)
-            if (record := record_from(revision, data)) is not None
+            if (record := record_from(revision, data, None)) is not None  # no window needed
         ]
         return page, following
 

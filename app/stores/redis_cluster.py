@@ -1,13 +1,16 @@
 """Redis Cluster session store: every per-request operation touches one hash slot.
 
 A session is a hash ``{prefix}:s:{{key}}`` (the braces are the hash tag: the session's own slot)
-holding its encoded record and its revision. Nothing is shared between sessions on the hot path:
+holding its encoded record and its revision, and a string ``{prefix}:w:{{key}}`` in the same slot
+holding its history window as a ring (:mod:`app.stores.window_ring`). Nothing is shared between
+sessions on the hot path:
 
 - **Compare-and-set** on a revision drawn by the writing replica (:func:`next_revision`): it
   grows with every write to the session and starts from the clock (plus random bits) after a
   delete or expiry, so a reader of an old session can never see its revision come back.
 - **The cap is per shard.** A new session is admitted while its primary holds fewer than
-  ``ceil(max_sessions / primaries)`` keys (``DBSIZE``, counted inside the script), so no key is
+  ``ceil(max_sessions / primaries)`` sessions' keys (``DBSIZE``, counted inside the script; two
+  keys a session when sessions keep a window), so no key is
   shared by all sessions. The cluster must be the service's own, and keys that expired but that
   Redis has not yet reclaimed still count (README, "Sessions and stores").
 - **Per-key quotas** without a key shared per request: each namespace has a sorted set of its
@@ -47,6 +50,8 @@ from app.stores.base import KeyedLocks, Quotas, no_quotas
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
+    READ,
+    RING_MISMATCH,
     SCAN_COUNT,
     CompareAndSet,
     OptimisticRedisStore,
@@ -62,24 +67,39 @@ from app.stores.redis_common import (
     session_removed,
     session_written,
     unavailable,
+    window_args,
+    window_script_parts,
 )
 
-# KEYS: the session hash. ARGV: expected revision ("0": must not exist), new revision, record,
-# ttl (ms), keys a primary may hold before it refuses new sessions.
-# Returns {1} when written; {0, revision, record} with what is there now when the revision moved
-# on (so the caller can retry without another read); {-2} at the shard's cap.
-_COMPARE_AND_SET = """
-local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
+# KEYS: the session hash, its window (app.stores.window_ring; same slot). ARGV: expected
+# revision ("0": must not exist), new revision, record, ttl (ms), keys a primary may hold before
+# it refuses new sessions, then the window's (redis_common.window_args).
+# Returns {1} when written; {0, revision, record, window} with what is there now when the
+# revision moved on (so the caller can retry without another read); {-2} at the shard's cap;
+# {-4} when the window's ring is not as its rows assumed (nothing written).
+_WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=2, at=6, ttl=4)
+_COMPARE_AND_SET = (
+    """
+local current = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == '0' then
-  if current[1] then return {0, current[1], current[2]} end
+  if current then
+    return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[2])}
+  end
   if redis.call('DBSIZE') >= tonumber(ARGV[5]) then return {-2} end
-elseif current[1] ~= ARGV[1] then
-  return {0, current[1], current[2]}
+elseif current ~= ARGV[1] then
+  return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[2])}
 end
+"""
+    + _WINDOW_CHECK
+    + """
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'rec', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
+    + _WINDOW_WRITE
+    + """
 return {1}
 """
+)
 
 # KEYS: the namespace's sorted set. ARGV: member, now (s), quota, last use before which a member
 # must be checked, how many such members to return. Returns {1} when the member has its place
@@ -129,6 +149,7 @@ class RedisClusterStore(OptimisticRedisStore):
         wait_timeout_ms: int = 1000,
         attempts: int = DEFAULT_CAS_ATTEMPTS,
         quotas: Quotas = no_quotas,
+        history: int = 0,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -141,7 +162,11 @@ class RedisClusterStore(OptimisticRedisStore):
         self._client = RedisCluster.from_url(url, **client_options())
         self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
-        self._delete = self._client.register_script("return redis.call('DEL', KEYS[1])")
+        self._read_script = self._client.register_script(READ)
+        self._delete = self._client.register_script("return redis.call('DEL', KEYS[1], KEYS[2])")
+        self._history = history
+        # A session with a window is two keys (its hash and its window): what DBSIZE counts.
+        self._keys_per_session = 2 if history > 0 else 1
         self._reserve = self._client.register_script(_RESERVE)
         self._cache = RecordCache(max_sessions)
         self._local_queue = KeyedLocks()
@@ -152,6 +177,9 @@ class RedisClusterStore(OptimisticRedisStore):
 
     def _namespace_key(self, namespace: str) -> str:
         return f"{self._prefix}:ns:{{{namespace}}}"
+
+    def _window_key(self, key: str) -> str:
+        return f"{self._prefix}:w:{{{key}}}"
 
     async def _take_place(self, key: str) -> int | None:
         """Reserve the new session ``key`` a place in its namespace's quota; the quota (None:
@@ -202,31 +230,24 @@ class RedisClusterStore(OptimisticRedisStore):
     # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
 
     async def read(self, key: str) -> SessionRecord | None:
-        hkey = self._key(key)
+        keys = [self._key(key), self._window_key(key)]
         try:
             if self._min_replicas:
-                revision, data = await self._run_confirmed(
-                    self._confirmable_read, hkey, [], session_found
-                )
+                reply = await self._run_confirmed(self._confirmable_read, keys, [], session_found)
             else:
-                revision, data = await self._client.hmget(hkey, ["rev", "rec"])
+                reply = await self._read_script(keys=keys)
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
-        return self._cache.remember(key, record_from(revision, data))
+        return self._cache.remember(key, record_from(*reply))
 
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
         call = await self._compare_and_set_call(key, expected, new)
-        try:
-            if self._min_replicas:
-                result = await self._run_confirmed(
-                    self._compare_and_set_script, call.keys[0], call.args, session_written
-                )
-            else:
-                result = await self._compare_and_set_script(keys=call.keys, args=call.args)
-        except _FAILURES as error:
-            raise unavailable(self._url, str(error)) from None
+        result = await self._run_compare_and_set(call)
+        if result[0] == RING_MISMATCH:
+            call = await self._compare_and_set_call(key, expected, new, whole_window=True)
+            result = await self._run_compare_and_set(call)
         if self._min_replicas and result[0] == 0:
             # What won the race decides the answer: it must be confirmed like any other read.
             return False, await self.read(key)
@@ -236,8 +257,23 @@ class RedisClusterStore(OptimisticRedisStore):
             await self._refused(key, call)
             raise
 
+    async def _run_compare_and_set(self, call: CompareAndSet) -> Any:
+        try:
+            if self._min_replicas:
+                return await self._run_confirmed(
+                    self._compare_and_set_script, call.keys, call.args, session_written
+                )
+            return await self._compare_and_set_script(keys=call.keys, args=call.args)
+        except _FAILURES as error:
+            raise unavailable(self._url, str(error)) from None
+
     async def _compare_and_set_call(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord
+        self,
+        key: str,
+        expected: SessionRecord | None,
+        new: SessionRecord,
+        *,
+        whole_window: bool = False,
     ) -> CompareAndSet:
         previous = expected.revision if expected is not None else 0
         quota = None
@@ -251,11 +287,12 @@ class RedisClusterStore(OptimisticRedisStore):
         args: list[EncodableT] = [
             previous,
             revision,
-            encode_record(new),
+            encode_record(new, window_apart=True),
             self._ttl_ms,
             self._shard_cap() if expected is None else 0,
+            *window_args(expected, new, self._history, whole=whole_window),
         ]
-        return CompareAndSet([self._key(key)], args, revision, quota)
+        return CompareAndSet([self._key(key), self._window_key(key)], args, revision, quota)
 
     async def _refused(self, key: str, call: CompareAndSet) -> None:
         if call.quota is not None:
@@ -267,27 +304,29 @@ class RedisClusterStore(OptimisticRedisStore):
         return self._client.pipeline()
 
     def _shard_cap(self) -> int:
-        return math.ceil(self._max_sessions / max(1, len(self._client.get_primaries())))
+        """Keys a primary may hold: its share of the sessions, in keys."""
+        sessions = math.ceil(self._max_sessions / max(1, len(self._client.get_primaries())))
+        return sessions * self._keys_per_session
 
     async def _run_confirmed(
         self,
         script: AsyncScript,
-        hkey: str,
+        keys: list[str],
         args: list[EncodableT],
         needs_confirmation: Callable[[Any], bool],
     ) -> Any:
-        """Run ``script`` on ``hkey``'s primary, then WAIT on the same connection; the script's
-        result, or StoreUnavailable when it ``needs_confirmation`` and too few replicas
-        confirmed within the timeout."""
+        """Run ``script`` on the primary of ``keys`` (one slot), then WAIT on the same
+        connection; the script's result, or StoreUnavailable when it ``needs_confirmation``
+        and too few replicas confirmed within the timeout."""
         await self._client.initialize()
         try:
-            node = self._client.get_node_from_key(hkey)
+            node = self._client.get_node_from_key(keys[0])
         except RedisClusterException:
             await self._refresh_topology()
             raise
         assert node is not None  # None only when asking for a replica
         for _attempt in range(2):
-            result, confirmed = await self._script_then_wait(node, script, hkey, args)
+            result, confirmed = await self._script_then_wait(node, script, keys, args)
             if isinstance(result, NoScriptError):
                 # A promoted replica starts with an empty script cache.
                 await self._client.script_load(script.script)
@@ -302,12 +341,12 @@ class RedisClusterStore(OptimisticRedisStore):
         return result
 
     async def _script_then_wait(
-        self, node: ClusterNode, script: AsyncScript, hkey: str, args: list[EncodableT]
+        self, node: ClusterNode, script: AsyncScript, keys: list[str], args: list[EncodableT]
     ) -> tuple[Any, Any]:
         # Straight to the node, one connection, no client-side retry: redis-py's own retry
         # would resend the script alone, and a WAIT counted on another connection means nothing.
         commands = [
-            PipelineCommand(0, "EVALSHA", script.sha, 1, hkey, *args),
+            PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
             PipelineCommand(1, "WAIT", self._min_replicas, self._wait_timeout_ms),
         ]
         try:
@@ -328,12 +367,12 @@ class RedisClusterStore(OptimisticRedisStore):
 
     async def delete(self, key: str) -> bool:
         self._cache.forget(key)
-        hkey = self._key(key)
+        keys = [self._key(key), self._window_key(key)]
         try:
             if self._min_replicas:
-                deleted = await self._run_confirmed(self._delete, hkey, [], session_removed)
+                deleted = await self._run_confirmed(self._delete, keys, [], session_removed)
             else:
-                deleted = await self._client.delete(hkey)
+                deleted = await self._delete(keys=keys)
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
         await self._give_back(key)
@@ -352,7 +391,8 @@ class RedisClusterStore(OptimisticRedisStore):
         return {namespace: count for namespace, count in counts.items() if count}
 
     async def count(self) -> int:
-        """Keys on the primaries: the sessions, plus expired ones Redis has not reclaimed yet."""
+        """Keys on the primaries, in sessions (a session with a window is two keys): the
+        sessions, plus expired ones Redis has not reclaimed yet."""
         try:
             sizes = [
                 await self._client.execute_command("DBSIZE", target_nodes=node)
@@ -360,7 +400,7 @@ class RedisClusterStore(OptimisticRedisStore):
             ]
         except _FAILURES as error:
             raise unavailable(self._url, str(error)) from None
-        return sum(int(size) for size in sizes)
+        return math.ceil(sum(int(size) for size in sizes) / self._keys_per_session)
 
     async def list_page(
         self, prefix: str, cursor: str | None, limit: int
@@ -405,7 +445,7 @@ class RedisClusterStore(OptimisticRedisStore):
         page = [
             (key[start:-1], record)
             for key, (revision, data) in zip(keys, rows, strict=True)
-            if (record := record_from(revision, data)) is not None
+            if (record := record_from(revision, data, None)) is not None  # no window needed
         ]
         following_cursor = None if index >= len(primaries) else f"{index}:{position}:{skip}"
         return page, following_cursor

@@ -35,17 +35,91 @@ from app.stores.base import (
     compute_each,
 )
 from app.stores.record_codec import decode_stored_record
+from app.stores.window_ring import changed_pieces, ring_bytes, row_size
 
-# A read whose WAIT confirms the session as read: rewriting the expiry it already has is a write
-# (replicated, so it moves this connection's replication offset) that changes nothing.
+# KEYS: the session hash, its window (a string: app.stores.window_ring). Returns {revision,
+# record, window}, each nil when absent: both at once, so that they belong together.
+READ = """
+local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
+return {current[1], current[2], redis.call('GET', KEYS[2])}
+"""
+# The same read, whose WAIT confirms the session as read: rewriting the expiry it already has is
+# a write (replicated, so it moves this connection's replication offset) that changes nothing.
 CONFIRMABLE_READ = """
 local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
 if current[1] then
   local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
 end
-return current
+return {current[1], current[2], redis.call('GET', KEYS[2])}
 """
+# What the compare-and-set scripts do with the window, after their revision check: ARGV from
+# WINDOW_ARGV on. 'F': the whole ring (the next argument); 'R': rows of it (the ring's expected
+# length in bytes, then offset and bytes, once or twice), {-4} when the ring is not that long;
+# 'N': no window. %s: how the scripts name the session's expiry in ms.
+_WINDOW_CHECK = """
+if ARGV[{at}] == 'R' and redis.call('STRLEN', KEYS[{key}]) ~= tonumber(ARGV[{at} + 1]) then
+  return {{-4}}
+end
+"""
+_WINDOW_WRITE = """
+if ARGV[{at}] == 'F' then
+  redis.call('SET', KEYS[{key}], ARGV[{at} + 1], 'PX', ARGV[{ttl}])
+elseif ARGV[{at}] == 'R' then
+  redis.call('SETRANGE', KEYS[{key}], ARGV[{at} + 2], ARGV[{at} + 3])
+  if ARGV[{at} + 4] then redis.call('SETRANGE', KEYS[{key}], ARGV[{at} + 4], ARGV[{at} + 5]) end
+  redis.call('PEXPIRE', KEYS[{key}], ARGV[{ttl}])
+else
+  redis.call('DEL', KEYS[{key}])
+end
+"""
+
+
+def window_script_parts(*, key: int, at: int, ttl: int) -> tuple[str, str]:
+    """The Lua that checks (before any write) and writes the window: the window's key is
+    KEYS[key], its arguments start at ARGV[at], the session's expiry in ms is ARGV[ttl]."""
+    return (
+        _WINDOW_CHECK.format(key=key, at=at),
+        _WINDOW_WRITE.format(key=key, at=at, ttl=ttl),
+    )
+
+
+def ring_slots(history: int, rows: int) -> int:
+    """Slots of the ring that holds a window of ``rows`` rows when the service keeps ``history``
+    values: room to grow, doubling (a growing window is written whole a few times, not at every
+    step), and never more than a full window's rows (a ring only as large as its window)."""
+    full = history + 1
+    if rows >= full:
+        return rows
+    return min(full, 1 << max(rows - 1, 0).bit_length())
+
+
+# The compare-and-set scripts' answer when the ring was not as the rows assumed (written by a
+# replica with another window size, or by a version that kept the window in the record).
+RING_MISMATCH = -4
+
+
+def window_args(
+    expected: SessionRecord | None, new: SessionRecord, history: int, *, whole: bool = False
+) -> list[EncodableT]:
+    """The compare-and-set scripts' window arguments for writing ``new`` over ``expected`` in
+    a service that keeps ``history`` values: only the rows that changed when the ring allows it
+    (and not ``whole``)."""
+    window = new.history
+    if window is None or window.shape[0] == 0:
+        return ["N"]
+    if not whole and expected is not None and expected.history is not None:
+        slots = ring_slots(history, expected.history.shape[0])
+        pieces = changed_pieces(expected.history, expected.step, window, new.step, slots)
+        if pieces is not None:
+            args: list[EncodableT] = ["R", slots * row_size(window.shape[1])]
+            for offset, data in pieces:
+                args += [offset, data]
+            return args
+    return ["F", ring_bytes(window, new.step, ring_slots(history, window.shape[0]))]
 
 
 def client_options() -> dict[str, Any]:
@@ -135,11 +209,15 @@ async def scan_page(
             return keys, f"{position}:0"
 
 
-def record_from(revision: bytes | str | None, data: bytes | str | None) -> SessionRecord | None:
-    """The record Redis returned (hash fields ``rev`` and ``rec``), or None for none."""
+def record_from(
+    revision: bytes | str | None, data: bytes | str | None, ring: bytes | str | None
+) -> SessionRecord | None:
+    """The record Redis returned (hash fields ``rev`` and ``rec``, and the window's ring; None
+    for a listing that needs no window), or None for none."""
     if revision is None or not isinstance(data, bytes):
         return None
-    return decode_stored_record(data).with_revision(int(revision))
+    window = ring if isinstance(ring, bytes) else None
+    return decode_stored_record(data, window).with_revision(int(revision))
 
 
 # Sessions a replica remembers at most: a bound on its memory, whatever the session cap.
@@ -216,8 +294,10 @@ class OptimisticRedisStore(ABC):
     _max_sessions: int
     _min_replicas: int
     _url: str
-    # The compare-and-set script, and what a failed call of the store's client raises.
+    # The compare-and-set script, the read script (READ), and what a failed call of the
+    # store's client raises.
     _compare_and_set_script: AsyncScript
+    _read_script: AsyncScript
     _failures: tuple[type[BaseException], ...] = (RedisError,)
 
     async def get(self, key: str) -> SessionRecord | None:
@@ -298,18 +378,28 @@ class OptimisticRedisStore(ABC):
             return error
 
     async def _read_many(self, keys: list[str]) -> list[SessionRecord | None]:
-        pipe = self._pipeline()
-        for key in keys:
-            pipe.hmget(self._key(key), ["rev", "rec"])
-        try:
-            replies = await pipe.execute()
-        except self._failures as error:
-            raise unavailable(self._url, str(error)) from None
+        script = self._read_script
+        for _attempt in range(2):
+            pipe = self._pipeline()
+            for key in keys:
+                pipe.execute_command(
+                    "EVALSHA", script.sha, 2, self._key(key), self._window_key(key)
+                )
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except self._failures as error:
+                raise unavailable(self._url, str(error)) from None
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                break
+            # Redis restarted: its script cache is empty.
+            await script.registered_client.script_load(script.script)
         cache = self._cache
-        return [
-            cache.remember(key, record_from(revision, data))
-            for key, (revision, data) in zip(keys, replies, strict=True)
-        ]
+        records: list[SessionRecord | None] = []
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise unavailable(self._url, str(reply))
+            records.append(cache.remember(key, record_from(*reply)))
+        return records
 
     async def _write_many(
         self, writes: list[tuple[str, SessionRecord | None, SessionRecord]]
@@ -340,8 +430,12 @@ class OptimisticRedisStore(ABC):
             raise unavailable(self._url, str(error)) from None
         for (index, call), reply in zip(sent, replies, strict=True):
             key, _, new = writes[index]
-            if isinstance(reply, NoScriptError):
-                outcomes[index] = False  # Redis restarted: apply's path loads the script
+            if isinstance(reply, NoScriptError) or (
+                not isinstance(reply, BaseException) and reply[0] == RING_MISMATCH
+            ):
+                # Redis restarted (apply's path loads the script), or the window's ring was
+                # not as assumed (apply's path writes it whole).
+                outcomes[index] = False
             elif isinstance(reply, self._failures):
                 raise unavailable(self._url, str(reply))
             else:
@@ -376,13 +470,17 @@ class OptimisticRedisStore(ABC):
         if reply[0] == 1:
             revision = call.revision if call.revision is not None else int(reply[1])
             return True, self._cache.remember(key, new.with_revision(revision))
-        return False, self._cache.remember(key, record_from(reply[1], reply[2]))
+        return False, self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
 
     # -- what each store says for itself -------------------------------------------------------
 
     @abstractmethod
     def _key(self, key: str) -> str:
         """The Redis key of a session."""
+
+    @abstractmethod
+    def _window_key(self, key: str) -> str:
+        """The Redis key of a session's window (in the session's hash slot)."""
 
     @abstractmethod
     def _pipeline(self) -> Any:

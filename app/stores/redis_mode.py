@@ -28,6 +28,7 @@ class _StoreOptions(TypedDict):
     wait_timeout_ms: int
     attempts: int
     quotas: Quotas
+    history: int
 
 
 async def is_cluster(url: str) -> bool:
@@ -65,6 +66,7 @@ async def _open_for_mode(
         "wait_timeout_ms": settings.redis_wait_timeout_ms,
         "attempts": settings.store_retry_attempts,
         "quotas": quotas,
+        "history": settings.session_history,
     }
     if await is_cluster(url):
         from app.stores.redis_cluster import RedisClusterStore

@@ -127,7 +127,12 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            entry = self.api_keys.entry_for_header(_authorization(scope))
+            table = self.api_keys.table
+            # Open mode: no header to look for (this runs on every request).
+            if table.enabled:
+                entry = self.api_keys.entry_for_header(_authorization(scope))
+            else:
+                entry = table.open_entry
             scope[NAMESPACE_SCOPE_KEY] = entry.namespace
             scope[KEY_SCOPE_KEY] = entry
             if entry.rate_limit is not None:

@@ -114,6 +114,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds of load per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=2,
+        help="seconds of load on each server before its first round (a million sessions' "
+        "windows cannot be filled: the sessions stay as one /predict left them)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (apt-get install wrk)")

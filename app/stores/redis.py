@@ -35,7 +35,6 @@ from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
-    RING_MISMATCH,
     SCAN_COUNT,
     CompareAndSet,
     OptimisticRedisStore,
@@ -47,9 +46,7 @@ from app.stores.redis_common import (
     record_from,
     require_replicas,
     scan_page,
-    session_found,
     session_removed,
-    session_written,
     unavailable,
     window_args,
     window_script_parts,
@@ -159,41 +156,7 @@ class RedisStore(OptimisticRedisStore):
     def _window_key(self, key: str) -> str:
         return f"{self._prefix}:w:{key}"
 
-    # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
-
-    async def read(self, key: str) -> SessionRecord | None:
-        keys = [self._key(key), self._window_key(key)]
-        try:
-            if self._min_replicas:
-                reply = await self._run_confirmed(self._confirmable_read, keys, [], session_found)
-            else:
-                reply = await self._read_script(keys=keys)
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
-        return self._cache.remember(key, record_from(*reply))
-
-    async def write_if_unchanged(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord
-    ) -> tuple[bool, SessionRecord | None]:
-        call = await self._compare_and_set_call(key, expected, new)
-        result = await self._run_compare_and_set(call)
-        if result[0] == RING_MISMATCH:
-            call = await self._compare_and_set_call(key, expected, new, whole_window=True)
-            result = await self._run_compare_and_set(call)
-        if self._min_replicas and result[0] == 0:
-            # What won the race decides the answer: it must be confirmed like any other read.
-            return False, await self.read(key)
-        return self._compare_and_set_outcome(key, new, call, result)
-
-    async def _run_compare_and_set(self, call: CompareAndSet) -> Any:
-        try:
-            if self._min_replicas:
-                return await self._run_confirmed(
-                    self._compare_and_set_script, call.keys, call.args, session_written
-                )
-            return await self._compare_and_set_script(keys=call.keys, args=call.args)
-        except RedisError as error:
-            raise unavailable(self._url, error) from None
+    # -- what OptimisticRedisStore asks of this store ---------------------------------------------
 
     async def _compare_and_set_call(
         self,

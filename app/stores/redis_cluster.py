@@ -43,7 +43,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.typing import EncodableT
 
 from app.auth import namespace_of
-from app.errors import InvalidCursor, SessionLimitReached, SessionQuotaReached
+from app.errors import InvalidCursor, SessionQuotaReached
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import KeyedLocks, Quotas, no_quotas
@@ -51,7 +51,6 @@ from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
-    RING_MISMATCH,
     SCAN_COUNT,
     CompareAndSet,
     OptimisticRedisStore,
@@ -63,9 +62,7 @@ from app.stores.redis_common import (
     record_from,
     require_replicas,
     scan_page,
-    session_found,
     session_removed,
-    session_written,
     unavailable,
     window_args,
     window_script_parts,
@@ -227,45 +224,7 @@ class RedisClusterStore(OptimisticRedisStore):
         except _FAILURES:
             pass  # a place left taken is found free again at the quota
 
-    # -- OptimisticBackend (the rest is OptimisticRedisStore's) ---------------------------------
-
-    async def read(self, key: str) -> SessionRecord | None:
-        keys = [self._key(key), self._window_key(key)]
-        try:
-            if self._min_replicas:
-                reply = await self._run_confirmed(self._confirmable_read, keys, [], session_found)
-            else:
-                reply = await self._read_script(keys=keys)
-        except _FAILURES as error:
-            raise unavailable(self._url, str(error)) from None
-        return self._cache.remember(key, record_from(*reply))
-
-    async def write_if_unchanged(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord
-    ) -> tuple[bool, SessionRecord | None]:
-        call = await self._compare_and_set_call(key, expected, new)
-        result = await self._run_compare_and_set(call)
-        if result[0] == RING_MISMATCH:
-            call = await self._compare_and_set_call(key, expected, new, whole_window=True)
-            result = await self._run_compare_and_set(call)
-        if self._min_replicas and result[0] == 0:
-            # What won the race decides the answer: it must be confirmed like any other read.
-            return False, await self.read(key)
-        try:
-            return self._compare_and_set_outcome(key, new, call, result)
-        except SessionLimitReached:
-            await self._refused(key, call)
-            raise
-
-    async def _run_compare_and_set(self, call: CompareAndSet) -> Any:
-        try:
-            if self._min_replicas:
-                return await self._run_confirmed(
-                    self._compare_and_set_script, call.keys, call.args, session_written
-                )
-            return await self._compare_and_set_script(keys=call.keys, args=call.args)
-        except _FAILURES as error:
-            raise unavailable(self._url, str(error)) from None
+    # -- what OptimisticRedisStore asks of this store ---------------------------------------------
 
     async def _compare_and_set_call(
         self,

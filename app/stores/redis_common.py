@@ -294,10 +294,11 @@ class OptimisticRedisStore(ABC):
     _max_sessions: int
     _min_replicas: int
     _url: str
-    # The compare-and-set script, the read script (READ), and what a failed call of the
-    # store's client raises.
+    # The compare-and-set script, the read scripts (READ, CONFIRMABLE_READ), and what a failed
+    # call of the store's client raises.
     _compare_and_set_script: AsyncScript
     _read_script: AsyncScript
+    _confirmable_read: AsyncScript
     _failures: tuple[type[BaseException], ...] = (RedisError,)
 
     async def get(self, key: str) -> SessionRecord | None:
@@ -488,21 +489,69 @@ class OptimisticRedisStore(ABC):
 
     @abstractmethod
     async def _compare_and_set_call(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord
+        self,
+        key: str,
+        expected: SessionRecord | None,
+        new: SessionRecord,
+        *,
+        whole_window: bool = False,
     ) -> CompareAndSet:
-        """The script call that writes ``new`` if the session is still ``expected``."""
+        """The script call that writes ``new`` if the session is still ``expected`` (its window
+        whole with ``whole_window``, else only the rows that changed where the ring allows)."""
+
+    @abstractmethod
+    async def _run_confirmed(
+        self,
+        script: AsyncScript,
+        keys: list[str],
+        args: list[EncodableT],
+        needs_confirmation: Callable[[Any], bool],
+    ) -> Any:
+        """Run ``script`` on ``keys`` (one slot), then WAIT on the same connection; the
+        script's result, or StoreUnavailable when it ``needs_confirmation`` and too few
+        replicas confirmed within the timeout."""
 
     # -- OptimisticBackend ---------------------------------------------------------------------
 
     def cached(self, key: str) -> SessionRecord | None:
         return self._cache.get(key)
 
-    @abstractmethod
     async def read(self, key: str) -> SessionRecord | None:
-        """What Redis holds now (None: no live session)."""
+        """What Redis holds now (None: no live session): the record and its window's ring."""
+        keys = [self._key(key), self._window_key(key)]
+        try:
+            if self._min_replicas:
+                reply = await self._run_confirmed(self._confirmable_read, keys, [], session_found)
+            else:
+                reply = await self._read_script(keys=keys)
+        except self._failures as error:
+            raise unavailable(self._url, str(error)) from None
+        return self._cache.remember(key, record_from(*reply))
 
-    @abstractmethod
     async def write_if_unchanged(
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
         """Compare-and-set: (True, as written) or (False, what Redis holds now)."""
+        call = await self._compare_and_set_call(key, expected, new)
+        result = await self._run_compare_and_set(call)
+        if result[0] == RING_MISMATCH:
+            call = await self._compare_and_set_call(key, expected, new, whole_window=True)
+            result = await self._run_compare_and_set(call)
+        if self._min_replicas and result[0] == 0:
+            # What won the race decides the answer: it must be confirmed like any other read.
+            return False, await self.read(key)
+        try:
+            return self._compare_and_set_outcome(key, new, call, result)
+        except SessionLimitReached:
+            await self._refused(key, call)
+            raise
+
+    async def _run_compare_and_set(self, call: CompareAndSet) -> Any:
+        try:
+            if self._min_replicas:
+                return await self._run_confirmed(
+                    self._compare_and_set_script, call.keys, call.args, session_written
+                )
+            return await self._compare_and_set_script(keys=call.keys, args=call.args)
+        except self._failures as error:
+            raise unavailable(self._url, str(error)) from None

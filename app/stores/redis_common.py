@@ -35,7 +35,7 @@ from app.stores.base import (
     compute_each,
 )
 from app.stores.record_codec import decode_stored_record
-from app.stores.window_ring import changed_pieces, ring_bytes, row_size
+from app.stores.window_ring import changed_pieces, ring_bytes, ring_slots, row_size
 
 # KEYS: the session hash, its window (a string: app.stores.window_ring). Returns {revision,
 # record, window}, each nil when absent: both at once, so that they belong together.
@@ -85,16 +85,6 @@ def window_script_parts(*, key: int, at: int, ttl: int) -> tuple[str, str]:
         _WINDOW_CHECK.format(key=key, at=at),
         _WINDOW_WRITE.format(key=key, at=at, ttl=ttl),
     )
-
-
-def ring_slots(history: int, rows: int) -> int:
-    """Slots of the ring that holds a window of ``rows`` rows when the service keeps ``history``
-    values: room to grow, doubling (a growing window is written whole a few times, not at every
-    step), and never more than a full window's rows (a ring only as large as its window)."""
-    full = history + 1
-    if rows >= full:
-        return rows
-    return min(full, 1 << max(rows - 1, 0).bit_length())
 
 
 # The compare-and-set scripts' answer when the ring was not as the rows assumed (written by a

@@ -45,6 +45,16 @@ def _first_step(rows: int, step: int) -> int:
     return step + 2 - rows
 
 
+def ring_slots(history: int, rows: int) -> int:
+    """Slots of the ring that holds a window of ``rows`` rows when the service keeps ``history``
+    values: room to grow, doubling (a growing window is written whole a few times, not at every
+    step), and never more than a full window's rows (a ring only as large as its window)."""
+    full = history + 1
+    if rows >= full:
+        return rows
+    return min(full, 1 << max(rows - 1, 0).bit_length())
+
+
 def ring_bytes(history: FloatArray, step: int, slots: int) -> bytes:
     """The whole ring of ``slots`` slots (at least the window's rows) holding ``history``."""
     rows, columns = history.shape

@@ -13,7 +13,7 @@ import redis
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.session_rules import FeedOutcome, SessionRecord, feed
-from app.stores.base import Compute
+from app.stores.base import Compute, SessionStore
 from app.stores.record_codec import FORMAT, decode_record, encode_record
 from app.stores.redis import RedisStore
 from app.stores.redis_cluster import RedisClusterStore
@@ -91,6 +91,41 @@ def fed_in_memory(
     return record
 
 
+def assert_holds_the_window_fed(
+    read: SessionRecord | None,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    requests: list[list[float]],
+    history: int,
+) -> None:
+    """``read`` is at the step, and holds the window, of a session fed ``requests`` in memory."""
+    expected = fed_in_memory(forecaster, policy, requests, history)
+    assert read is not None and read.history is not None and expected.history is not None
+    assert read.step == expected.step
+    assert np.array_equal(read.history, expected.history, equal_nan=True)
+
+
+async def assert_a_larger_window_carries_on(
+    small: SessionStore,
+    large: SessionStore,
+    reader: SessionStore,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+) -> None:
+    """A session fed by a store keeping ``HISTORY`` values, then by one keeping more (a rollout
+    that changes FORECAST_SESSION_HISTORY), holds what feeding it so in memory gives."""
+    requests = REQUESTS[:6]
+    for values in requests[:-1]:
+        await small.apply("s", feeding(forecaster, policy, values, HISTORY))
+    await large.get("s")  # a store that caches holds the session as the smaller one wrote it
+    await large.apply("s", feeding(forecaster, policy, requests[-1], HISTORY + 3))
+    read = await reader.get("s")
+    previous = fed_in_memory(forecaster, policy, requests[:-1], HISTORY)
+    expected, _ = feed(previous, forecaster, policy, requests[-1], None, NOW, history=HISTORY + 3)
+    assert read is not None and read.history is not None and expected is not None
+    assert np.array_equal(read.history, expected.history, equal_nan=True)  # type: ignore[arg-type]
+
+
 @pytest.fixture(params=["redis", "redis-cluster"])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
     """Replicas over one Redis (or Redis Cluster), each keeping ``history`` values."""
@@ -120,10 +155,7 @@ async def test_a_window_read_back_is_the_window_fed(
     for values in REQUESTS:
         await writer.apply("s", feeding(forecaster, policy, values, HISTORY))
     read = await make_store(HISTORY).get("s")  # another replica: nothing cached
-    expected = fed_in_memory(forecaster, policy, REQUESTS, HISTORY)
-    assert read is not None and read.history is not None and expected.history is not None
-    assert read.step == expected.step
-    assert np.array_equal(read.history, expected.history, equal_nan=True)
+    assert_holds_the_window_fed(read, forecaster, policy, REQUESTS, HISTORY)
 
 
 async def test_a_step_writes_the_rows_it_changed_not_the_window(
@@ -152,16 +184,9 @@ async def test_replicas_keeping_other_window_sizes_rewrite_the_ring_whole(
     """During a rollout that changes FORECAST_SESSION_HISTORY: rows of a ring of another size
     would land in the wrong slots; the script refuses them and the replica writes it whole."""
     small, large = make_store(HISTORY), make_store(HISTORY + 3)
-    requests = REQUESTS[:6]
-    for values in requests[:-1]:
-        await small.apply("s", feeding(forecaster, policy, values, HISTORY))
-    await large.get("s")  # the larger replica's cache holds the session as the smaller wrote it
-    await large.apply("s", feeding(forecaster, policy, requests[-1], HISTORY + 3))
-    read = await make_store(HISTORY + 3).get("s")
-    previous = fed_in_memory(forecaster, policy, requests[:-1], HISTORY)
-    expected, _ = feed(previous, forecaster, policy, requests[-1], None, NOW, history=HISTORY + 3)
-    assert read is not None and read.history is not None and expected is not None
-    assert np.array_equal(read.history, expected.history, equal_nan=True)  # type: ignore[arg-type]
+    await assert_a_larger_window_carries_on(
+        small, large, make_store(HISTORY + 3), forecaster, policy
+    )
 
 
 async def test_a_record_that_kept_its_window_inside_is_read_and_carried_on(
@@ -184,9 +209,7 @@ async def test_a_record_that_kept_its_window_inside_is_read_and_carried_on(
         assert np.array_equal(read.history, old.history, equal_nan=True)
         await store.apply("s", feeding(forecaster, policy, REQUESTS[4], HISTORY))
         after = await reader.get("s")
-        expected = fed_in_memory(forecaster, policy, REQUESTS[:5], HISTORY)
-        assert after is not None and after.history is not None and expected.history is not None
-        assert np.array_equal(after.history, expected.history, equal_nan=True)
+        assert_holds_the_window_fed(after, forecaster, policy, REQUESTS[:5], HISTORY)
     finally:
         await store.close()
         await reader.close()

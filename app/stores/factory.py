@@ -31,6 +31,7 @@ async def open_store(
             max_sessions=settings.max_sessions,
             clock=clock,
             quotas=quotas,
+            history=settings.session_history,
         )
         return sqlite_store
     from app.stores.redis_mode import open_redis_store

@@ -5,6 +5,11 @@ are waiting inside one ``BEGIN IMMEDIATE`` transaction and commits once (group c
 fsync serves many requests. ``BEGIN IMMEDIATE`` also serializes writers in other processes that
 share the file, which makes read-compute-write atomic across processes without compare-and-set.
 
+A session's history window is kept beside its record as a ring of rows (app.stores.window_ring),
+in a column of the same row: a step rewrites the ring's two changed rows in a copy of the bytes
+it read, so the row keeps its size and SQLite overwrites it in place, writing only the pages
+whose bytes changed (the record's page and the ring's rows') instead of a whole new record.
+
 Expired sessions are deleted a bounded batch per transaction (oldest first, by the index on last
 use), so the file stops growing at its peak of live sessions (SQLite reuses the freed pages) and
 no single request pays for a mass expiry. The number of rows is kept in ``meta``, so the cap and
@@ -29,6 +34,7 @@ from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached, S
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, Quotas, T, no_quotas
 from app.stores.record_codec import decode_stored_record, encode_record
+from app.stores.window_ring import updated_ring
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     key TEXT PRIMARY KEY,
     record BLOB NOT NULL,
-    last_used_at REAL NOT NULL
+    last_used_at REAL NOT NULL,
+    ring BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_last_use ON sessions (last_used_at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -53,6 +60,8 @@ INSERT INTO namespaces (name, rows)
     SELECT substr(key, 1, instr(key, '/') - 1), COUNT(*) FROM sessions GROUP BY 1;
 UPDATE meta SET value = 1 WHERE name = 'namespaces_counted';
 """
+# A file written before the window moved out of the record has no ring column: add it once.
+_ADD_RING = "ALTER TABLE sessions ADD COLUMN ring BLOB"
 # Changes applied in one transaction at most; bounds the latency one commit adds.
 _MAX_GROUP = 256
 # Expired sessions deleted per transaction at most: cleanup keeps pace with any rate of new
@@ -91,8 +100,10 @@ class SqliteStore:
         max_sessions: int,
         clock: Callable[[], float] = time.time,
         quotas: Quotas = no_quotas,
+        history: int = 0,
     ) -> None:
         self.path = path
+        self._history = history
         self._clock = clock
         self._ttl_s = ttl_s
         self._max_sessions = max_sessions
@@ -111,9 +122,18 @@ class SqliteStore:
         max_sessions: int,
         clock: Callable[[], float] = time.time,
         quotas: Quotas = no_quotas,
+        history: int = 0,
     ) -> SqliteStore:
-        """Start the store; a file that cannot be opened yet makes it unavailable, not fatal."""
-        store = cls(path, ttl_s=ttl_s, max_sessions=max_sessions, clock=clock, quotas=quotas)
+        """Start the store; a file that cannot be opened yet makes it unavailable, not fatal.
+        ``history``: the values a session's window keeps (sizes the ring it is kept in)."""
+        store = cls(
+            path,
+            ttl_s=ttl_s,
+            max_sessions=max_sessions,
+            clock=clock,
+            quotas=quotas,
+            history=history,
+        )
         try:
             await store.ping()
         except StoreUnavailable as error:
@@ -138,6 +158,7 @@ class SqliteStore:
                 # lets a checkpoint write each page once for many updates of it.
                 connection.execute("PRAGMA wal_autocheckpoint=10000")
                 connection.executescript(_SCHEMA)
+                _add_ring_once(connection)
                 _count_namespaces_once(connection)
             except sqlite3.Error:
                 connection.close()
@@ -210,12 +231,34 @@ class SqliteStore:
 
     # -- operations, run inside the writer's transaction --------------------------------------
 
-    def _read(self, connection: sqlite3.Connection, key: str, now: float) -> SessionRecord | None:
+    def _read_row(
+        self, connection: sqlite3.Connection, key: str, now: float
+    ) -> tuple[SessionRecord, bytes | None] | None:
+        """The live session under ``key`` and the ring its window is kept in, or None."""
         row = connection.execute(
-            "SELECT record FROM sessions WHERE key = ? AND last_used_at > ?",
+            "SELECT record, ring FROM sessions WHERE key = ? AND last_used_at > ?",
             (key, now - self._ttl_s),
         ).fetchone()
-        return decode_stored_record(row[0]) if row is not None else None
+        if row is None:
+            return None
+        data, ring = row
+        return decode_stored_record(data, ring), ring
+
+    def _read(self, connection: sqlite3.Connection, key: str, now: float) -> SessionRecord | None:
+        found = self._read_row(connection, key, now)
+        return found[0] if found is not None else None
+
+    def _ring_of(
+        self, new: SessionRecord, old: SessionRecord | None, old_ring: bytes | None
+    ) -> bytes | None:
+        """The ring to store for ``new``'s window: the old ring with only its changed rows
+        rewritten when it can take them (the row then keeps its size), None for no window."""
+        window = new.history
+        if window is None or window.shape[0] == 0:
+            return None
+        if old is None:
+            return updated_ring(None, None, 0, window, new.step, self._history)
+        return updated_ring(old_ring, old.history, old.step, window, new.step, self._history)
 
     def _next_revision(self, connection: sqlite3.Connection) -> int:
         row = connection.execute(
@@ -293,7 +336,8 @@ class SqliteStore:
     def _apply_in(
         self, connection: sqlite3.Connection, now: float, key: str, compute: Compute[T]
     ) -> T:
-        record = self._read(connection, key, now)
+        found = self._read_row(connection, key, now)
+        record, ring = found if found is not None else (None, None)
         new, answer = compute(record)
         if new is not None:
             if record is None:
@@ -305,10 +349,22 @@ class SqliteStore:
                 self._add_rows(connection, 1)
                 self._add_to_namespace(connection, namespace_of(key), 1)
             stored = new.with_revision(self._next_revision(connection))
-            connection.execute(
-                "INSERT OR REPLACE INTO sessions (key, record, last_used_at) VALUES (?, ?, ?)",
-                (key, encode_record(stored), stored.last_used_at),
+            row = (
+                encode_record(stored, window_apart=True),
+                stored.last_used_at,
+                self._ring_of(stored, record, ring),
+                key,
             )
+            if record is None:
+                connection.execute(
+                    "INSERT OR REPLACE INTO sessions (record, last_used_at, ring, key)"
+                    " VALUES (?, ?, ?, ?)",
+                    row,
+                )
+            else:  # an UPDATE, not a REPLACE: a row of the same size is overwritten in place
+                connection.execute(
+                    "UPDATE sessions SET record = ?, last_used_at = ?, ring = ? WHERE key = ?", row
+                )
         return answer
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
@@ -404,6 +460,18 @@ class SqliteStore:
     async def close(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join, 10.0)
+
+
+def _add_ring_once(connection: sqlite3.Connection) -> None:
+    connection.execute("BEGIN IMMEDIATE")  # another process may be doing the same
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+        if "ring" not in columns:
+            connection.execute(_ADD_RING)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _count_namespaces_once(connection: sqlite3.Connection) -> None:

@@ -1,4 +1,4 @@
-"""A session's history window as a ring of fixed-size rows, kept beside its record (Redis).
+"""A session's history window as a ring of fixed-size rows, kept beside its record (Redis, SQLite).
 
 A step changes two rows of the window (the pending row gets its value, a new pending row is
 added) and leaves the others as they were, so a store that keeps the window apart from the
@@ -14,11 +14,15 @@ whatever they held: the record says how many rows are the window.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from forecast_core.arrays import FloatArray
 
 Piece = tuple[int, bytes]  # (byte offset in the ring, the bytes written there)
+# Rows packed with struct rather than numpy (a step writes two).
+_FEW_ROWS = 8
 
 
 def _row_type(columns: int) -> np.dtype[np.void]:
@@ -34,7 +38,11 @@ def row_size(columns: int) -> int:
 
 
 def _rows_bytes(rows: FloatArray) -> bytes:
-    packed = np.empty(rows.shape[0], dtype=_row_type(rows.shape[1]))
+    count, columns = rows.shape
+    if count <= _FEW_ROWS:  # a step's rows: struct is cheaper than a structured array here
+        row = f"2d{columns - 2}f" if columns > 2 else "2d"
+        return struct.pack(f"<{row * count}", *rows.ravel().tolist())
+    packed = np.empty(count, dtype=_row_type(columns))
     packed["vf"] = rows[:, :2]
     if rows.shape[1] > 2:
         packed["radii"] = rows[:, 2:]
@@ -76,12 +84,21 @@ def ring_window(ring: bytes, rows: int, columns: int, step: int) -> FloatArray:
         raise ValueError(
             f"a ring of {len(ring)} bytes cannot hold {rows} rows of {columns} columns"
         )
-    stored = np.frombuffer(ring, dtype=kind)
-    positions = np.arange(_first_step(rows, step), step + 2) % slots
+    # The window's slots are one run of bytes, or two when it wraps around the ring's end:
+    # byte slices and plain views, not an index array or a structured dtype (a read is on
+    # every step's path).
+    size = kind.itemsize
+    start = (_first_step(rows, step) % slots) * size
+    end = start + rows * size
+    if end <= len(ring):
+        run = np.frombuffer(ring, np.uint8, rows * size, start)
+    else:
+        run = np.frombuffer(ring[start:] + ring[: end - len(ring)], np.uint8)
+    run = run.reshape(rows, size)
     window = np.empty((rows, columns))
-    window[:, :2] = stored["vf"][positions]
+    window[:, :2] = run[:, :16].view("<f8")
     if columns > 2:
-        window[:, 2:] = stored["radii"][positions]
+        window[:, 2:] = run[:, 16:].view("<f4")
     return window
 
 
@@ -114,3 +131,26 @@ def changed_pieces(
         return [(first * size, data)]
     split = (slots - first) * size
     return [(first * size, data[:split]), (0, data[split:])]
+
+
+def updated_ring(
+    ring: bytes | None,
+    old: FloatArray | None,
+    old_step: int,
+    new: FloatArray,
+    new_step: int,
+    history: int,
+) -> bytes:
+    """The ring that holds ``new`` (at ``new_step``): ``ring``, which holds ``old`` (at
+    ``old_step``), with the changed rows written over it when it can take them, so that it keeps
+    its size and its other bytes; else a whole new ring, sized for a service that keeps
+    ``history`` values."""
+    if ring is not None:
+        slots, rest = divmod(len(ring), row_size(new.shape[1]))
+        pieces = None if rest else changed_pieces(old, old_step, new, new_step, slots)
+        if pieces is not None:
+            patched = bytearray(ring)
+            for offset, data in pieces:
+                patched[offset : offset + len(data)] = data
+            return bytes(patched)
+    return ring_bytes(new, new_step, ring_slots(history, new.shape[0]))

@@ -29,8 +29,15 @@ from forecast_client.answers import (
     Reset,
     SessionInfo,
 )
-from forecast_client.errors import ForecastError, ServiceUnavailable, ServiceUnreachable, refusal
+from forecast_client.errors import (
+    ForecastError,
+    ServiceRefused,
+    ServiceUnavailable,
+    ServiceUnreachable,
+    refusal,
+)
 from forecast_client.operations import Operation, Request, StepBook
+from forecast_client.stream import ForecastStream, stream_url
 
 T = TypeVar("T")
 
@@ -60,10 +67,13 @@ class _Policy:
         self.model = model
 
     def for_model(self, request: Request) -> Request:
-        """``request`` for this client's model: the ``model`` field of a body, or the query of
-        a session's path (none for the default model)."""
+        """``request`` for this client's model: the ``model`` field of a body (of each item of
+        /predict/many's), or the query of a session's path (none for the default model)."""
         if self.model is None or request.path.startswith("/models"):
             return request
+        if request.body is not None and "items" in request.body:  # /predict/many: per item
+            items = [{**item, "model": self.model} for item in request.body["items"]]
+            return Request(request.method, request.path, {**request.body, "items": items})
         if request.body is not None:
             return Request(request.method, request.path, {**request.body, "model": self.model})
         return Request(request.method, f"{request.path}?model={quote(self.model, safe='')}")
@@ -123,6 +133,14 @@ class ForecastClient:
     ) -> BatchPrediction:
         """Feed several values to one session in order; one forecast after each."""
         return self._run(operations.predict_batch(self._policy.steps, session_id, values, levels))
+
+    def predict_many(
+        self, items: Sequence[tuple[str, float]], *, levels: Sequence[float] | None = None
+    ) -> list[Prediction | ServiceRefused]:
+        """Feed ``(session_id, value)`` items of any sessions in one request, in order (items of
+        one session in their order); per item, its answer or, when only that item was refused,
+        the error (not raised: the other items were applied)."""
+        return self._run(operations.predict_many(self._policy.steps, items, levels))
 
     def forecast(
         self, session_id: str, horizon: int, *, levels: Sequence[float] | None = None
@@ -212,6 +230,7 @@ class AsyncForecastClient:
         model: str | None = None,
     ) -> None:
         self._policy = _Policy(base_url, api_key, attempts, backoff_s, model)
+        self._timeout_s = timeout_s
         self._http = httpx.AsyncClient(
             base_url=self._policy.base_url,
             headers=self._policy.headers,
@@ -231,6 +250,34 @@ class AsyncForecastClient:
         """Feed several values to one session in order; one forecast after each."""
         steps = self._policy.steps
         return await self._run(operations.predict_batch(steps, session_id, values, levels))
+
+    async def predict_many(
+        self, items: Sequence[tuple[str, float]], *, levels: Sequence[float] | None = None
+    ) -> list[Prediction | ServiceRefused]:
+        """Feed ``(session_id, value)`` items of any sessions in one request, in order (items of
+        one session in their order); per item, its answer or, when only that item was refused,
+        the error (not raised: the other items were applied)."""
+        return await self._run(operations.predict_many(self._policy.steps, items, levels))
+
+    def stream(self) -> ForecastStream:
+        """A ``/stream`` WebSocket (``async with client.stream() as stream:``): values of any
+        sessions sent ahead of their answers, answers in order, the steps kept as by this
+        client (it shares them), a failed socket opened again (``forecast_client.stream``)."""
+        policy = self._policy
+
+        async def read_step(session_id: str) -> int:
+            return await self._run(operations.current_step(policy.steps, session_id))
+
+        return ForecastStream(
+            stream_url(policy.base_url),
+            policy.headers,
+            policy.steps,
+            read_step,
+            attempts=policy.attempts,
+            backoff_s=policy.backoff_s,
+            timeout_s=self._timeout_s,
+            model=policy.model,
+        )
 
     async def forecast(
         self, session_id: str, horizon: int, *, levels: Sequence[float] | None = None

@@ -103,3 +103,29 @@ def refusal(status: int, body: Any) -> ServiceRefused:
     elif status == 503:
         kind = ServiceUnavailable
     return kind(status, code, str(error.get("message", "")), details or {})
+
+
+# /predict/many answers an item's refusal without an HTTP status of its own: the status its
+# code has when it answers a whole request.
+_STATUS_OF_CODE = {
+    "invalid_request": 422,
+    "body_too_large": 413,
+    "step_conflict": 409,
+    "no_values_yet": 409,
+    "session_under_other_model": 409,
+    "session_not_found": 404,
+    "model_not_found": 404,
+    "session_quota_reached": 429,
+    "rate_limited": 429,
+    "session_limit_reached": 503,
+    "session_busy": 503,
+    "store_unavailable": 503,
+    "model_not_ready": 503,
+}
+
+
+def item_refusal(result: dict[str, Any]) -> ServiceRefused:
+    """The exception for one item's error in a /predict/many answer."""
+    error = result.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return refusal(_STATUS_OF_CODE.get(str(code), 400), result)

@@ -20,7 +20,7 @@ from forecast_client.answers import (
     Reset,
     SessionInfo,
 )
-from forecast_client.errors import SessionNotFound, StepConflict
+from forecast_client.errors import ServiceRefused, SessionNotFound, StepConflict, item_refusal
 
 T = TypeVar("T")
 
@@ -70,6 +70,18 @@ def session(book: StepBook, session_id: str) -> Operation[SessionInfo]:
     return info
 
 
+def current_step(book: StepBook, session_id: str) -> Operation[int]:
+    """The session's step as this client knows it; at its first use by this client, as the
+    service says (0 for a new session), so that the client continues it where it is."""
+    step = book.get(session_id)
+    if step is None:
+        try:
+            step = (yield from session(book, session_id))["step"]
+        except SessionNotFound:
+            step = 0
+    return step
+
+
 def _feed(
     book: StepBook,
     path: str,
@@ -77,13 +89,7 @@ def _feed(
     payload: dict[str, Any],
     levels: Sequence[float] | None,
 ) -> Operation[dict[str, Any]]:
-    step = book.get(session_id)
-    if step is None:
-        # First use of this session by this client: continue it where it is.
-        try:
-            step = (yield from session(book, session_id))["step"]
-        except SessionNotFound:
-            step = 0
+    step = yield from current_step(book, session_id)
     body: dict[str, Any] = {"session_id": session_id, **payload, "step": step}
     if levels is not None:
         body["levels"] = list(levels)
@@ -112,6 +118,61 @@ def predict_batch(
     payload = {"values": list(values)}
     answer = yield from _feed(book, "/predict/batch", session_id, payload, levels)
     return cast(BatchPrediction, answer)
+
+
+def _many_body(
+    book: StepBook, items: Sequence[tuple[str, float]], levels: Sequence[float] | None
+) -> dict[str, Any]:
+    """/predict/many's body: each item with its session's next step (a session's items in
+    order: step, step + 1, ...); 0 for a session this client has not fed yet."""
+    steps: dict[str, int] = {}
+    body_items = []
+    for session_id, value in items:
+        step = steps.get(session_id)
+        if step is None:
+            step = book.get(session_id) or 0
+        steps[session_id] = step + 1
+        body_items.append({"session_id": session_id, "value": value, "step": step})
+    body: dict[str, Any] = {"items": body_items}
+    if levels is not None:
+        body["levels"] = list(levels)
+    return body
+
+
+def predict_many(
+    book: StepBook, items: Sequence[tuple[str, float]], levels: Sequence[float] | None
+) -> Operation[list[Prediction | ServiceRefused]]:
+    """Feed values of many sessions in one request, in order; per item, its answer or its
+    refusal. A session this client has not fed yet is sent as new (step 0): if it was not, the
+    service says its step (409) and its items go again once, in a second request, with it."""
+    results: list[Prediction | ServiceRefused | None] = [None] * len(items)
+    unknown = {session_id for session_id, _ in items if book.get(session_id) is None}
+    pending = list(range(len(items)))
+    for attempt in range(2):
+        batch = [items[index] for index in pending]
+        answer = cast(
+            dict[str, Any],
+            (yield Request("POST", "/predict/many", _many_body(book, batch, levels))),
+        )
+        again: list[int] = []
+        for index, result in zip(pending, answer["results"], strict=True):
+            session_id = items[index][0]
+            if "error" not in result:
+                book.set(session_id, result["step"])
+                results[index] = cast(Prediction, result)
+                continue
+            error = item_refusal(result)
+            if isinstance(error, StepConflict) and attempt == 0 and session_id in unknown:
+                book.set(session_id, error.expected_step)
+                again.append(index)
+                continue
+            if isinstance(error, StepConflict):
+                book.forget(session_id)  # someone else fed or reset it: what we knew is stale
+            results[index] = error
+        if not again:
+            break
+        pending = again
+    return [result for result in results if result is not None]
 
 
 def forecast(session_id: str, horizon: int, levels: Sequence[float] | None) -> Operation[Forecast]:

@@ -152,6 +152,62 @@ def test_a_stale_step_is_a_step_conflict_with_the_servers_message(
     assert client.predict("shared", 0.2)["step"] == 3
 
 
+def test_predict_many_feeds_sessions_in_order_and_tracks_their_steps(
+    client: ForecastClient,
+) -> None:
+    first = client.predict_many([("many-a", 0.0), ("many-b", 0.5), ("many-a", 0.1)])
+    second = client.predict_many([("many-a", 0.2), ("many-b", 0.4)])
+    assert [(r["session_id"], r["step"]) for r in first] == [  # type: ignore[index]
+        ("many-a", 1),
+        ("many-b", 1),
+        ("many-a", 2),
+    ]
+    assert [r["step"] for r in second] == [3, 2]  # type: ignore[index]
+    reference = [client.predict("many-ref", v)["prediction"] for v in (0.0, 0.1, 0.2)]
+    fed = [first[0], first[2], second[0]]
+    assert [r["prediction"] for r in fed] == reference  # type: ignore[index]
+
+
+def test_predict_many_continues_sessions_another_client_fed(
+    server: Server, client: ForecastClient
+) -> None:
+    """Sent as new (step 0), a session that was not is told its step and sent again."""
+    client.predict_batch("many-known", [0.0, 0.1])
+    with ForecastClient(server.base_url, api_key=KEY) as later:
+        results = later.predict_many([("many-known", 0.2), ("many-new", 0.3)])
+    assert [r["step"] for r in results] == [3, 1]  # type: ignore[index]
+    assert client.session("many-known")["step"] == 3
+
+
+def test_predict_many_gives_a_refused_item_its_error_and_applies_the_others(
+    server: Server, client: ForecastClient
+) -> None:
+    client.predict("many-stale", 0.0)
+    with ForecastClient(server.base_url, api_key=KEY) as other:
+        other.predict("many-stale", 0.1)
+    stale, fresh = client.predict_many([("many-stale", 0.2), ("many-fresh", 0.3)])
+    assert isinstance(stale, StepConflict) and stale.expected_step == 2
+    assert not isinstance(fresh, Exception) and fresh["step"] == 1
+    # The stale step was forgotten: the next request reads the session's and appends.
+    assert client.predict_many([("many-stale", 0.2)])[0]["step"] == 3  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_the_async_client_retries_a_lost_many_answer_once(server: Server) -> None:
+    transport = AsyncLoseFirstAnswer("/predict/many")
+    async with AsyncForecastClient(
+        server.base_url, api_key=KEY, backoff_s=0, transport=transport
+    ) as lossy:
+        results = await lossy.predict_many([("lossy-many", 0.0), ("lossy-many", 0.1)])
+        info = await lossy.session("lossy-many")
+    assert transport.sent_on_path == 2
+    assert [(r["step"], r["replayed"]) for r in results] == [  # type: ignore[index]
+        (1, True),
+        (2, True),
+    ]
+    assert info["step"] == 2
+
+
 def test_forecast_reset_and_delete(client: ForecastClient) -> None:
     client.predict_batch("lifecycle", [0.0, 0.1, 0.2])
     ahead = client.forecast("lifecycle", 2)

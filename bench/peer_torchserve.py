@@ -64,6 +64,7 @@ from bench.serve_throughput import (
     _pinned,
     _serve,
     _wrk,
+    add_load_options,
 )
 from forecast_core.artifact import load_artifact, resolve_artifact_dir
 
@@ -344,16 +345,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per round")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
-    parser.add_argument(
-        "--warm-up",
-        type=int,
-        default=20,
-        help="seconds of load on each target before its first round (the JVM needs ~20 s to\n"
-        "compile its hot paths: with 5 s TorchServe measured ~20%% lower)",
+    add_load_options(
+        parser,
+        warm_up=20,
+        warm_up_help="seconds of load on each target before its first round (the JVM needs ~20 s "
+        "to compile its hot paths: with 5 s TorchServe measured ~20%% lower)",
     )
     parser.add_argument(
         "--torchserve-config",

@@ -172,20 +172,24 @@ def _ensure_model(workdir: Path, checkout: Path = REPO) -> Path:
     return models
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+def add_load_options(parser: argparse.ArgumentParser, *, warm_up: int, warm_up_help: str) -> None:
+    """The wrk load's options, shared by the benchmarks that drive /predict this way."""
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; median kept")
-    parser.add_argument(
-        "--warm-up",
-        type=int,
-        default=2,
-        help="seconds of load on each target before its first round; enough for 256 requests "
-        "per session (about 60 s at 1,000 sessions) fills every session's history window",
+    parser.add_argument("--warm-up", type=int, default=warm_up, help=warm_up_help)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    add_load_options(
+        parser,
+        warm_up=2,
+        warm_up_help="seconds of load on each target before its first round; enough for 256 "
+        "requests per session (about 60 s at 1,000 sessions) fills every session's history window",
     )
     parser.add_argument(
         "--stores",

@@ -14,6 +14,7 @@ whatever they held: the record says how many rows are the window.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -25,6 +26,7 @@ Piece = tuple[int, bytes]  # (byte offset in the ring, the bytes written there)
 _FEW_ROWS = 8
 
 
+@functools.cache  # one per column count; building a dtype costs more than a step's rows
 def _row_type(columns: int) -> np.dtype[np.void]:
     fields: list[tuple[str, str, tuple[int, ...]]] = [("vf", "<f8", (2,))]
     if columns > 2:

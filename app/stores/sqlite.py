@@ -24,7 +24,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,8 +190,7 @@ class SqliteStore:
         now = self._clock()
         try:
             connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate_transaction(connection):
                 for job in group:
                     try:
                         job.result = job.run(connection, now)
@@ -199,10 +199,6 @@ class SqliteStore:
                     except Exception as error:  # a refusal (conflict, cap): nothing written
                         job.error = error
                 self._purge_expired(connection, now)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
             self._drop_connection()
             failure = StoreUnavailable(
@@ -462,31 +458,34 @@ class SqliteStore:
         await asyncio.to_thread(self._thread.join, 10.0)
 
 
-def _add_ring_once(connection: sqlite3.Connection) -> None:
-    connection.execute("BEGIN IMMEDIATE")  # another process may be doing the same
+@contextmanager
+def _immediate_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, taken before it reads (``BEGIN IMMEDIATE``: no other process writes
+    the file meanwhile), committed at the end or rolled back on any error."""
+    connection.execute("BEGIN IMMEDIATE")
     try:
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-        if "ring" not in columns:
-            connection.execute(_ADD_RING)
+        yield
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
 
 
+def _add_ring_once(connection: sqlite3.Connection) -> None:
+    with _immediate_transaction(connection):  # another process may be doing the same
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+        if "ring" not in columns:
+            connection.execute(_ADD_RING)
+
+
 def _count_namespaces_once(connection: sqlite3.Connection) -> None:
-    connection.execute("BEGIN IMMEDIATE")  # another process may be doing the same
-    try:
+    with _immediate_transaction(connection):  # another process may be doing the same
         (counted,) = connection.execute(
             "SELECT value FROM meta WHERE name = 'namespaces_counted'"
         ).fetchone()
         if not counted:
             for statement in filter(str.strip, _COUNT_NAMESPACES.split(";")):
                 connection.execute(statement)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
 
 
 def _settle(job: _Job) -> None:

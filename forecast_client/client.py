@@ -94,7 +94,7 @@ class _Policy:
         raise refusal(response.status_code, body)
 
     def unreachable(self, error: Exception) -> ServiceUnreachable:
-        return ServiceUnreachable(self.base_url, self.attempts, f"{type(error).__name__}: {error}")
+        return ServiceUnreachable.after(self.base_url, self.attempts, error)
 
 
 class ForecastClient:
@@ -274,7 +274,7 @@ class AsyncForecastClient:
             policy.steps,
             read_step,
             attempts=policy.attempts,
-            backoff_s=policy.backoff_s,
+            pause_before=policy.pause_before,
             timeout_s=self._timeout_s,
             model=policy.model,
         )

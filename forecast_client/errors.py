@@ -28,6 +28,11 @@ class ServiceUnreachable(ForecastError):
         self.url = url
         self.attempts = attempts
 
+    @classmethod
+    def after(cls, url: str, attempts: int, error: Exception) -> ServiceUnreachable:
+        """``url`` gave no answer in ``attempts`` attempts, the last one failing with ``error``."""
+        return cls(url, attempts, f"{type(error).__name__}: {error}")
+
 
 class ServiceRefused(ForecastError):
     """The service answered with its error shape: ``status``, ``code``, ``message``, ``details``."""

@@ -34,6 +34,8 @@ from forecast_client.operations import StepBook
 
 # What a stream asks of its client: a session's step when it does not know it yet.
 ReadStep = Callable[[str], Awaitable[int]]
+# The client's retry rule: seconds to wait before attempt number n (2, 3, ...).
+PauseBefore = Callable[[int], float]
 
 
 def stream_url(base_url: str) -> str:
@@ -54,7 +56,7 @@ class ForecastStream:
         read_step: ReadStep,
         *,
         attempts: int,
-        backoff_s: float,
+        pause_before: PauseBefore,
         timeout_s: float,
         model: str | None = None,
     ) -> None:
@@ -63,7 +65,7 @@ class ForecastStream:
         self._steps = steps
         self._read_step = read_step
         self._attempts = attempts
-        self._backoff_s = backoff_s
+        self._pause_before = pause_before
         self._timeout_s = timeout_s
         self._model = model
         self._socket: ClientConnection | None = None
@@ -159,9 +161,8 @@ class ForecastStream:
                 await self._drop()
                 failures += 1
                 if failures >= self._attempts:
-                    reason = f"{type(error).__name__}: {error}"
-                    raise ServiceUnreachable(self._url, self._attempts, reason) from error
-                await anyio.sleep(self._backoff_s * 2 ** (failures - 1))
+                    raise ServiceUnreachable.after(self._url, self._attempts, error) from error
+                await anyio.sleep(self._pause_before(failures + 1))
 
     async def _connected(self) -> ClientConnection:
         if self._socket is not None:

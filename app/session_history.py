@@ -17,17 +17,41 @@ values are replayed); radii are rounded to float32 when they enter the window (7
 digits, for drawing), so that the stores keep them in 4 bytes and every store holds the same
 window. Step numbers are not stored: the window's values are the session's last ``n``, so value
 ``i`` is step ``step - n + i``.
+
+A window a store read from its ring comes as an app.window_ring.RingWindow, decoded only where
+its rows are read (:func:`as_array`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import numba
 import numpy as np
 
+from app.window_ring import RingWindow
 from forecast_core.arrays import FloatArray
+
+# A window as rows, or as the ring a store read it from.
+Window: TypeAlias = FloatArray | RingWindow
+
+
+def as_array(history: Window | None) -> FloatArray | None:
+    """The window's rows (decoded from its ring if it came as one)."""
+    if isinstance(history, RingWindow):
+        return history.array()
+    return history
+
+
+def pending_radii(tracking: FloatArray, parameters: FloatArray, levels: int) -> list[float]:
+    """The radii of the pending forecast's intervals, from the session's tracking (the
+    computation of :func:`_push_one`'s last row)."""
+    return [
+        float(parameters[3 + level]) * math.exp(float(tracking[levels + 1 + level]))
+        for level in range(levels)
+    ]
 
 
 def _push_one(
@@ -65,9 +89,10 @@ def _push_one(
 compiled_push_one = numba.njit(cache=False, fastmath=False)(_push_one)
 
 
-def conform(history: FloatArray | None, width: int) -> FloatArray | None:
-    """``history`` with rows of ``width``: after the configured levels changed, the rows keep
+def conform(window: Window | None, width: int) -> FloatArray | None:
+    """``window`` with rows of ``width``: after the configured levels changed, the rows keep
     their values and forecasts and lose their radii (NaN: no interval). None or empty stays."""
+    history = as_array(window)
     if history is None or history.shape[0] == 0 or history.shape[1] == width:
         return history
     out = np.full((history.shape[0], width), math.nan)
@@ -75,15 +100,17 @@ def conform(history: FloatArray | None, width: int) -> FloatArray | None:
     return out
 
 
-def window_values(history: FloatArray | None) -> FloatArray:
+def window_values(window: Window | None) -> FloatArray:
     """The raw values of the window, oldest first (empty without a history)."""
+    history = as_array(window)
     if history is None or history.shape[0] < 2:
         return np.empty(0)
     return np.ascontiguousarray(history[:-1, 0])
 
 
-def pending(history: FloatArray | None) -> FloatArray | None:
+def pending(window: Window | None) -> FloatArray | None:
     """The pending row (the forecast of the next value and its radii), or None."""
+    history = as_array(window)
     if history is None or history.shape[0] == 0:
         return None
     row: FloatArray = history[-1]
@@ -91,7 +118,7 @@ def pending(history: FloatArray | None) -> FloatArray | None:
 
 
 def append(
-    history: FloatArray | None,
+    history: Window | None,
     capacity: int,
     values: Sequence[float],
     predictions: Sequence[float],

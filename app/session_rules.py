@@ -15,7 +15,15 @@ import numpy as np
 from app.errors import StepConflict
 from app.forecaster import Forecaster, LstmState
 from app.intervals import IntervalPolicy
-from app.session_history import append, compiled_push_one, pending, window_values
+from app.session_history import (
+    Window,
+    append,
+    compiled_push_one,
+    pending,
+    pending_radii,
+    window_values,
+)
+from app.window_ring import RingWindow
 from forecast_core.arrays import FloatArray
 
 # Above this many LSTM steps in one request, compute in a worker thread: a few steps inline are
@@ -46,7 +54,7 @@ class SessionRecord(NamedTuple):
     last_misses: tuple[int, ...] = ()
     # The history window (app.session_history): the last raw values, the forecast served for
     # each and its interval radii, then the pending forecast. None: no values kept.
-    history: FloatArray | None = None
+    history: Window | None = None
 
     def with_revision(self, revision: int) -> SessionRecord:
         """The same record under the revision a store gave it (cheaper than _replace)."""
@@ -145,17 +153,25 @@ def feed(
 
 
 def _next_window(
-    window: FloatArray | None,
+    kept: Window | None,
     capacity: int,
     policy: IntervalPolicy,
     values: Sequence[float],
     predictions: Sequence[float],
     offsets: Sequence[float],
     tracking: FloatArray,
-) -> FloatArray | None:
+) -> Window | None:
     if capacity <= 0:
         return None
     levels = policy.layout.levels
+    if isinstance(kept, RingWindow):
+        if len(values) == 1:
+            # A store's ring: the step's two rows written into its bytes, nothing decoded.
+            radii = pending_radii(tracking, policy.parameters, levels)
+            pushed = kept.pushed(capacity, values[0], predictions[0], radii)
+            if pushed is not None:
+                return pushed
+    window = kept.array() if isinstance(kept, RingWindow) else kept
     if len(values) == 1 and (window is None or window.shape[1] == 2 + levels):
         # /predict: one compiled call (the pending radii come from the new tracking).
         empty = (

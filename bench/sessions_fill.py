@@ -8,6 +8,7 @@ from pathlib import Path
 from app.auth import OPEN_NAMESPACE, session_key
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.session_history import as_array
 from app.session_rules import SessionRecord, feed
 from app.settings import Settings
 from app.stores.base import SessionStore
@@ -44,7 +45,8 @@ async def fill(store: SessionStore, count: int, record: SessionRecord) -> None:
         # Each session its own state array, as in service: shared, the memory store would
         # measure a dictionary of references.
         tracking = record.tracking.copy() if record.tracking is not None else None
-        history = record.history.copy() if record.history is not None else None
+        window = as_array(record.history)
+        history = window.copy() if window is not None else None
         copied = record._replace(state=record.state.copy(), tracking=tracking, history=history)
         return copied, None
 

@@ -16,11 +16,22 @@ from asgi_lifespan import LifespanManager
 
 from app.main import create_app
 from app.services import ModelSlot
+from app.session_history import as_array
+from app.session_rules import SessionRecord
 from app.settings import Settings
 from bench.local import free_port, wait_for_200
+from forecast_core.arrays import FloatArray
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def window_rows(record: SessionRecord | None) -> FloatArray:
+    """A record's history window as rows (decoded from its ring when a store read it so)."""
+    assert record is not None
+    rows = as_array(record.history)
+    assert rows is not None
+    return rows
 
 
 class Clock:

@@ -13,6 +13,7 @@ from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.session_rules import FeedOutcome, SessionRecord, feed, reset
 from app.stores.record_codec import RecordFormatError, decode_record, encode_record
+from tests.helpers import window_rows
 
 NO_INTERVALS = IntervalPolicy.build(None, (), rate=0.05, window=50)
 
@@ -162,9 +163,9 @@ def test_a_session_under_another_model_is_rebuilt_from_its_window(
     assert outcome.offsets == expected.offsets[-2:]  # the same interval adaptation
     # Live skill restarts with the new model; the window keeps the old model's forecasts.
     assert policy.skill(updated.tracking).life is None
-    assert updated.history is not None and old.history is not None
-    assert updated.history[:-2, 1].tolist() == old.history[1:-1, 1].tolist()
-    assert updated.history[-2, 1] == old.history[-1, 1]  # the forecast served for 0.5
+    new_rows, old_rows = window_rows(updated), window_rows(old)
+    assert new_rows[:-2, 1].tolist() == old_rows[1:-1, 1].tolist()
+    assert new_rows[-2, 1] == old_rows[-1, 1]  # the forecast served for 0.5
 
 
 def test_a_long_replay_is_refused_on_the_event_loop(forecaster: Forecaster) -> None:
@@ -187,14 +188,12 @@ def test_the_window_keeps_the_last_values_and_round_trips_through_bytes(
     for step, value in enumerate([0.0, 0.1, 0.2, 0.3, 0.4]):
         record, _ = feed(record, forecaster, policy, [value], step, 1000.0, history=3)
     record, _ = feed(record, forecaster, policy, [0.5, 0.6], 5, 1000.0, history=3)
-    assert record is not None and record.history is not None
-    assert record.history.shape == (4, 4)  # 3 values and the pending forecast; 2 levels
-    assert record.history[:-1, 0].tolist() == [0.4, 0.5, 0.6]
-    assert record.history[-1, 1] == record.last_predictions[-1]
+    rows = window_rows(record)
+    assert rows.shape == (4, 4)  # 3 values and the pending forecast; 2 levels
+    assert rows[:-1, 0].tolist() == [0.4, 0.5, 0.6]
+    assert record is not None and rows[-1, 1] == record.last_predictions[-1]
     decoded = decode_record(encode_record(record))
-    assert decoded.history is not None and np.array_equal(
-        decoded.history, record.history, equal_nan=True
-    )
+    assert np.array_equal(window_rows(decoded), rows, equal_nan=True)
     assert decoded.last_offsets == record.last_offsets
     assert decoded.last_misses == record.last_misses
 
@@ -228,10 +227,9 @@ def test_windows_written_with_float64_radii_are_still_read(
     history_at = len(data) - misses - new_window
     first_cut = (
         data[:history_at]
-        + np.ascontiguousarray(record.history, dtype="<f8").tobytes()
+        + np.ascontiguousarray(window_rows(record), dtype="<f8").tobytes()
         + data[len(data) - misses :]
     )
     decoded = decode_record(first_cut)
-    assert decoded.history is not None
-    assert np.array_equal(decoded.history, record.history, equal_nan=True)
+    assert np.array_equal(window_rows(decoded), window_rows(record), equal_nan=True)
     assert decoded.last_misses == record.last_misses

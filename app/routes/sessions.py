@@ -30,6 +30,7 @@ from app.schemas import (
     SessionsPage,
 )
 from app.services import Services, ServicesHolder
+from app.session_history import as_array
 from app.session_rules import SessionRecord, reset
 from app.settings import MAX_SESSIONS_PAGE
 from forecast_core.arrays import FloatArray
@@ -178,7 +179,7 @@ def sessions_router(holder: ServicesHolder, route_class: type[APIRoute]) -> APIR
         if record is None:
             raise SessionNotFound(session_id)
         levels = services.settings.interval_level_values
-        rows = record.history
+        rows = as_array(record.history)
         values: list[HistoryValue] = []
         upcoming = None
         if rows is not None and rows.shape[0] > 0:

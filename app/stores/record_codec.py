@@ -10,7 +10,7 @@ values already, app.session_history); then one uint32 per last value: the interv
 missed.
 
 Format 5 is format 4 without the window's rows: a store that keeps the window apart from the
-record (app.stores.window_ring, the Redis stores) hands them to ``decode_record`` as a ring.
+record (app.window_ring, the Redis stores) hands them to ``decode_record`` as a ring.
 
 Format 4's first cut (merged before the radii became float32) wrote the window as float64 rows
 of value, forecast and radii; such records are told apart by their length and still read.
@@ -28,8 +28,9 @@ import struct
 
 import numpy as np
 
+from app.session_history import Window, as_array
 from app.session_rules import SessionRecord
-from app.stores.window_ring import ring_window
+from app.window_ring import RingWindow
 
 FORMAT = 4
 FORMAT_WINDOW_APART = 5
@@ -73,7 +74,7 @@ def decode_stored_record(data: bytes, ring: bytes | None = None) -> SessionRecor
 
 def encode_record(record: SessionRecord, *, window_apart: bool = False) -> bytes:
     """Compact binary form of ``record``; ``window_apart``: format 5, without the window's rows
-    (the store keeps them as a ring: app.stores.window_ring)."""
+    (the store keeps them as a ring: app.window_ring)."""
     version = record.model_version.encode()
     count = len(record.last_values)
     tracking = record.tracking
@@ -104,10 +105,11 @@ def encode_record(record: SessionRecord, *, window_apart: bool = False) -> bytes
     if tracking is not None:
         parts.append(np.asarray(tracking, dtype="<f8").tobytes())
     parts.append(struct.pack(f"<{len(record.last_offsets)}d", *record.last_offsets))
-    if history is not None and rows and not window_apart:
-        parts.append(np.ascontiguousarray(history[:, :2], dtype="<f8").tobytes())
+    rows_array = as_array(history) if rows and not window_apart else None
+    if rows_array is not None:
+        parts.append(np.ascontiguousarray(rows_array[:, :2], dtype="<f8").tobytes())
         if columns > 2:
-            parts.append(np.ascontiguousarray(history[:, 2:], dtype="<f4").tobytes())
+            parts.append(np.ascontiguousarray(rows_array[:, 2:], dtype="<f4").tobytes())
     misses = record.last_misses if len(record.last_misses) == count else (0,) * count
     parts.append(struct.pack(f"<{count}I", *misses))
     return b"".join(parts)
@@ -162,25 +164,26 @@ def decode_record(data: bytes, ring: bytes | None = None) -> SessionRecord:
     cursor += tracking_size
     misses_at = offset + 8 * floats + radius_size * radii
     misses = struct.unpack_from(f"<{count}I", data, misses_at) if misses_size else ()
-    history = None
+    history: Window | None = None
     if rows and not inline:
         if ring is not None:
             try:
-                history = ring_window(ring, rows, columns, step)
+                history = RingWindow.read(ring, rows, columns, step)
             except ValueError as error:
                 raise RecordFormatError(str(error)) from None
     elif rows:
         history_at = offset + 8 * offsets_end
-        history = np.empty((rows, columns))
+        inline_rows = np.empty((rows, columns))
         if radius_size == 4:
-            history[:, :2] = np.frombuffer(data, "<f8", 2 * rows, history_at).reshape(rows, 2)
+            inline_rows[:, :2] = np.frombuffer(data, "<f8", 2 * rows, history_at).reshape(rows, 2)
             if radii:
                 stored = np.frombuffer(data, "<f4", radii, history_at + 16 * rows)
-                history[:, 2:] = stored.reshape(rows, columns - 2)
+                inline_rows[:, 2:] = stored.reshape(rows, columns - 2)
         else:  # the first cut: float64 rows of value, forecast and radii
             stored = np.frombuffer(data, "<f8", rows * columns, history_at).reshape(rows, columns)
-            history[:, :2] = stored[:, :2]
-            history[:, 2:] = stored[:, 2:].astype(np.float32)
+            inline_rows[:, :2] = stored[:, :2]
+            inline_rows[:, 2:] = stored[:, 2:].astype(np.float32)
+        history = inline_rows
     return SessionRecord(
         state=numbers[:state_size],
         step=step,

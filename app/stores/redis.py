@@ -2,7 +2,7 @@
 
 A session is a hash ``{prefix}:s:{key}`` holding its encoded record (without its history window)
 and its revision, and a string ``{prefix}:w:{key}`` holding the window as a ring of rows
-(:mod:`app.stores.window_ring`): a step writes the rows it changed, not the whole window. A
+(:mod:`app.window_ring`): a step writes the rows it changed, not the whole window. A
 change is read, computed in the replica, and written by a Lua script only if the revision is
 still the one read (compare-and-set, retried on a lost race). Revisions come from one ``INCR``
 counter, so they only ever increase: a reset or a delete-and-recreate between read and write
@@ -53,7 +53,7 @@ from app.stores.redis_common import (
 )
 
 # KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
-# session's window (app.stores.window_ring).
+# session's window (app.window_ring).
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member,
 # the namespace's quota ("0": none), then the window's (redis_common.window_args).
 # Returns {1, new revision}; {0, revision, record, window} with what is there now when the

@@ -2,7 +2,7 @@
 
 A session is a hash ``{prefix}:s:{{key}}`` (the braces are the hash tag: the session's own slot)
 holding its encoded record and its revision, and a string ``{prefix}:w:{{key}}`` in the same slot
-holding its history window as a ring (:mod:`app.stores.window_ring`). Nothing is shared between
+holding its history window as a ring (:mod:`app.window_ring`). Nothing is shared between
 sessions on the hot path:
 
 - **Compare-and-set** on a revision drawn by the writing replica (:func:`next_revision`): it
@@ -68,7 +68,7 @@ from app.stores.redis_common import (
     window_script_parts,
 )
 
-# KEYS: the session hash, its window (app.stores.window_ring; same slot). ARGV: expected
+# KEYS: the session hash, its window (app.window_ring; same slot). ARGV: expected
 # revision ("0": must not exist), new revision, record, ttl (ms), keys a primary may hold before
 # it refuses new sessions, then the window's (redis_common.window_args).
 # Returns {1} when written; {0, revision, record, window} with what is there now when the

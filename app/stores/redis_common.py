@@ -24,6 +24,7 @@ from app.errors import (
     SessionQuotaReached,
     StoreUnavailable,
 )
+from app.session_history import as_array
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
 from app.stores.base import (
@@ -35,9 +36,9 @@ from app.stores.base import (
     compute_each,
 )
 from app.stores.record_codec import decode_stored_record
-from app.stores.window_ring import changed_pieces, ring_bytes, ring_slots, row_size
+from app.window_ring import RingWindow, changed_pieces, ring_bytes, ring_slots, row_size
 
-# KEYS: the session hash, its window (a string: app.stores.window_ring). Returns {revision,
+# KEYS: the session hash, its window (a string: app.window_ring). Returns {revision,
 # record, window}, each nil when absent: both at once, so that they belong together.
 READ = """
 local current = redis.call('HMGET', KEYS[1], 'rev', 'rec')
@@ -101,9 +102,18 @@ def window_args(
     window = new.history
     if window is None or window.shape[0] == 0:
         return ["N"]
-    if not whole and expected is not None and expected.history is not None:
-        slots = ring_slots(history, expected.history.shape[0])
-        pieces = changed_pieces(expected.history, expected.step, window, new.step, slots)
+    read = expected.history if expected is not None else None
+    if isinstance(window, RingWindow):
+        if not whole and window.source is not None and window.source is read:
+            # The step's rows, written into the ring this window was read from.
+            pushed: list[EncodableT] = ["R", len(window.source.ring)]
+            for offset, data in window.pieces:
+                pushed += [offset, data]
+            return pushed
+        window = window.array()
+    if not whole and expected is not None and read is not None:
+        slots = ring_slots(history, read.shape[0])
+        pieces = changed_pieces(as_array(read), expected.step, window, new.step, slots)
         if pieces is not None:
             args: list[EncodableT] = ["R", slots * row_size(window.shape[1])]
             for offset, data in pieces:

@@ -5,7 +5,7 @@ are waiting inside one ``BEGIN IMMEDIATE`` transaction and commits once (group c
 fsync serves many requests. ``BEGIN IMMEDIATE`` also serializes writers in other processes that
 share the file, which makes read-compute-write atomic across processes without compare-and-set.
 
-A session's history window is kept beside its record as a ring of rows (app.stores.window_ring),
+A session's history window is kept beside its record as a ring of rows (app.window_ring),
 in a column of the same row: a step rewrites the ring's two changed rows in a copy of the bytes
 it read, so the row keeps its size and SQLite overwrites it in place, writing only the pages
 whose bytes changed (the record's page and the ring's rows') instead of a whole new record.
@@ -32,10 +32,11 @@ from typing import Any
 
 from app.auth import namespace_of
 from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached, StoreUnavailable
+from app.session_history import as_array
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, Quotas, T, no_quotas
 from app.stores.record_codec import decode_stored_record, encode_record
-from app.stores.window_ring import updated_ring
+from app.window_ring import RingWindow, updated_ring
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class SqliteStore:
         self._quotas = quotas
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._connection: sqlite3.Connection | None = None
+        # The revision counter of the writer's transaction in progress (None: not read yet).
+        self._revision: int | None = None
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
         self._thread.start()
 
@@ -190,6 +193,7 @@ class SqliteStore:
         now = self._clock()
         try:
             connection = self._connect()
+            self._revision = None  # read again inside this transaction
             with _immediate_transaction(connection):
                 for job in group:
                     try:
@@ -199,6 +203,7 @@ class SqliteStore:
                     except Exception as error:  # a refusal (conflict, cap): nothing written
                         job.error = error
                 self._purge_expired(connection, now)
+                self._save_revision(connection)
         except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
             self._drop_connection()
             failure = StoreUnavailable(
@@ -250,17 +255,33 @@ class SqliteStore:
         """The ring to store for ``new``'s window: the old ring with only its changed rows
         rewritten when it can take them (the row then keeps its size), None for no window."""
         window = new.history
+        if isinstance(window, RingWindow):
+            return window.ring  # the ring read, with the step's rows written in its bytes
         if window is None or window.shape[0] == 0:
             return None
         if old is None:
             return updated_ring(None, None, 0, window, new.step, self._history)
-        return updated_ring(old_ring, old.history, old.step, window, new.step, self._history)
+        return updated_ring(
+            old_ring, as_array(old.history), old.step, window, new.step, self._history
+        )
 
     def _next_revision(self, connection: sqlite3.Connection) -> int:
-        row = connection.execute(
-            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value"
-        ).fetchone()
-        return int(row[0])
+        """A revision above every one written: the group's counter, read from the file at its
+        first use in the transaction and written back once at its end (no other process writes
+        meanwhile: the transaction is IMMEDIATE)."""
+        if self._revision is None:
+            (value,) = connection.execute(
+                "SELECT value FROM meta WHERE name = 'revision'"
+            ).fetchone()
+            self._revision = int(value)
+        self._revision += 1
+        return self._revision
+
+    def _save_revision(self, connection: sqlite3.Connection) -> None:
+        if self._revision is not None:
+            connection.execute(
+                "UPDATE meta SET value = ? WHERE name = 'revision'", (self._revision,)
+            )
 
     def _purge_expired(self, connection: sqlite3.Connection, now: float) -> int:
         """Delete up to one batch of expired sessions, oldest first; how many were deleted."""

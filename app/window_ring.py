@@ -10,12 +10,19 @@ float32 (they are float32 values already: app.session_history). The row of step 
 slot ``t mod slots``; a window of ``R`` rows of a session at step ``s`` holds steps
 ``s + 2 - R .. s`` and, last, the pending row (step ``s + 1``). Slots outside the window hold
 whatever they held: the record says how many rows are the window.
+
+A store hands a window it read to the session rules as a :class:`RingWindow`, not decoded: a step
+of one value writes its two rows into a copy of the ring's bytes (:meth:`RingWindow.pushed`), so
+a normal step never turns the ring into an array and back. The array is built only where the
+rows are read (a model change's replay, the history endpoint, a feed of several values).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,6 +31,7 @@ from forecast_core.arrays import FloatArray
 Piece = tuple[int, bytes]  # (byte offset in the ring, the bytes written there)
 # Rows packed with struct rather than numpy (a step writes two).
 _FEW_ROWS = 8
+_VALUE = struct.Struct("<d")
 
 
 @functools.cache  # one per column count; building a dtype costs more than a step's rows
@@ -39,9 +47,16 @@ def row_size(columns: int) -> int:
     return _row_type(columns).itemsize
 
 
+@functools.cache
+def _row_struct(columns: int) -> struct.Struct:
+    return struct.Struct(f"<2d{columns - 2}f" if columns > 2 else "<2d")
+
+
 def _rows_bytes(rows: FloatArray) -> bytes:
     count, columns = rows.shape
     if count <= _FEW_ROWS:  # a step's rows: struct is cheaper than a structured array here
+        if count == 1:
+            return _row_struct(columns).pack(*rows.ravel().tolist())
         row = f"2d{columns - 2}f" if columns > 2 else "2d"
         return struct.pack(f"<{row * count}", *rows.ravel().tolist())
     packed = np.empty(count, dtype=_row_type(columns))
@@ -77,15 +92,23 @@ def ring_bytes(history: FloatArray, step: int, slots: int) -> bytes:
     return ring.tobytes()
 
 
-def ring_window(ring: bytes, rows: int, columns: int, step: int) -> FloatArray:
-    """The window of ``rows`` rows of a session at ``step`` that ``ring`` holds; ValueError if
-    the ring cannot hold it."""
-    kind = _row_type(columns)
-    slots, rest = divmod(len(ring), kind.itemsize)
-    if rest or rows > slots or rows < 1 or columns < 2:
+def _check_holds(ring: bytes, rows: int, columns: int) -> None:
+    """ValueError unless ``ring`` is a whole number of rows of ``columns`` and holds ``rows``."""
+    if columns < 2 or rows < 1:
+        raise ValueError(f"a window of {rows} rows and {columns} columns")
+    slots, rest = divmod(len(ring), row_size(columns))
+    if rest or rows > slots:
         raise ValueError(
             f"a ring of {len(ring)} bytes cannot hold {rows} rows of {columns} columns"
         )
+
+
+def ring_window(ring: bytes, rows: int, columns: int, step: int) -> FloatArray:
+    """The window of ``rows`` rows of a session at ``step`` that ``ring`` holds; ValueError if
+    the ring cannot hold it."""
+    _check_holds(ring, rows, columns)
+    kind = _row_type(columns)
+    slots = len(ring) // kind.itemsize
     # The window's slots are one run of bytes, or two when it wraps around the ring's end:
     # byte slices and plain views, not an index array or a structured dtype (a read is on
     # every step's path).
@@ -156,3 +179,73 @@ def updated_ring(
                 patched[offset : offset + len(data)] = data
             return bytes(patched)
     return ring_bytes(new, new_step, ring_slots(history, new.shape[0]))
+
+
+class RingWindow:
+    """A session's window as the ring a store keeps it in; rows decoded only when asked.
+
+    ``pieces``: for a window pushed from ``source`` (the window a store read), the bytes that
+    differ from ``source``'s ring, so that a store can write those alone.
+    """
+
+    __slots__ = ("_array", "columns", "pieces", "ring", "rows", "source", "step")
+
+    def __init__(
+        self,
+        ring: bytes,
+        rows: int,
+        columns: int,
+        step: int,
+        source: RingWindow | None = None,
+        pieces: tuple[Piece, ...] = (),
+    ) -> None:
+        self.ring = ring
+        self.rows = rows
+        self.columns = columns
+        self.step = step  # the session's step: the pending row is step + 1's
+        self.source = source
+        self.pieces = pieces
+        self._array: FloatArray | None = None
+
+    @classmethod
+    def read(cls, ring: bytes, rows: int, columns: int, step: int) -> RingWindow:
+        """The window of ``rows`` rows of a session at ``step`` in a ring a store read;
+        ValueError if the ring cannot hold it."""
+        _check_holds(ring, rows, columns)
+        return cls(ring, rows, columns, step)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.columns
+
+    def array(self) -> FloatArray:
+        """The window's rows, oldest first (app.session_history's layout); decoded once."""
+        if self._array is None:
+            self._array = ring_window(self.ring, self.rows, self.columns, self.step)
+        return self._array
+
+    def pushed(
+        self, capacity: int, value: float, forecast: float, radii: Sequence[float]
+    ) -> RingWindow | None:
+        """The window after one more value (its pending row gets ``value``, a new pending row
+        holds ``forecast`` and ``radii``) kept at most ``capacity`` values, as a copy of this
+        ring with those two rows written; None when this ring cannot take it (it must grow
+        first, or the columns differ): the caller then builds the window whole."""
+        columns = self.columns
+        size = row_size(columns)
+        slots = len(self.ring) // size
+        rows = min(self.rows + 1, capacity + 1)
+        if capacity < 1 or rows > slots or len(radii) != columns - 2:
+            return None
+        try:
+            row = _row_struct(columns).pack(math.nan, forecast, *radii)
+        except OverflowError:  # a radius beyond float32: numpy's rounding (inf) decides
+            return None
+        value_at = ((self.step + 1) % slots) * size
+        row_at = ((self.step + 2) % slots) * size
+        packed_value = _VALUE.pack(value)
+        patched = bytearray(self.ring)
+        patched[value_at : value_at + 8] = packed_value
+        patched[row_at : row_at + size] = row
+        pieces = ((value_at, packed_value), (row_at, row))
+        return RingWindow(bytes(patched), rows, columns, self.step + 1, self, pieces)

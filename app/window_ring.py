@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -184,11 +185,11 @@ def updated_ring(
 class RingWindow:
     """A session's window as the ring a store keeps it in; rows decoded only when asked.
 
-    ``pieces``: for a window pushed from ``source`` (the window a store read), the bytes that
-    differ from ``source``'s ring, so that a store can write those alone.
+    ``pieces``: for a window pushed from another (the window a store read: :meth:`pushed_from`),
+    the bytes that differ from that window's ring, so that a store can write those alone.
     """
 
-    __slots__ = ("_array", "columns", "pieces", "ring", "rows", "source", "step")
+    __slots__ = ("__weakref__", "_array", "_source", "columns", "pieces", "ring", "rows", "step")
 
     def __init__(
         self,
@@ -203,9 +204,15 @@ class RingWindow:
         self.rows = rows
         self.columns = columns
         self.step = step  # the session's step: the pending row is step + 1's
-        self.source = source
+        # Weak: a window kept (a store's cache) must not keep every window before it alive.
+        self._source = weakref.ref(source) if source is not None else None
         self.pieces = pieces
         self._array: FloatArray | None = None
+
+    def pushed_from(self, window: RingWindow | None) -> bool:
+        """Whether this window is ``window`` pushed by a step (``pieces`` then name the bytes
+        that differ from ``window``'s ring)."""
+        return window is not None and self._source is not None and self._source() is window
 
     @classmethod
     def read(cls, ring: bytes, rows: int, columns: int, step: int) -> RingWindow:

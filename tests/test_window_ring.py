@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 
 from app.forecaster import Forecaster
@@ -68,7 +71,7 @@ def test_a_pushed_window_says_which_bytes_of_its_ring_changed(
     new = _fed(read, forecaster, policy, 0.7, history)
     window = new.history
     assert isinstance(window, RingWindow) and isinstance(read.history, RingWindow)
-    assert window.source is read.history
+    assert window.pushed_from(read.history)
     patched = bytearray(read.history.ring)
     for offset, data in window.pieces:
         patched[offset : offset + len(data)] = data
@@ -104,3 +107,24 @@ def test_several_values_on_a_ring_are_applied_as_rows(
     assert new is not None and expected is not None
     assert not isinstance(new.history, RingWindow)
     assert np.array_equal(window_rows(new), window_rows(expected), equal_nan=True)
+
+
+def test_a_pushed_window_does_not_keep_the_windows_before_it(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    """A store that keeps the record it wrote (Redis's cache) and pushes it again must not
+    chain every ring the session ever had."""
+    record: SessionRecord | None = None
+    for value in (0.1, 0.2, 0.3, 0.4):
+        record = _fed(record, forecaster, policy, value, 3)
+    assert record is not None
+    read = _as_read(record, 3)
+    window = read.history
+    assert isinstance(window, RingWindow)
+    first = weakref.ref(window)
+    pushed = _fed(read, forecaster, policy, 0.5, 3)
+    assert isinstance(pushed.history, RingWindow) and pushed.history.pushed_from(window)
+    del read, window
+    gc.collect()
+    assert first() is None
+    assert not pushed.history.pushed_from(None)

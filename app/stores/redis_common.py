@@ -104,9 +104,9 @@ def window_args(
         return ["N"]
     read = expected.history if expected is not None else None
     if isinstance(window, RingWindow):
-        if not whole and window.source is not None and window.source is read:
+        if not whole and isinstance(read, RingWindow) and window.pushed_from(read):
             # The step's rows, written into the ring this window was read from.
-            pushed: list[EncodableT] = ["R", len(window.source.ring)]
+            pushed: list[EncodableT] = ["R", len(read.ring)]
             for offset, data in window.pieces:
                 pushed += [offset, data]
             return pushed

@@ -41,6 +41,7 @@ from app.stores.redis_common import (
     RecordCache,
     client_options,
     glob_escaped,
+    kept_record,
     key_text,
     parse_scan_cursor,
     record_from,
@@ -48,14 +49,14 @@ from app.stores.redis_common import (
     scan_page,
     session_removed,
     unavailable,
-    window_args,
     window_script_parts,
+    window_write,
 )
 
 # KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
 # session's window (app.window_ring).
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member,
-# the namespace's quota ("0": none), then the window's (redis_common.window_args).
+# the namespace's quota ("0": none), then the window's (redis_common.window_write).
 # Returns {1, new revision}; {0, revision, record, window} with what is there now when the
 # revision moved on (so the caller can retry without another read); {-3} at the key's quota,
 # {-2} at the cap, {-4} when the window's ring is not as its rows assumed (nothing written).
@@ -177,6 +178,7 @@ class RedisStore(OptimisticRedisStore):
             self._window_key(key),
         ]
         quota = self._quotas(namespace) if expected is None else None
+        window = window_write(expected, new, self._history, whole=whole_window)
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
             encode_record(new, window_apart=True),
@@ -185,9 +187,9 @@ class RedisStore(OptimisticRedisStore):
             self._max_sessions,
             key,
             quota or 0,
-            *window_args(expected, new, self._history, whole=whole_window),
+            *window.args,
         ]
-        return CompareAndSet(keys, args, None, quota)
+        return CompareAndSet(keys, args, None, quota, kept_record(new, window))
 
     def _pipeline(self) -> Pipeline:
         return self._client.pipeline(transaction=False)

@@ -57,6 +57,7 @@ from app.stores.redis_common import (
     RecordCache,
     client_options,
     glob_escaped,
+    kept_record,
     key_text,
     parse_scan_cursor,
     record_from,
@@ -64,13 +65,13 @@ from app.stores.redis_common import (
     scan_page,
     session_removed,
     unavailable,
-    window_args,
     window_script_parts,
+    window_write,
 )
 
 # KEYS: the session hash, its window (app.window_ring; same slot). ARGV: expected
 # revision ("0": must not exist), new revision, record, ttl (ms), keys a primary may hold before
-# it refuses new sessions, then the window's (redis_common.window_args).
+# it refuses new sessions, then the window's (redis_common.window_write).
 # Returns {1} when written; {0, revision, record, window} with what is there now when the
 # revision moved on (so the caller can retry without another read); {-2} at the shard's cap;
 # {-4} when the window's ring is not as its rows assumed (nothing written).
@@ -243,15 +244,17 @@ class RedisClusterStore(OptimisticRedisStore):
             except _FAILURES as error:
                 raise unavailable(self._url, str(error)) from None
         revision = next_revision(previous)
+        window = window_write(expected, new, self._history, whole=whole_window)
         args: list[EncodableT] = [
             previous,
             revision,
             encode_record(new, window_apart=True),
             self._ttl_ms,
             self._shard_cap() if expected is None else 0,
-            *window_args(expected, new, self._history, whole=whole_window),
+            *window.args,
         ]
-        return CompareAndSet([self._key(key), self._window_key(key)], args, revision, quota)
+        keys = [self._key(key), self._window_key(key)]
+        return CompareAndSet(keys, args, revision, quota, kept_record(new, window))
 
     async def _refused(self, key: str, call: CompareAndSet) -> None:
         if call.quota is not None:

@@ -24,7 +24,7 @@ from app.errors import (
     SessionQuotaReached,
     StoreUnavailable,
 )
-from app.session_history import as_array
+from app.session_history import Window, as_array
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
 from app.stores.base import (
@@ -93,15 +93,23 @@ def window_script_parts(*, key: int, at: int, ttl: int) -> tuple[str, str]:
 RING_MISMATCH = -4
 
 
-def window_args(
+class WindowWrite(NamedTuple):
+    """How the compare-and-set scripts write a record's window: their window arguments, and the
+    window as Redis then holds it (the ring, so that a cached record's next step writes its rows
+    into it, as for a record read back)."""
+
+    args: list[EncodableT]
+    kept: Window | None
+
+
+def window_write(
     expected: SessionRecord | None, new: SessionRecord, history: int, *, whole: bool = False
-) -> list[EncodableT]:
-    """The compare-and-set scripts' window arguments for writing ``new`` over ``expected`` in
-    a service that keeps ``history`` values: only the rows that changed when the ring allows it
-    (and not ``whole``)."""
+) -> WindowWrite:
+    """Writing ``new``'s window over ``expected``'s in a service that keeps ``history`` values:
+    only the rows that changed when the ring allows it (and not ``whole``)."""
     window = new.history
     if window is None or window.shape[0] == 0:
-        return ["N"]
+        return WindowWrite(["N"], None)
     read = expected.history if expected is not None else None
     if isinstance(window, RingWindow):
         if not whole and isinstance(read, RingWindow) and window.pushed_from(read):
@@ -109,17 +117,25 @@ def window_args(
             pushed: list[EncodableT] = ["R", len(read.ring)]
             for offset, data in window.pieces:
                 pushed += [offset, data]
-            return pushed
+            return WindowWrite(pushed, window)
         window = window.array()
+    rows, columns = window.shape
     if not whole and expected is not None and read is not None:
         slots = ring_slots(history, read.shape[0])
         pieces = changed_pieces(as_array(read), expected.step, window, new.step, slots)
         if pieces is not None:
-            args: list[EncodableT] = ["R", slots * row_size(window.shape[1])]
+            args: list[EncodableT] = ["R", slots * row_size(columns)]
             for offset, data in pieces:
                 args += [offset, data]
-            return args
-    return ["F", ring_bytes(window, new.step, ring_slots(history, window.shape[0]))]
+            ring = ring_bytes(window, new.step, slots)  # a feed of several values: not per step
+            return WindowWrite(args, RingWindow(ring, rows, columns, new.step))
+    ring = ring_bytes(window, new.step, ring_slots(history, rows))
+    return WindowWrite(["F", ring], RingWindow(ring, rows, columns, new.step))
+
+
+def kept_record(new: SessionRecord, write: WindowWrite) -> SessionRecord:
+    """``new`` as its compare-and-set leaves it in Redis: what a replica's cache keeps."""
+    return new if write.kept is new.history else new._replace(history=write.kept)
 
 
 def client_options() -> dict[str, Any]:
@@ -280,7 +296,8 @@ class CompareAndSet(NamedTuple):
     keys: list[str]
     args: list[EncodableT]
     revision: int | None
-    quota: int | None = None
+    quota: int | None
+    kept: SessionRecord  # the record as written: app.stores.redis_common.kept_record
 
 
 class OptimisticRedisStore(ABC):
@@ -470,7 +487,7 @@ class OptimisticRedisStore(ABC):
             raise SessionLimitReached()
         if reply[0] == 1:
             revision = call.revision if call.revision is not None else int(reply[1])
-            return True, self._cache.remember(key, new.with_revision(revision))
+            return True, self._cache.remember(key, call.kept.with_revision(revision))
         return False, self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
 
     # -- what each store says for itself -------------------------------------------------------

@@ -22,8 +22,8 @@ from __future__ import annotations
 import functools
 import math
 import struct
-import weakref
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -182,37 +182,22 @@ def updated_ring(
     return ring_bytes(new, new_step, ring_slots(history, new.shape[0]))
 
 
-class RingWindow:
+class RingWindow(NamedTuple):
     """A session's window as the ring a store keeps it in; rows decoded only when asked.
 
-    ``pieces``: for a window pushed from another (the window a store read: :meth:`pushed_from`),
-    the bytes that differ from that window's ring, so that a store can write those alone.
+    A tuple of bytes and numbers, which the garbage collector stops tracking (and with it the
+    record holding it), as it does for a window of rows: records kept in a cache must not add
+    to every collection's work. ``base`` and ``pieces``: for a window pushed from another (the
+    window a store read: :meth:`pushed_from`), that window's ring and the bytes that differ
+    from it, so that a store can write those alone.
     """
 
-    __slots__ = ("__weakref__", "_array", "_source", "columns", "pieces", "ring", "rows", "step")
-
-    def __init__(
-        self,
-        ring: bytes,
-        rows: int,
-        columns: int,
-        step: int,
-        source: RingWindow | None = None,
-        pieces: tuple[Piece, ...] = (),
-    ) -> None:
-        self.ring = ring
-        self.rows = rows
-        self.columns = columns
-        self.step = step  # the session's step: the pending row is step + 1's
-        # Weak: a window kept (a store's cache) must not keep every window before it alive.
-        self._source = weakref.ref(source) if source is not None else None
-        self.pieces = pieces
-        self._array: FloatArray | None = None
-
-    def pushed_from(self, window: RingWindow | None) -> bool:
-        """Whether this window is ``window`` pushed by a step (``pieces`` then name the bytes
-        that differ from ``window``'s ring)."""
-        return window is not None and self._source is not None and self._source() is window
+    ring: bytes
+    rows: int
+    columns: int
+    step: int  # the session's step: the pending row is step + 1's
+    base: bytes | None = None
+    pieces: tuple[Piece, ...] = ()
 
     @classmethod
     def read(cls, ring: bytes, rows: int, columns: int, step: int) -> RingWindow:
@@ -226,10 +211,18 @@ class RingWindow:
         return self.rows, self.columns
 
     def array(self) -> FloatArray:
-        """The window's rows, oldest first (app.session_history's layout); decoded once."""
-        if self._array is None:
-            self._array = ring_window(self.ring, self.rows, self.columns, self.step)
-        return self._array
+        """The window's rows, oldest first (app.session_history's layout)."""
+        return ring_window(self.ring, self.rows, self.columns, self.step)
+
+    def pushed_from(self, window: RingWindow | None) -> bool:
+        """Whether this window is ``window`` pushed by a step (``pieces`` then name the bytes
+        that differ from ``window``'s ring)."""
+        return window is not None and self.base is not None and self.base is window.ring
+
+    def settled(self) -> RingWindow:
+        """This window without what it was pushed from: what a store keeps after writing it
+        (else each kept window would keep its predecessor's ring too)."""
+        return RingWindow(self.ring, self.rows, self.columns, self.step) if self.base else self
 
     def pushed(
         self, capacity: int, value: float, forecast: float, radii: Sequence[float]
@@ -255,4 +248,4 @@ class RingWindow:
         patched[value_at : value_at + 8] = packed_value
         patched[row_at : row_at + size] = row
         pieces = ((value_at, packed_value), (row_at, row))
-        return RingWindow(bytes(patched), rows, columns, self.step + 1, self, pieces)
+        return RingWindow(bytes(patched), rows, columns, self.step + 1, self.ring, pieces)

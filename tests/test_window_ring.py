@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import weakref
-
 import numpy as np
 
 from app.forecaster import Forecaster
@@ -109,22 +106,23 @@ def test_several_values_on_a_ring_are_applied_as_rows(
     assert np.array_equal(window_rows(new), window_rows(expected), equal_nan=True)
 
 
-def test_a_pushed_window_does_not_keep_the_windows_before_it(
+def test_a_kept_window_does_not_keep_the_rings_before_it(
     forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
     """A store that keeps the record it wrote (Redis's cache) and pushes it again must not
-    chain every ring the session ever had."""
+    chain the rings its session had."""
     record: SessionRecord | None = None
     for value in (0.1, 0.2, 0.3, 0.4):
         record = _fed(record, forecaster, policy, value, 3)
     assert record is not None
     read = _as_read(record, 3)
-    window = read.history
-    assert isinstance(window, RingWindow)
-    first = weakref.ref(window)
+    first = read.history
+    assert isinstance(first, RingWindow)
     pushed = _fed(read, forecaster, policy, 0.5, 3)
-    assert isinstance(pushed.history, RingWindow) and pushed.history.pushed_from(window)
-    del read, window
-    gc.collect()
-    assert first() is None
-    assert not pushed.history.pushed_from(None)
+    window = pushed.history
+    assert isinstance(window, RingWindow) and window.pushed_from(first)
+    kept = window.settled()
+    assert kept.base is None and kept.ring is window.ring
+    again = _fed(pushed._replace(history=kept), forecaster, policy, 0.6, 3)
+    assert isinstance(again.history, RingWindow) and again.history.pushed_from(kept)
+    assert not again.history.pushed_from(first) and again.history.base is not first.ring

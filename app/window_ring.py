@@ -56,8 +56,6 @@ def _row_struct(columns: int) -> struct.Struct:
 def _rows_bytes(rows: FloatArray) -> bytes:
     count, columns = rows.shape
     if count <= _FEW_ROWS:  # a step's rows: struct is cheaper than a structured array here
-        if count == 1:
-            return _row_struct(columns).pack(*rows.ravel().tolist())
         row = f"2d{columns - 2}f" if columns > 2 else "2d"
         return struct.pack(f"<{row * count}", *rows.ravel().tolist())
     packed = np.empty(count, dtype=_row_type(columns))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import shutil
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from app.forecaster import Forecaster
+from app.main import SERVING_YOUNG_GC_THRESHOLD
 from app.services import ModelSlot
 from app.settings import Settings
 from tests.helpers import Clock, asgi_client
@@ -528,3 +530,14 @@ async def test_unusable_model_keeps_the_service_unready(
     assert predict.json()["error"]["code"] == "model_not_ready"
     lines = [r.getMessage() for r in caplog.records if "not ready" in r.getMessage()]
     assert len(lines) == 1 and problem in lines[0]
+
+
+async def test_the_collector_waits_longer_while_serving_and_as_before_after(
+    memory_client: OpenClient,
+) -> None:
+    before = gc.get_threshold()
+    async with memory_client() as client:
+        response = await client.post("/predict", json={"session_id": "s", "value": 0.5})
+        assert response.status_code == 200
+        assert gc.get_threshold() == (SERVING_YOUNG_GC_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before

@@ -1,0 +1,107 @@
+"""The program bench.request_instructions counts: POST /predict in process, no TensorFlow.
+
+    PYTHONPATH=CHECKOUT python bench/instructions_target.py MODELS STORE DATA_DIR ROUNDS
+        [REDIS_URL PREFIX]
+
+Run by its path with any checkout's ``app`` on PYTHONPATH (it imports nothing from ``bench``), so
+that two versions of the service run the same requests. The app is built by its factory around
+the default model loaded without the Keras check (TensorFlow's import would dwarf what is
+counted); 64 sessions each take ``WARM_ROUNDS`` requests (their history windows filled) and then
+``ROUNDS`` more, 64 requests in flight at a time, as wrk's connections keep them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+SESSIONS = 64
+WARM_ROUNDS = 300
+
+Message = MutableMapping[str, Any]
+
+
+class _NoTensorFlow:
+    """Refuses TensorFlow and Keras, so that nothing in the counted run loads them by accident."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ImportError(f"{name} is not loaded in an instruction count")
+
+
+async def _post(app: Callable[..., Awaitable[None]], state: dict[str, Any], body: bytes) -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": state.copy(),
+    }
+    received = False
+
+    async def receive() -> Message:
+        nonlocal received
+        if received:
+            return {"type": "http.disconnect"}
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    if statuses != [200]:
+        raise SystemExit(f"/predict answered {statuses}")
+
+
+async def run(models: Path, store: str, data_dir: Path, rounds: int, redis: list[str]) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from app.forecaster import Forecaster
+    from app.main import create_app
+    from app.services import ModelSlot
+    from app.settings import Settings
+    from forecast_core.artifact import load_artifact
+
+    artifact = load_artifact((models / "latest").resolve())
+    model = ModelSlot(forecaster=Forecaster(artifact.session_step(), artifact.manifest))
+    fields: dict[str, Any] = {"model_dir": models, "store": store, "data_dir": data_dir}
+    if redis:
+        fields |= {"redis_url": redis[0], "redis_prefix": redis[1]}
+    app = create_app(Settings.model_validate(fields), model=model)
+    bodies = [
+        json.dumps({"session_id": f"s{i}", "value": (i % 97) / 97}).encode()
+        for i in range(SESSIONS)
+    ]
+    async with LifespanManager(app, startup_timeout=300) as manager:
+        state = dict(getattr(manager, "_state", {}))
+        for _round in range(WARM_ROUNDS + rounds):
+            await asyncio.gather(*(_post(manager.app, state, body) for body in bodies))
+
+
+def main() -> None:
+    models, store, data_dir, rounds, *redis = sys.argv[1:]
+    sys.meta_path.insert(0, _NoTensorFlow())
+    asyncio.run(run(Path(models), store, Path(data_dir), int(rounds), redis))
+
+
+if __name__ == "__main__":
+    main()

@@ -57,19 +57,13 @@ def instructions(target: Target, rounds: int, workdir: Path) -> int:
     ]  # fmt: skip
     if target.store == "redis":
         command += [target.redis_url, f"{run_dir.name}"]
-    env = {**os.environ, "PYTHONPATH": str(target.checkout), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": str(target.checkout)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = _TOTAL.search(done.stderr)
     if done.returncode != 0 or found is None:
         tail = done.stderr.strip().splitlines()[-5:]
         raise SystemExit(f"bench: {target.label} ({target.store}) failed: {' | '.join(tail)}")
     return int(found.group(1).replace(",", ""))
-
-
-def per_request(target: Target, rounds: int, workdir: Path, pool: ThreadPoolExecutor) -> float:
-    base = pool.submit(instructions, target, 0, workdir)
-    more = pool.submit(instructions, target, rounds, workdir)
-    return (more.result() - base.result()) / (rounds * REQUESTS_PER_ROUND)
 
 
 def main() -> None:
@@ -94,16 +88,27 @@ def main() -> None:
         redis = RedisServer(workdir, durable=False) if "redis" in stores else None
         if redis is not None:
             redis.start()
+        redis_url = redis.url if redis is not None else ""
         try:
-            targets = [
-                Target(label, checkout, _ensure_model(workdir, checkout), store, redis_url)
-                for label, checkout in checkouts
-                for store in stores
-                for redis_url in [redis.url if redis is not None else ""]
-            ]
+            targets: list[Target] = []
+            for label, checkout in checkouts:
+                models = _ensure_model(workdir, checkout)  # trains when the checkout has none
+                targets += [Target(label, checkout, models, store, redis_url) for store in stores]
+            # Every run submitted before any is awaited, so that --jobs runs them side by side.
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+                runs = {
+                    (target.label, target.store, rounds): pool.submit(
+                        instructions, target, rounds, workdir
+                    )
+                    for target in targets
+                    for rounds in (0, args.rounds)
+                }
                 counts = {
-                    (target.label, target.store): per_request(target, args.rounds, workdir, pool)
+                    (target.label, target.store): (
+                        runs[(target.label, target.store, args.rounds)].result()
+                        - runs[(target.label, target.store, 0)].result()
+                    )
+                    / (args.rounds * REQUESTS_PER_ROUND)
                     for target in targets
                 }
         finally:

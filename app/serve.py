@@ -5,11 +5,11 @@
 - **every core**: ``--workers`` one per core available to the process when the store is shared
   by processes (SQLite, Redis), one with the memory store, unless ``--workers``,
   ``UVICORN_WORKERS`` or ``WEB_CONCURRENCY`` says otherwise;
-- **WebSockets that close cleanly and stay bounded**: uvicorn's ``websockets`` implementation
-  (``UVICORN_WS``), which closes open sockets with 1012 when the server stops (uvicorn 0.54's
-  sans-I/O one leaves them open, so a shutdown waits for every client), and frames of at most
-  ``FORECAST_MAX_BODY_BYTES`` (``UVICORN_WS_MAX_SIZE``), so that a socket's queue of received
-  frames (``--ws-max-queue``, 32) holds a bounded number of bytes.
+- **WebSockets that close cleanly and stay bounded**: uvicorn's sans-I/O ``websockets``
+  implementation (``UVICORN_WS``: the faster one, and since uvicorn 0.52.1 the one with write
+  flow control and a closing handshake on a server-initiated close; it closes open sockets with
+  1012 when the server stops, and stops reading a socket until the app has taken what it read),
+  and frames of at most ``FORECAST_MAX_BODY_BYTES`` (``UVICORN_WS_MAX_SIZE``).
 
 Anything given on the command line or in ``UVICORN_*`` variables wins.
 """
@@ -30,7 +30,7 @@ def uvicorn_command(
     args: Sequence[str], environ: Mapping[str, str], store: str, max_body_bytes: int, cores: int
 ) -> tuple[list[str], dict[str, str]]:
     """The uvicorn command line and environment for ``args`` (uvicorn options)."""
-    env = {"UVICORN_WS": "websockets", "UVICORN_WS_MAX_SIZE": str(max_body_bytes), **environ}
+    env = {"UVICORN_WS": "websockets-sansio", "UVICORN_WS_MAX_SIZE": str(max_body_bytes), **environ}
     command = [sys.executable, "-m", "uvicorn", APP, *args]
     if not configured_workers(args, environ):
         command += ["--workers", str(default_workers(store, cores))]

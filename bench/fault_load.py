@@ -323,7 +323,7 @@ def run(
         "FORECAST_MODEL_POLL_S": str(poll_s),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
-        "UVICORN_WS": "websockets",  # as app.serve starts it
+        "UVICORN_WS": "websockets-sansio",  # as app.serve starts it
         "FORECAST_API_KEYS": DRILL_KEY,
         "FORECAST_RATE_LIMIT": rate_limit,
         **redis.env,

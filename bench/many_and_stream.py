@@ -146,7 +146,7 @@ def main() -> None:
                     "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                     "FORECAST_MAX_ITEMS_PER_REQUEST": str(max(1000, args.items)),
                     "UVICORN_WS": os.environ.get(
-                        "BENCH_WS", "websockets"
+                        "BENCH_WS", "websockets-sansio"
                     ),  # as app.serve starts it
                 }
                 if store == "redis":

@@ -35,7 +35,7 @@ def server_env(models: Path, data: Path, **extra: str) -> dict[str, str]:
         "FORECAST_STORE": "sqlite",
         "FORECAST_DATA_DIR": str(data),
         # As app.serve starts it: the implementation that closes sockets on shutdown.
-        "UVICORN_WS": "websockets",
+        "UVICORN_WS": "websockets-sansio",
         **extra,
     }
 

@@ -112,6 +112,6 @@ def test_serve_runs_a_worker_per_core_for_shared_stores(
 
 def test_serve_picks_the_websocket_settings_unless_told() -> None:
     _, env = uvicorn_command([], {}, "sqlite", 65536, cores=1)
-    assert (env["UVICORN_WS"], env["UVICORN_WS_MAX_SIZE"]) == ("websockets", "65536")
+    assert (env["UVICORN_WS"], env["UVICORN_WS_MAX_SIZE"]) == ("websockets-sansio", "65536")
     _, told = uvicorn_command([], {"UVICORN_WS": "wsproto"}, "sqlite", 65536, cores=1)
     assert told["UVICORN_WS"] == "wsproto"

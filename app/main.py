@@ -32,6 +32,8 @@ from app.rate_limit import RateLimiter
 from app.responses import JsonLineResponse
 from app.routes import all_routes
 from app.routes.operations import HEALTH_PATH
+from app.routes.stream import STREAM_PATH
+from app.routes.stream_batch import StreamBatcher
 from app.schemas import DEFAULT_MODEL, RequestBodies
 from app.services import ModelSlot, Services, ServicesHolder
 from app.settings import Settings, get_settings
@@ -101,6 +103,7 @@ def create_app(
     audit = Audit(clock)
     metrics.registry.register(audit)
     holder = ServicesHolder()
+    stream_batcher = StreamBatcher(holder, STREAM_PATH, audit)
 
     def quota(namespace: str) -> int | None:
         # The keys in force now: a rotated file changes quotas for the next new session.
@@ -163,6 +166,7 @@ def create_app(
             APIRoute if settings.opentelemetry else JsonBodyRoute,
             lambda: api_keys.table,
             audit,
+            stream_batcher,
         ),
         telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         default_response_class=JsonLineResponse,
@@ -173,6 +177,7 @@ def create_app(
     )
     # The keys file's watcher (None without a file): it runs in the lifespan; tests call it.
     app.state.keys_watcher = keys_watcher
+    app.state.stream_batcher = stream_batcher  # tests call it
     if app.openapi_url:
         app.router.routes.extend(docs_routes(app.title, app.openapi_url))
     app.router.routes.extend(ui_routes())

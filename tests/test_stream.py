@@ -134,6 +134,26 @@ async def test_answers_equal_predict_and_come_in_order(server: Server) -> None:
     ]
 
 
+async def test_sockets_feeding_one_session_at_once_apply_each_message_once(
+    server: Server,
+) -> None:
+    sockets, each = 8, 25
+
+    async def feed_one_socket(index: int) -> list[int]:
+        async with connect(ws_url(server)) as ws:
+            return [
+                (await ask(ws, message("shared", 0.01 * (index * each + n))))["step"]
+                for n in range(each)
+            ]
+
+    steps = await asyncio.gather(*(feed_one_socket(index) for index in range(sockets)))
+    assert sorted(step for socket_steps in steps for step in socket_steps) == list(
+        range(1, sockets * each + 1)
+    )
+    assert all(socket_steps == sorted(socket_steps) for socket_steps in steps)
+    assert await session_step(server, "shared") == sockets * each
+
+
 async def test_a_resent_message_replays_and_advances_nothing(server: Server) -> None:
     async with connect(ws_url(server)) as ws:
         await ask(ws, message("replay", 0.0, 0))

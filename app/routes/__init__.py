@@ -14,6 +14,7 @@ from app.routes.operations import operations_router
 from app.routes.predict_many import predict_many_router
 from app.routes.sessions import sessions_router
 from app.routes.stream import stream_route
+from app.routes.stream_batch import StreamBatcher
 from app.schemas import RequestBodies
 from app.services import ServicesHolder
 
@@ -42,6 +43,7 @@ def all_routes(
     route_class: type[APIRoute],
     keys: Callable[[], KeyTable],
     audit: Audit,
+    stream_batcher: StreamBatcher,
 ) -> list[BaseRoute]:
     """Every route of every router, for the app's own route table.
 
@@ -51,4 +53,4 @@ def all_routes(
     """
     routers = all_routers(holder, bodies, route_class, keys, audit)
     routes: list[BaseRoute] = [route for router in routers for route in router.routes]
-    return [*routes, stream_route(holder, audit)]
+    return [*routes, stream_route(holder, stream_batcher, audit)]

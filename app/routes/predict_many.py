@@ -4,7 +4,7 @@
 # built from the settings when the app is built, from its annotation at definition time.
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
@@ -20,7 +20,6 @@ from app.routes.forecasting import prediction_answer, settle
 from app.schemas import (
     ErrorAnswer,
     ErrorResponse,
-    PredictManyItem,
     PredictManyRequest,
     PredictManyResponse,
     PredictResponse,
@@ -39,11 +38,23 @@ SOME_ITEMS_REFUSED = 207
 Answer: TypeAlias = PredictResponse | ErrorAnswer
 
 
-def _group(namespace: str, items: Sequence[PredictManyItem]) -> dict[str, list[int]]:
+class FeedItem(Protocol):
+    """One value for one session: a /predict/many item, or a /stream message."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def step(self) -> int | None: ...
+    @property
+    def model(self) -> str | None: ...
+
+
+def _group(keys: Sequence[str]) -> dict[str, list[int]]:
     """Item positions by session store key (session and model), in request order."""
     groups: dict[str, list[int]] = {}
-    for index, item in enumerate(items):
-        key = session_key(namespace, item.session_id, item.model)
+    for index, key in enumerate(keys):
         positions = groups.get(key)
         if positions is None:
             groups[key] = [index]
@@ -89,14 +100,16 @@ class _Group(NamedTuple):
 
 async def predict_many(
     services: Services,
-    namespace: str,
-    items: Sequence[PredictManyItem],
-    levels: Sequence[float] | None,
+    keys: Sequence[str],
+    items: Sequence[FeedItem],
+    levels: Sequence[Sequence[float] | None],
     refusals: list[ServiceError] | None = None,
 ) -> list[Answer]:
     """Each item's answer, in order; items of one session (and model) applied as one feed, in
-    order, with the history window and model-change replay of /predict. ``refusals`` gets each
-    session's refusal (one per session, as its own /predict request would have had)."""
+    order, with the history window and model-change replay of /predict. ``keys``: each item's
+    session store key (app.auth.session_key); ``levels``: the interval levels each item's
+    answer carries. ``refusals`` gets each session's refusal (one per session, as its own
+    /predict request would have had)."""
     refused = refusals if refusals is not None else []
     now = services.clock()
     history = services.settings.session_history
@@ -106,7 +119,7 @@ async def predict_many(
     answers: list[Any] = [None] * len(items)
     work: list[tuple[str, Compute[Fed]]] = []
     groups: list[_Group] = []
-    for key, positions in _group(namespace, items).items():
+    for key, positions in _group(keys).items():
         if len(positions) == 1:  # the common case: no lists to build
             item = items[positions[0]]
             values: Sequence[float] = (item.value,)
@@ -142,8 +155,8 @@ async def predict_many(
 
 def _answer(
     services: Services,
-    items: Sequence[PredictManyItem],
-    levels: Sequence[float] | None,
+    items: Sequence[FeedItem],
+    levels: Sequence[Sequence[float] | None],
     group: _Group,
     result: Fed | ServiceError,
     answers: list[Any],
@@ -160,7 +173,13 @@ def _answer(
         index = positions[0]
         flags = settle(services, served, group.values[:1], outcome)
         answers[index] = prediction_answer(
-            served, items[index].session_id, outcome, 0, outcome.offsets, flags[0], levels
+            served,
+            items[index].session_id,
+            outcome,
+            0,
+            outcome.offsets,
+            flags[0],
+            levels[index],
         )
     else:
         adapted = served.intervals.layout.levels
@@ -170,7 +189,7 @@ def _answer(
             offsets = outcome.offsets[position * adapted : (position + 1) * adapted]
             answers[index] = prediction_answer(
                 served, items[index].session_id, outcome, position, offsets,
-                flags[position], levels,
+                flags[position], levels[index],
             )  # fmt: skip
     if applied < len(positions):
         stopped = positions[applied]
@@ -181,7 +200,7 @@ def _answer(
 
 
 def _refuse(
-    items: Sequence[PredictManyItem],
+    items: Sequence[FeedItem],
     positions: list[int],
     answers: list[Any],
     error: ServiceError,
@@ -238,8 +257,11 @@ def predict_many_router(
         # Each item is a /predict: the key's rate limit counts items, not requests.
         charge_more(request.scope, len(body.items) - 1)
         refusals: list[ServiceError] = []
+        namespace = caller_namespace(request.scope)
+        items = body.items
+        keys = [session_key(namespace, item.session_id, item.model) for item in items]
         answers = await predict_many(
-            holder.services, caller_namespace(request.scope), body.items, body.levels, refusals
+            holder.services, keys, items, [body.levels] * len(items), refusals
         )
         for refusal in refusals:
             audit.refused(refusal, request.url.path)

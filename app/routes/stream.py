@@ -2,8 +2,10 @@
 
 Each message is applied, answered and sent before the next is read (receive, apply, send): a
 client that sends faster than it reads fills its own TCP window, not the server's memory, as
-the server stops reading while its answer waits to be sent (the ASGI server keeps a bounded
-queue of received frames: uvicorn's ``--ws-max-queue`` frames of at most ``--ws-max-size``).
+the server stops reading while its answer waits to be sent (uvicorn's sans-I/O implementation
+pauses reading a socket until the app has taken what it read; messages of at most
+``--ws-max-size``). Messages of different sockets are applied together
+(app.routes.stream_batch).
 An error answers its message and the socket stays open; only a handshake without a valid key
 (refused by :class:`app.auth.AuthMiddleware`) or a server shutting down closes it.
 """
@@ -20,7 +22,7 @@ from app.auth import caller_namespace, session_key
 from app.error_handlers import service_error_body, validation_error_body
 from app.errors import BodyTooLarge, ServiceError
 from app.rate_limit import BUCKET_SCOPE_KEY, TokenBucket
-from app.routes.forecasting import feed_values, prediction_answer
+from app.routes.stream_batch import StreamBatcher
 from app.schemas import ErrorAnswer, PredictRequest, PredictResponse
 from app.services import ServicesHolder
 
@@ -34,14 +36,16 @@ TRY_AGAIN_LATER = 1013
 
 async def answer_message(
     holder: ServicesHolder,
+    batcher: StreamBatcher,
     namespace: str,
     bucket: TokenBucket | None,
     raw: str | bytes,
-    audit: Audit | None = None,
+    audit: Audit,
 ) -> PredictResponse | ErrorAnswer:
     """One message's answer: /predict's, or the error in the one shape. Each message is charged
     to the key's rate limit as a /predict request is (``bucket``: the key's, None: no limit);
-    over the rate, the answer is the 429 ``rate_limited`` error and the socket stays open."""
+    over the rate, the answer is the 429 ``rate_limited`` error and the socket stays open. A
+    valid message is applied in the next batch of ``batcher``, with other sockets' messages."""
     try:
         if bucket is not None:
             bucket.take()
@@ -52,20 +56,14 @@ async def answer_message(
             body = PredictRequest.model_validate_json(raw)
         except ValidationError as invalid:
             return validation_error_body(invalid.errors(include_url=False))
-        served = services.models.get(body.model)
-        key = session_key(namespace, body.session_id, body.model)
-        outcome, flags = await feed_values(services, served, key, (body.value,), body.step)
-        return prediction_answer(
-            served, body.session_id, outcome, 0, outcome.offsets, flags[0], body.levels
-        )
     except ServiceError as error:
-        if audit is not None:  # counted and logged as a refused request would be
-            audit.refused(error, STREAM_PATH)
+        audit.refused(error, STREAM_PATH)  # counted and logged as a refused request would be
         return service_error_body(error)
+    return await batcher.answer(session_key(namespace, body.session_id, body.model), body)
 
 
-def stream_route(holder: ServicesHolder, audit: Audit | None = None) -> WebSocketRoute:
-    """The WebSocket route, bound to the app's services."""
+def stream_route(holder: ServicesHolder, batcher: StreamBatcher, audit: Audit) -> WebSocketRoute:
+    """The WebSocket route, bound to the app's services and the batcher of its messages."""
 
     async def stream(websocket: WebSocket) -> None:
         offered = websocket.scope.get("subprotocols", ())
@@ -87,6 +85,7 @@ def stream_route(holder: ServicesHolder, audit: Audit | None = None) -> WebSocke
                 raw = message.get("text")
                 answer = await answer_message(
                     holder,
+                    batcher,
                     namespace,
                     bucket,
                     raw if raw is not None else message.get("bytes") or b"",

@@ -1,0 +1,129 @@
+"""``/stream``'s batcher: messages of many sockets applied together, each as it would be alone.
+
+In process, with the real model and a memory store that records each ``apply_many`` call; the
+sockets' side is in tests/test_stream.py, against a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.auth import session_key
+from app.errors import ServiceError
+from app.main import create_app
+from app.routes.stream_batch import StreamBatcher
+from app.schemas import PredictRequest
+from app.services import ModelSlot
+from app.settings import Settings
+from app.stores.base import Compute, T
+from app.stores.memory import MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that notes how many sessions each ``apply_many`` call got, and can be
+    made to fail its next calls."""
+
+    def __init__(self) -> None:
+        super().__init__(ttl_s=3600, max_sessions=1000)
+        self.calls: list[list[str]] = []
+        self.failures = 0
+
+    async def apply_many(
+        self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
+    ) -> list[T | ServiceError]:
+        self.calls.append([key for key, _ in items])
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the store broke")
+        return await super().apply_many(items, offload=offload)
+
+
+@pytest.fixture
+def store() -> RecordingStore:
+    return RecordingStore()
+
+
+@pytest.fixture
+async def batcher(
+    store: RecordingStore, tutorial_models_dir: Path, tutorial_model: ModelSlot, tmp_path: Path
+) -> AsyncIterator[StreamBatcher]:
+    settings = Settings.model_validate({"model_dir": tutorial_models_dir, "data_dir": tmp_path})
+    app = create_app(settings, model=tutorial_model, store=store)
+    async with LifespanManager(app, startup_timeout=120):
+        yield app.state.stream_batcher
+
+
+def send(batcher: StreamBatcher, session: str, value: float, **fields: Any) -> Any:
+    body = PredictRequest(session_id=session, value=value, **fields)
+    return batcher.answer(session_key("", session, None), body)
+
+
+async def test_messages_waiting_together_are_applied_in_one_store_call(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    answers = await asyncio.gather(*(send(batcher, f"s{i}", 0.1 * i) for i in range(10)))
+    assert [answer["session_id"] for answer in answers] == [f"s{i}" for i in range(10)]
+    assert [len(keys) for keys in store.calls] == [10]
+
+
+async def test_a_session_gets_one_message_a_batch_in_the_order_sent(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    answers = await asyncio.gather(
+        send(batcher, "a", 0.1), send(batcher, "b", 0.2), send(batcher, "a", 0.3),
+        send(batcher, "a", 0.4),
+    )  # fmt: skip
+    assert [answer["step"] for answer in answers] == [1, 1, 2, 3]
+    assert [len(keys) for keys in store.calls] == [2, 1, 1]
+
+
+async def test_a_resend_in_the_next_batch_is_replayed(batcher: StreamBatcher) -> None:
+    first, again = await asyncio.gather(
+        send(batcher, "a", 0.5, step=0), send(batcher, "a", 0.5, step=0)
+    )
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert again["prediction"] == first["prediction"]
+
+
+async def test_a_refused_message_leaves_the_others_of_its_batch_applied(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    answers = await asyncio.gather(
+        send(batcher, "a", 0.1), send(batcher, "b", 0.2, step=7), send(batcher, "c", 0.3)
+    )
+    assert answers[1]["error"]["code"] == "step_conflict"
+    assert [answers[0]["step"], answers[2]["step"]] == [1, 1]
+    assert [len(keys) for keys in store.calls] == [3]
+
+
+async def test_a_failed_batch_fails_its_messages_and_the_next_batch_is_applied(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    store.failures = 1
+    failed = await asyncio.gather(
+        send(batcher, "a", 0.1), send(batcher, "b", 0.2), return_exceptions=True
+    )
+    assert [str(outcome) for outcome in failed] == ["the store broke"] * 2
+    answer = await send(batcher, "a", 0.1)
+    assert answer["step"] == 1
+
+
+async def test_a_message_whose_socket_went_away_is_not_applied(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    waiting = [asyncio.ensure_future(send(batcher, "a", 0.1)) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait; the first batch takes the first
+    waiting[1].cancel()
+    first, gone, third = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(gone, asyncio.CancelledError)
+    assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
+    assert [first["step"], third["step"]] == [1, 2]
+    assert [len(keys) for keys in store.calls] == [1, 1]

@@ -63,8 +63,12 @@ class StreamBatcher:
                     answers = await self._apply(batch)
                 except BaseException as error:  # every waiting socket learns, none hangs
                     for waiting in batch:
-                        if not waiting.answer.done():
+                        if waiting.answer.done():
+                            continue
+                        if isinstance(error, Exception):
                             waiting.answer.set_exception(error)
+                        else:  # cancelled with the event loop: so are the sockets' waits
+                            waiting.answer.cancel()
                     if not isinstance(error, Exception):
                         raise
                     continue

@@ -103,7 +103,7 @@ def create_app(
     audit = Audit(clock)
     metrics.registry.register(audit)
     holder = ServicesHolder()
-    stream_batcher = StreamBatcher(holder, STREAM_PATH, audit)
+    stream_batcher = StreamBatcher(holder, STREAM_PATH, audit, settings.max_items_per_request)
 
     def quota(namespace: str) -> int | None:
         # The keys in force now: a rotated file changes quotas for the next new session.
@@ -149,6 +149,8 @@ def create_app(
             if background:
                 # Bounded: a Redis call caught mid-way must not hold up the shutdown.
                 await asyncio.wait(background, timeout=_BACKGROUND_STOP_S)
+            # The batch being applied still uses the store; bounded as the background tasks.
+            await stream_batcher.stop(_BACKGROUND_STOP_S)
             if store is None:
                 await sessions.close()
             gc.set_threshold(*collector_thresholds)

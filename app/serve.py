@@ -6,10 +6,10 @@
   by processes (SQLite, Redis), one with the memory store, unless ``--workers``,
   ``UVICORN_WORKERS`` or ``WEB_CONCURRENCY`` says otherwise;
 - **WebSockets that close cleanly and stay bounded**: uvicorn's sans-I/O ``websockets``
-  implementation (``UVICORN_WS``: the faster one, and since uvicorn 0.52.1 the one with write
-  flow control and a closing handshake on a server-initiated close; it closes open sockets with
-  1012 when the server stops, and stops reading a socket until the app has taken what it read),
-  and frames of at most ``FORECAST_MAX_BODY_BYTES`` (``UVICORN_WS_MAX_SIZE``).
+  implementation (``UVICORN_WS``: the faster one, with write flow control since uvicorn 0.52.1;
+  it sends open sockets a 1012 close frame when the server stops, and stops reading a socket
+  until the app has taken what it read), and frames of at most ``FORECAST_MAX_BODY_BYTES``
+  (``UVICORN_WS_MAX_SIZE``).
 
 Anything given on the command line or in ``UVICORN_*`` variables wins.
 """

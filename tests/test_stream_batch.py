@@ -15,7 +15,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.auth import session_key
-from app.errors import ServiceError
+from app.errors import ServiceError, StoreUnavailable
 from app.main import create_app
 from app.routes.stream_batch import StreamBatcher
 from app.schemas import PredictRequest
@@ -28,21 +28,28 @@ pytestmark = pytest.mark.anyio
 
 
 class RecordingStore(MemoryStore):
-    """A memory store that notes how many sessions each ``apply_many`` call got, and can be
-    made to fail its next calls."""
+    """A memory store that notes the sessions of each ``apply_many`` call; it can be made to
+    fail its next calls (a bug, or the store down), or to wait until let go."""
 
     def __init__(self) -> None:
         super().__init__(ttl_s=3600, max_sessions=1000)
         self.calls: list[list[str]] = []
         self.failures = 0
+        self.outages = 0
+        self.gate: asyncio.Event | None = None
 
     async def apply_many(
         self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
     ) -> list[T | ServiceError]:
         self.calls.append([key for key, _ in items])
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failures:
             self.failures -= 1
             raise RuntimeError("the store broke")
+        if self.outages:
+            self.outages -= 1
+            raise StoreUnavailable("the test store", "switched off")
         return await super().apply_many(items, offload=offload)
 
 
@@ -55,7 +62,9 @@ def store() -> RecordingStore:
 async def batcher(
     store: RecordingStore, tutorial_models_dir: Path, tutorial_model: ModelSlot, tmp_path: Path
 ) -> AsyncIterator[StreamBatcher]:
-    settings = Settings.model_validate({"model_dir": tutorial_models_dir, "data_dir": tmp_path})
+    settings = Settings.model_validate(
+        {"model_dir": tutorial_models_dir, "data_dir": tmp_path, "max_items_per_request": 4}
+    )
     app = create_app(settings, model=tutorial_model, store=store)
     async with LifespanManager(app, startup_timeout=120):
         yield app.state.stream_batcher
@@ -69,9 +78,17 @@ def send(batcher: StreamBatcher, session: str, value: float, **fields: Any) -> A
 async def test_messages_waiting_together_are_applied_in_one_store_call(
     batcher: StreamBatcher, store: RecordingStore
 ) -> None:
+    answers = await asyncio.gather(*(send(batcher, f"s{i}", 0.1 * i) for i in range(4)))
+    assert [answer["session_id"] for answer in answers] == [f"s{i}" for i in range(4)]
+    assert [len(keys) for keys in store.calls] == [4]
+
+
+async def test_a_batch_takes_at_most_the_items_of_one_predict_many_request(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
     answers = await asyncio.gather(*(send(batcher, f"s{i}", 0.1 * i) for i in range(10)))
-    assert [answer["session_id"] for answer in answers] == [f"s{i}" for i in range(10)]
-    assert [len(keys) for keys in store.calls] == [10]
+    assert [answer["step"] for answer in answers] == [1] * 10
+    assert [len(keys) for keys in store.calls] == [4, 4, 2]
 
 
 async def test_a_session_gets_one_message_a_batch_in_the_order_sent(
@@ -116,6 +133,31 @@ async def test_a_failed_batch_fails_its_messages_and_the_next_batch_is_applied(
     assert answer["step"] == 1
 
 
+async def test_a_store_that_is_down_answers_each_message_with_the_error(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    store.outages = 1
+    answers = await asyncio.gather(send(batcher, "a", 0.1), send(batcher, "b", 0.2))
+    assert [answer["error"]["code"] for answer in answers] == ["store_unavailable"] * 2
+    answer = await send(batcher, "a", 0.1)
+    assert answer["step"] == 1
+
+
+async def test_stopping_waits_for_the_batch_being_applied(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    store.gate = asyncio.Event()
+    waiting = asyncio.ensure_future(send(batcher, "a", 0.1))
+    while not store.calls:  # the batch is in the store, held there
+        await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(batcher.stop(timeout_s=60))
+    await asyncio.sleep(0)
+    assert not stopping.done()
+    store.gate.set()
+    await stopping
+    assert waiting.done() and waiting.result()["step"] == 1
+
+
 async def test_a_message_whose_socket_went_away_is_not_applied(
     batcher: StreamBatcher, store: RecordingStore
 ) -> None:
@@ -127,3 +169,18 @@ async def test_a_message_whose_socket_went_away_is_not_applied(
     assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
     assert [first["step"], third["step"]] == [1, 2]
     assert [len(keys) for keys in store.calls] == [1, 1]
+
+
+async def test_a_failed_store_call_leaves_the_messages_waiting_behind_it_applied(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    store.gate, store.failures = asyncio.Event(), 1
+    first = asyncio.ensure_future(send(batcher, "a", 0.1))
+    while not store.calls:  # the first message's call is in the store, held there
+        await asyncio.sleep(0)
+    behind = asyncio.ensure_future(send(batcher, "b", 0.2))
+    await asyncio.sleep(0)
+    store.gate.set()
+    outcomes: tuple[Any, Any] = await asyncio.gather(first, behind, return_exceptions=True)
+    assert str(outcomes[0]) == "the store broke"
+    assert outcomes[1]["step"] == 1

@@ -4,11 +4,13 @@ Each socket has one message in flight (it reads the next only after answering th
 what many sockets sent at about the same time is waiting at once: one store call for all of them
 (one SQLite transaction, two pipelined Redis round trips) costs far less than one call each. A
 batch is applied while the next one gathers, so nothing waits on a timer: an idle service
-applies a lone message at once, a busy one in batches as large as the sockets keep it.
+applies a lone message on its next turn, a busy one in batches as large as the sockets keep it.
 
-A batch holds at most one message per session, so every message is applied as it would be on
-its own (its step checked against the session as the previous message left it, a resend
-replayed); a second message for the same session waits for the next batch, in its order.
+A batch holds at most as many messages as one ``/predict/many`` request may carry, and at most
+one per session, so every message is applied as it would be on its own (its step checked
+against the session as the previous message left it, a resend replayed); a second message for
+the same session waits for the next batch, in its order. A refusal of a whole batch (the store
+down) answers each of its messages; the sockets stay open.
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ class StreamBatcher:
     """Applies the messages of all sockets of one app in batches; one per app (built with the
     app's routes, so nothing is shared between apps)."""
 
-    def __init__(self, holder: ServicesHolder, path: str, audit: Audit) -> None:
+    def __init__(self, holder: ServicesHolder, path: str, audit: Audit, max_batch: int) -> None:
         self._holder = holder
         self._path = path
         self._audit = audit
+        # At most as many messages a batch as one /predict/many request may carry: the same
+        # bound on one SQLite transaction or one Redis pipeline.
+        self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         # The task applying batches while messages wait; None when none do. Kept here also
         # because the event loop holds only a weak reference to a task.
@@ -48,12 +53,20 @@ class StreamBatcher:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Answer] = loop.create_future()
         self._waiting.append(_Waiting(key, body, answer))
-        if self._applying is None:
+        # done(): a task cancelled before its first step never ran its own clean-up.
+        if self._applying is None or self._applying.done():
             # Started, not run: the sockets whose messages arrived with this one join first.
             self._applying = loop.create_task(self._apply_while_waiting())
         return await answer
 
+    async def stop(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the batches being applied (at shutdown, before the
+        store closes under them)."""
+        if self._applying is not None and not self._applying.done():
+            await asyncio.wait([self._applying], timeout=timeout_s)
+
     async def _apply_while_waiting(self) -> None:
+        batch: list[_Waiting] = []
         try:
             while self._waiting:
                 batch = self._next_batch()
@@ -61,33 +74,34 @@ class StreamBatcher:
                     continue
                 try:
                     answers = await self._apply(batch)
-                except BaseException as error:  # every waiting socket learns, none hangs
+                except Exception as error:
+                    # A bug: these sockets raise it, as a request would; the waiting ones go
+                    # on. None is applied again: a retry could apply twice what was applied.
                     for waiting in batch:
-                        if waiting.answer.done():
-                            continue
-                        if isinstance(error, Exception):
+                        if not waiting.answer.done():
                             waiting.answer.set_exception(error)
-                        else:  # cancelled with the event loop: so are the sockets' waits
-                            waiting.answer.cancel()
-                    if not isinstance(error, Exception):
-                        raise
                     continue
                 for waiting, answer in zip(batch, answers, strict=True):
-                    if not waiting.answer.done():  # a socket gone meanwhile has cancelled it
+                    if not waiting.answer.done():  # a socket gone has cancelled its wait
                         waiting.answer.set_result(answer)
+        except BaseException:  # the event loop stopping: no socket may wait for ever
+            for waiting in [*batch, *self._waiting]:
+                waiting.answer.cancel()
+            self._waiting = []
+            raise
         finally:
             self._applying = None
 
     def _next_batch(self) -> list[_Waiting]:
-        """Every waiting message, but only the first of each session's (the others keep their
-        order and wait for the next batch)."""
+        """The waiting messages in order, up to the batch limit, but only the first of each
+        session's (the others keep their order and wait for the next batch)."""
         batch: list[_Waiting] = []
         later: list[_Waiting] = []
         taken: set[str] = set()
         for waiting in self._waiting:
             if waiting.answer.done():  # cancelled: the socket went away before its turn
                 continue
-            if waiting.key in taken:
+            if waiting.key in taken or len(batch) == self._max_batch:
                 later.append(waiting)
             else:
                 taken.add(waiting.key)
@@ -96,14 +110,13 @@ class StreamBatcher:
         return batch
 
     async def _apply(self, batch: list[_Waiting]) -> list[Answer]:
+        """The batch's answers. A refusal of the whole batch (the store down, the service
+        stopping) answers each message with it, as each message's own request would have
+        been answered; the sockets stay open and a client resends with its steps."""
         refusals: list[ServiceError] = []
+        answers: list[Answer]
         try:
             services = self._holder.services
-        except ServiceError as error:  # starting or stopping: every message's own answer
-            refusal = service_error_body(error)
-            refusals = [error] * len(batch)
-            answers: list[Answer] = [refusal] * len(batch)
-        else:
             bodies = [waiting.body for waiting in batch]
             answers = await predict_many(
                 services,
@@ -112,6 +125,9 @@ class StreamBatcher:
                 [body.levels for body in bodies],
                 refusals,
             )
-        for refusal_error in refusals:  # counted and logged as refused requests would be
-            self._audit.refused(refusal_error, self._path)
+        except ServiceError as error:
+            refusals = [error] * len(batch)
+            answers = [service_error_body(error)] * len(batch)
+        for refusal in refusals:
+            self._audit.refused(refusal, self._path)  # as a refused request is
         return answers

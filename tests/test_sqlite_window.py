@@ -149,3 +149,35 @@ async def test_a_step_of_a_full_window_writes_a_few_pages_not_the_window(
     # the revision's page and the last-use index's: not the window's pages, freed and written
     # anew as a REPLACE of the row would (9 pages).
     assert _wal_frames_after(path) <= 5
+
+
+# The sessions table as files before the rowid kept it (the ring column already added).
+_WITHOUT_ROWID = """
+CREATE TABLE old_sessions (key TEXT PRIMARY KEY, record BLOB NOT NULL, last_used_at REAL NOT NULL,
+    ring BLOB) WITHOUT ROWID;
+INSERT INTO old_sessions SELECT key, record, last_used_at, ring FROM sessions;
+DROP TABLE sessions;
+ALTER TABLE old_sessions RENAME TO sessions;
+CREATE INDEX sessions_by_last_use ON sessions (last_used_at);
+"""
+
+
+async def test_a_file_from_before_the_rowid_is_rebuilt_with_every_session_carried_on(
+    make_store: MakeStore, tmp_path: Path, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    path = tmp_path / "sessions.sqlite3"
+    first = make_store(HISTORY)
+    for key in ("s", "t"):
+        for values in REQUESTS[:3]:
+            await first.apply(key, feeding(forecaster, policy, values, HISTORY))
+    await first.close()
+    rows = {key: _row(path, key) for key in ("s", "t")}
+    with sqlite3.connect(path) as connection:
+        connection.executescript(_WITHOUT_ROWID)
+    again = make_store(HISTORY)
+    await again.apply("s", feeding(forecaster, policy, REQUESTS[3], HISTORY))
+    assert _row(path, "t") == rows["t"]  # untouched, as it was
+    assert_holds_the_window_fed(await again.get("s"), forecaster, policy, REQUESTS[:4], HISTORY)
+    with sqlite3.connect(path) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(sessions)")]
+    assert columns == ["id", "key", "record", "last_used_at", "ring"]

@@ -178,6 +178,11 @@ async def test_a_file_from_before_the_rowid_is_rebuilt_with_every_session_carrie
     await again.apply("s", feeding(forecaster, policy, REQUESTS[3], HISTORY))
     assert _row(path, "t") == rows["t"]  # untouched, as it was
     assert_holds_the_window_fed(await again.get("s"), forecaster, policy, REQUESTS[:4], HISTORY)
+    assert await again.count() == 2
     with sqlite3.connect(path) as connection:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(sessions)")]
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(sessions)")}
+        (counted,) = connection.execute("SELECT value FROM meta WHERE name = 'rows'").fetchone()
     assert columns == ["id", "key", "record", "last_used_at", "ring"]
+    assert "sessions_by_last_use" in indexes  # the expiry's search, rebuilt with the table
+    assert counted == 2

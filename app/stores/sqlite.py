@@ -303,7 +303,8 @@ class SqliteStore:
     def _purge_expired(self, connection: sqlite3.Connection, now: float) -> int:
         """Delete up to one batch of expired sessions, oldest first; how many were deleted."""
         keys = connection.execute(
-            "DELETE FROM sessions WHERE key IN (SELECT key FROM sessions WHERE last_used_at <= ?"
+            # By row id: the last-use index holds it, so the search reads no table row.
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE last_used_at <= ?"
             " ORDER BY last_used_at LIMIT ?) RETURNING key",
             (now - self._ttl_s, _PURGE_BATCH),
         ).fetchall()
@@ -519,9 +520,14 @@ def _add_ring_once(connection: sqlite3.Connection) -> None:
 def _add_rowid_once(connection: sqlite3.Connection) -> None:
     with _immediate_transaction(connection):  # another process may be doing the same
         columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-        if "id" not in columns:
+        rebuilt = "id" not in columns
+        if rebuilt:
             for statement in filter(str.strip, _ADD_ROWID.split(";")):
                 connection.execute(statement)
+    if rebuilt:
+        # The rebuild went through the write-ahead log, about the file's size again: move it
+        # into the file now and give the log's space back.
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _count_namespaces_once(connection: sqlite3.Connection) -> None:

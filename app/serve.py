@@ -24,13 +24,15 @@ from app.settings import get_settings
 from app.workers import configured_workers, default_workers
 
 APP = "app.main:app"
+# uvicorn's WebSocket implementation for /stream (see above); benches and tests start it too.
+WEBSOCKETS = "websockets-sansio"
 
 
 def uvicorn_command(
     args: Sequence[str], environ: Mapping[str, str], store: str, max_body_bytes: int, cores: int
 ) -> tuple[list[str], dict[str, str]]:
     """The uvicorn command line and environment for ``args`` (uvicorn options)."""
-    env = {"UVICORN_WS": "websockets-sansio", "UVICORN_WS_MAX_SIZE": str(max_body_bytes), **environ}
+    env = {"UVICORN_WS": WEBSOCKETS, "UVICORN_WS_MAX_SIZE": str(max_body_bytes), **environ}
     command = [sys.executable, "-m", "uvicorn", APP, *args]
     if not configured_workers(args, environ):
         command += ["--workers", str(default_workers(store, cores))]

@@ -49,6 +49,7 @@ import httpx
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from app.serve import WEBSOCKETS
 from bench.local import RedisCluster, RedisServer, SwitchableModels, free_port, wait_for_200
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
 
@@ -323,7 +324,7 @@ def run(
         "FORECAST_MODEL_POLL_S": str(poll_s),
         "FORECAST_STORE": "redis",
         "FORECAST_REDIS_URL": redis.url,
-        "UVICORN_WS": "websockets-sansio",  # as app.serve starts it
+        "UVICORN_WS": WEBSOCKETS,  # as app.serve starts it
         "FORECAST_API_KEYS": DRILL_KEY,
         "FORECAST_RATE_LIMIT": rate_limit,
         **redis.env,

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.serve import WEBSOCKETS
 from bench.local import RedisServer
 from bench.serve_throughput import Result, _ensure_model, _parse, _pinned, _serve, _wrk
 
@@ -145,9 +146,7 @@ def main() -> None:
                     "FORECAST_DATA_DIR": str(workdir / f"data-{store}"),
                     "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                     "FORECAST_MAX_ITEMS_PER_REQUEST": str(max(1000, args.items)),
-                    "UVICORN_WS": os.environ.get(
-                        "BENCH_WS", "websockets-sansio"
-                    ),  # as app.serve starts it
+                    "UVICORN_WS": os.environ.get("BENCH_WS", WEBSOCKETS),  # as app.serve's
                 }
                 if store == "redis":
                     redis = RedisServer(workdir, durable=False)

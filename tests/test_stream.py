@@ -22,6 +22,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from app.serve import WEBSOCKETS
 from tests.helpers import Server, start_uvicorn, stop, uvicorn_server
 
 pytestmark = pytest.mark.anyio
@@ -34,8 +35,8 @@ def server_env(models: Path, data: Path, **extra: str) -> dict[str, str]:
         "FORECAST_MODEL_DIR": str(models),
         "FORECAST_STORE": "sqlite",
         "FORECAST_DATA_DIR": str(data),
-        # As app.serve starts it: the implementation that closes sockets on shutdown.
-        "UVICORN_WS": "websockets-sansio",
+        # As app.serve starts it.
+        "UVICORN_WS": WEBSOCKETS,
         **extra,
     }
 

@@ -510,17 +510,19 @@ def _immediate_transaction(connection: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _session_columns(connection: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+
+
 def _add_ring_once(connection: sqlite3.Connection) -> None:
     with _immediate_transaction(connection):  # another process may be doing the same
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-        if "ring" not in columns:
+        if "ring" not in _session_columns(connection):
             connection.execute(_ADD_RING)
 
 
 def _add_rowid_once(connection: sqlite3.Connection) -> None:
     with _immediate_transaction(connection):  # another process may be doing the same
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-        rebuilt = "id" not in columns
+        rebuilt = "id" not in _session_columns(connection)
         if rebuilt:
             for statement in filter(str.strip, _ADD_ROWID.split(";")):
                 connection.execute(statement)

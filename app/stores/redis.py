@@ -52,6 +52,7 @@ from app.stores.redis_common import (
     window_script_parts,
     window_write,
 )
+from app.stores.redis_packing import pack_in_c
 
 # KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
 # session's window (app.window_ring).
@@ -64,8 +65,11 @@ from app.stores.redis_common import (
 # exact across replicas. Only the revision is read to compare: the record is fetched only to
 # answer a lost race.
 _WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=5, at=8, ttl=4)
-_COMPARE_AND_SET = (
+# A Lua function of its keys and arguments (its parameters shadow the script's KEYS and ARGV), so
+# that one definition serves a session's script and the script of many sessions.
+_COMPARE_AND_SET_FUNCTION = (
     """
+local function compare_and_set(KEYS, ARGV)
 local current = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == '0' then
   if current then
@@ -95,6 +99,27 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[6])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return {1, revision}
+end
+"""
+)
+_COMPARE_AND_SET = _COMPARE_AND_SET_FUNCTION + "return compare_and_set(KEYS, ARGV)"
+# Many sessions' compare-and-sets in one call (/predict/many, /stream's batches), each as its own
+# call would be: KEYS, five per session, in order; ARGV, per session its number of arguments then
+# them. Returns each session's answer, in order.
+_SESSION_KEYS = 5
+_COMPARE_AND_SET_MANY = (
+    _COMPARE_AND_SET_FUNCTION
+    + f"""
+local answers, key, at = {{}}, 0, 1
+while at <= #ARGV do
+  local count = tonumber(ARGV[at])
+  local keys, args = {{}}, {{}}
+  for i = 1, {_SESSION_KEYS} do keys[i] = KEYS[key + i] end
+  for i = 1, count do args[i] = ARGV[at + i] end
+  answers[#answers + 1] = compare_and_set(keys, args)
+  key, at = key + {_SESSION_KEYS}, at + count + 1
+end
+return answers
 """
 )
 
@@ -137,8 +162,9 @@ class RedisStore(OptimisticRedisStore):
         self._prefix = prefix
         self._revision_key = f"{prefix}:revision"
         self._live_key = f"{prefix}:live"
-        self._client = aioredis.Redis.from_url(url, **client_options())
+        self._client = pack_in_c(aioredis.Redis.from_url(url, **client_options()))
         self._compare_and_set_script = self._client.register_script(_COMPARE_AND_SET)
+        self._compare_and_set_many = self._client.register_script(_COMPARE_AND_SET_MANY)
         self._confirmable_read = self._client.register_script(CONFIRMABLE_READ)
         self._read_script = self._client.register_script(READ)
         self._history = history
@@ -193,6 +219,20 @@ class RedisStore(OptimisticRedisStore):
 
     def _pipeline(self) -> Pipeline:
         return self._client.pipeline(transaction=False)
+
+    async def _send_compare_and_sets(self, calls: list[CompareAndSet]) -> list[Any]:
+        """Every call in one script call: one command to pack and one reply to parse for the
+        lot (each session's keys are on this one node)."""
+        if len(calls) == 1:
+            return await super()._send_compare_and_sets(calls)
+        keys: list[str] = []
+        args: list[EncodableT] = []
+        for call in calls:
+            keys += call.keys
+            args.append(len(call.args))
+            args += call.args
+        answers: list[Any] = await self._compare_and_set_many(keys=keys, args=args)
+        return answers
 
     async def _run_confirmed(
         self,

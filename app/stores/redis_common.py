@@ -425,10 +425,7 @@ class OptimisticRedisStore(ABC):
     ) -> list[bool | ServiceError]:
         """Every compare-and-set in one pipeline: True (written), False (lost its race, or the
         script was not loaded: apply's path retries it) or the refusal (the cap)."""
-        script = self._compare_and_set_script
-        # A call per write, or its key's quota refusal (Redis Cluster reserves a new session's
-        # place in its namespace before the call, as apply's path does).
-        built = await asyncio.gather(*(self._call_or_refusal(*write) for write in writes))
+        built = await self._calls_or_refusals(writes)
         outcomes: list[bool | ServiceError] = [
             call if isinstance(call, ServiceError) else False for call in built
         ]
@@ -437,14 +434,8 @@ class OptimisticRedisStore(ABC):
         ]
         if not sent:
             return outcomes
-        pipe = self._pipeline()
-        for _, call in sent:
-            # Through execute_command: redis-py's cluster pipeline refuses its evalsha method
-            # (a script's keys may span slots), but routes an EVALSHA command by its keys
-            # (redis/asyncio/cluster.py, _determine_slot), and each cluster call has one key.
-            pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._send_compare_and_sets([call for _, call in sent])
         except self._failures as error:
             raise unavailable(self._url, str(error)) from None
         for (index, call), reply in zip(sent, replies, strict=True):
@@ -464,6 +455,38 @@ class OptimisticRedisStore(ABC):
                     await self._refused(key, call)
                     outcomes[index] = error
         return outcomes
+
+    async def _calls_or_refusals(
+        self, writes: list[tuple[str, SessionRecord | None, SessionRecord]]
+    ) -> list[CompareAndSet | SessionQuotaReached]:
+        """A call per write, or its key's quota refusal. Only a new session's call may wait on
+        Redis (the cluster reserves its place in its namespace first, as apply's path does):
+        those are built concurrently, the others in turn (no task each)."""
+        built: list[CompareAndSet | SessionQuotaReached | None] = [None] * len(writes)
+        fresh: list[int] = []
+        for index, write in enumerate(writes):
+            if write[1] is None:
+                fresh.append(index)
+            else:
+                built[index] = await self._call_or_refusal(*write)
+        if fresh:
+            made = await asyncio.gather(*(self._call_or_refusal(*writes[i]) for i in fresh))
+            for index, call in zip(fresh, made, strict=True):
+                built[index] = call
+        return [call for call in built if call is not None]
+
+    async def _send_compare_and_sets(self, calls: list[CompareAndSet]) -> list[Any]:
+        """Each call's reply, in order (the exception in its place for a call that failed):
+        one pipeline of the script's calls."""
+        script = self._compare_and_set_script
+        pipe = self._pipeline()
+        for call in calls:
+            # Through execute_command: redis-py's cluster pipeline refuses its evalsha method
+            # (a script's keys may span slots), but routes an EVALSHA command by its keys
+            # (redis/asyncio/cluster.py, _determine_slot), and each cluster call has one key.
+            pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def _call_or_refusal(
         self, key: str, expected: SessionRecord | None, new: SessionRecord

@@ -85,6 +85,12 @@ _MAX_GROUP = 256
 # Expired sessions deleted per transaction at most: cleanup keeps pace with any rate of new
 # sessions below this many per commit, and one commit never deletes a mass expiry at once.
 _PURGE_BATCH = 256
+# Keys read by one statement of apply_many (each key is a bound parameter; SQLite allows 32,766).
+_KEYS_PER_READ = 500
+# An existing session's step: an UPDATE, not a REPLACE, so that a row of the same size is
+# overwritten in place. Its parameters: record, last use, ring, key.
+_UPDATE = "UPDATE sessions SET record = ?, last_used_at = ?, ring = ? WHERE key = ?"
+_Row = tuple[bytes, float, bytes | None, str]
 
 
 def prefix_end(prefix: str) -> str:
@@ -262,6 +268,24 @@ class SqliteStore:
         data, ring = row
         return decode_stored_record(data, ring), ring
 
+    def _read_rows(
+        self, connection: sqlite3.Connection, keys: list[str], now: float
+    ) -> dict[str, tuple[bytes, bytes | None]]:
+        """The live sessions among ``keys``, undecoded (record, ring): one statement for a
+        chunk of keys instead of one each."""
+        found: dict[str, tuple[bytes, bytes | None]] = {}
+        for start in range(0, len(keys), _KEYS_PER_READ):
+            chunk = keys[start : start + _KEYS_PER_READ]
+            marks = ",".join("?" * len(chunk))
+            rows = connection.execute(
+                f"SELECT key, record, ring FROM sessions WHERE key IN ({marks})"
+                " AND last_used_at > ?",
+                (*chunk, now - self._ttl_s),
+            )
+            for key, data, ring in rows:
+                found[key] = (data, ring)
+        return found
+
     def _read(self, connection: sqlite3.Connection, key: str, now: float) -> SessionRecord | None:
         found = self._read_row(connection, key, now)
         return found[0] if found is not None else None
@@ -375,32 +399,71 @@ class SqliteStore:
         record, ring = found if found is not None else (None, None)
         new, answer = compute(record)
         if new is not None:
-            if record is None:
-                # An expired row under this key is replaced: it leaves the counts first.
-                if self._delete_row(connection, key):
-                    self._removed(connection, [key])
-                self._ensure_quota(connection, key, now)
-                self._ensure_room(connection, now)
-                self._add_rows(connection, 1)
-                self._add_to_namespace(connection, namespace_of(key), 1)
-            stored = new.with_revision(self._next_revision(connection))
-            row = (
-                encode_record(stored, window_apart=True),
-                stored.last_used_at,
-                self._ring_of(stored, record, ring),
-                key,
-            )
-            if record is None:
-                connection.execute(
-                    "INSERT OR REPLACE INTO sessions (record, last_used_at, ring, key)"
-                    " VALUES (?, ?, ?, ?)",
-                    row,
-                )
-            else:  # an UPDATE, not a REPLACE: a row of the same size is overwritten in place
-                connection.execute(
-                    "UPDATE sessions SET record = ?, last_used_at = ?, ring = ? WHERE key = ?", row
-                )
+            update = self._write(connection, now, key, record, ring, new)
+            if update is not None:
+                connection.execute(_UPDATE, update)
         return answer
+
+    def _apply_all_in(
+        self, connection: sqlite3.Connection, now: float, items: Sequence[tuple[str, Compute[T]]]
+    ) -> list[T | ServiceError]:
+        """``_apply_in`` for distinct keys: their rows read together, the updates of existing
+        sessions written together at the end (new sessions are inserted in turn, each counted
+        against the caps as it comes)."""
+        found = self._read_rows(connection, [key for key, _ in items], now)
+        updates: list[_Row] = []
+        results: list[T | ServiceError] = []
+        for key, compute in items:
+            data, ring = found.get(key, (None, None))
+            record = decode_stored_record(data, ring) if data is not None else None
+            try:
+                new, answer = compute(record)
+                if new is not None:
+                    update = self._write(connection, now, key, record, ring, new)
+                    if update is not None:
+                        updates.append(update)
+            except ServiceError as error:  # this item refused, nothing written; the others go on
+                results.append(error)
+                continue
+            results.append(answer)
+        if updates:
+            connection.executemany(_UPDATE, updates)
+        return results
+
+    def _write(
+        self,
+        connection: sqlite3.Connection,
+        now: float,
+        key: str,
+        record: SessionRecord | None,
+        ring: bytes | None,
+        new: SessionRecord,
+    ) -> _Row | None:
+        """Write ``new`` over ``record`` (read with ``ring``): a new session is counted against
+        the caps (a refusal raised) and inserted; for an existing one, the UPDATE's parameters,
+        for the caller to run."""
+        if record is None:
+            # An expired row under this key is replaced: it leaves the counts first.
+            if self._delete_row(connection, key):
+                self._removed(connection, [key])
+            self._ensure_quota(connection, key, now)
+            self._ensure_room(connection, now)
+            self._add_rows(connection, 1)
+            self._add_to_namespace(connection, namespace_of(key), 1)
+        stored = new.with_revision(self._next_revision(connection))
+        row = (
+            encode_record(stored, window_apart=True),
+            stored.last_used_at,
+            self._ring_of(stored, record, ring),
+            key,
+        )
+        if record is not None:
+            return row
+        connection.execute(
+            "INSERT OR REPLACE INTO sessions (record, last_used_at, ring, key) VALUES (?, ?, ?, ?)",
+            row,
+        )
+        return None
 
     async def apply(self, key: str, compute: Compute[T], *, offload: bool = False) -> T:
         result: T = await self._submit(
@@ -413,16 +476,9 @@ class SqliteStore:
     ) -> list[T | ServiceError]:
         """One job for the writer thread: every item in the same transaction, one commit."""
 
-        def run(connection: sqlite3.Connection, now: float) -> list[T | ServiceError]:
-            results: list[T | ServiceError] = []
-            for key, compute in items:
-                try:
-                    results.append(self._apply_in(connection, now, key, compute))
-                except ServiceError as error:  # this item refused; the others go on
-                    results.append(error)
-            return results
-
-        results: list[T | ServiceError] = await self._submit(run)
+        results: list[T | ServiceError] = await self._submit(
+            lambda connection, now: self._apply_all_in(connection, now, items)
+        )
         return results
 
     async def get(self, key: str) -> SessionRecord | None:

@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 from app.errors import SessionLimitReached, SessionQuotaReached
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.session_rules import SessionRecord, feed
 from app.stores.redis import RedisStore
-from app.stores.redis_packing import packing_in_c
+from app.stores.redis_packing import HiredisPacking, packing_in_c
 from bench.local import RedisServer
 from tests.helpers import window_rows
 from tests.test_apply_many import feeding, steps
@@ -90,6 +90,25 @@ async def test_a_batch_after_redis_lost_its_scripts_is_written(
         await client.aclose()
     results = await feed_all(store, keys, 0.1, forecaster, policy)
     assert steps(results) == [2, 2]
+    client = Redis.from_url(redis_server.url)
+    try:  # loaded again by the batch itself, not left to each session's own path
+        assert await client.script_exists(store._compare_and_set_many.sha) == [True]
+    finally:
+        await client.aclose()
+
+
+async def test_a_batch_larger_than_one_script_call_takes_is_written_whole(
+    make_store: MakeStore,
+    redis_server: RedisServer,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+) -> None:
+    store, keys = make_store(max_sessions=1_000), [f"ns/s{index}" for index in range(300)]
+    await feed_all(store, keys, 0.0, forecaster, policy)
+    before = await evalsha_calls(redis_server.url)
+    results = await feed_all(store, keys, 0.1, forecaster, policy)
+    assert set(steps(results)) == {2}
+    assert await evalsha_calls(redis_server.url) == before + 3  # 128, 128 and 44 sessions
 
 
 async def test_a_new_session_over_the_cap_is_refused_alone_in_its_batch(
@@ -161,8 +180,19 @@ def test_hiredis_packs_the_bytes_redis_py_packs(args: tuple[Any, ...]) -> None:
     assert b"".join(ours) == b"".join(theirs)
 
 
-def test_the_connection_class_the_url_chose_is_kept() -> None:
-    packing = packing_in_c(UnixDomainSocketConnection)
-    assert issubclass(packing, UnixDomainSocketConnection)
-    store = RedisStore("unix:///tmp/redis.sock", prefix="p", ttl_s=60, max_sessions=1)
-    assert issubclass(store._client.connection_pool.connection_class, UnixDomainSocketConnection)
+@pytest.mark.parametrize(
+    ("url", "chosen"),
+    [
+        ("redis://127.0.0.1:1/0", Connection),
+        ("rediss://127.0.0.1:1/0", SSLConnection),
+        ("unix:///tmp/redis.sock", UnixDomainSocketConnection),
+    ],
+    ids=["tcp", "tls", "unix-socket"],
+)
+def test_the_store_packs_in_c_over_the_connection_the_url_chose(
+    url: str, chosen: type[Connection]
+) -> None:
+    store = RedisStore(url, prefix="p", ttl_s=60, max_sessions=1)
+    connection_class = store._client.connection_pool.connection_class
+    assert issubclass(connection_class, chosen)
+    assert issubclass(connection_class, HiredisPacking)

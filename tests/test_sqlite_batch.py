@@ -39,7 +39,6 @@ async def test_a_batch_reads_its_sessions_in_one_statement(
     assert steps(results) == [2, 2, 2]
     reads = [sql for sql in statements if sql.startswith("SELECT key, record, ring")]
     assert len(reads) == 1
-    assert sum(sql.startswith("UPDATE sessions SET record") for sql in statements) == 3
 
 
 async def test_more_keys_than_one_read_takes_are_all_applied(
@@ -67,3 +66,23 @@ async def test_a_conflict_in_a_batch_leaves_its_session_and_writes_the_others(
     a, b = await store.get("ns/a"), await store.get("ns/b")
     assert a is not None and a.step == 1 and a.last_values == (0.0,)
     assert b is not None and b.step == 2 and b.last_values == (0.1,)
+
+
+async def test_a_refusal_after_an_update_in_a_batch_keeps_the_update(
+    tmp_path: Path, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite3", ttl_s=60, max_sessions=1)
+    try:
+        await store.apply("ns/a", feeding(forecaster, policy, 0.0))
+        results = await store.apply_many(
+            [
+                ("ns/a", feeding(forecaster, policy, 0.1)),  # its update waits for the end
+                ("ns/b", feeding(forecaster, policy, 0.1)),  # over the cap: refused
+            ]
+        )
+        assert steps(results) == [2, "session_limit_reached"]
+        a = await store.get("ns/a")
+        assert a is not None and a.step == 2 and a.last_values == (0.1,)
+        assert await store.count() == 1
+    finally:
+        await store.close()

@@ -2,7 +2,7 @@
 
 Each socket has one message in flight (it reads the next only after answering this one), so
 what many sockets sent at about the same time is waiting at once: one store call for all of them
-(one SQLite transaction, two pipelined Redis round trips) costs far less than one call each. A
+(one SQLite transaction, two Redis round trips) costs far less than one call each. A
 batch is applied while the next one gathers, so nothing waits on a timer: an idle service
 applies a lone message on its next turn, a busy one in batches as large as the sockets keep it.
 

@@ -107,6 +107,9 @@ _COMPARE_AND_SET = _COMPARE_AND_SET_FUNCTION + "return compare_and_set(KEYS, ARG
 # call would be: KEYS, five per session, in order; ARGV, per session its number of arguments then
 # them. Returns each session's answer, in order.
 _SESSION_KEYS = 5
+# Sessions a call of that script takes at most: Redis runs a script to its end with every other
+# client waiting, so a large request goes as several calls (in one pipeline), each short.
+_SESSIONS_PER_SCRIPT = 128
 _COMPARE_AND_SET_MANY = (
     _COMPARE_AND_SET_FUNCTION
     + f"""
@@ -221,17 +224,34 @@ class RedisStore(OptimisticRedisStore):
         return self._client.pipeline(transaction=False)
 
     async def _send_compare_and_sets(self, calls: list[CompareAndSet]) -> list[Any]:
-        """Every call in one script call: one command to pack and one reply to parse for the
-        lot (each session's keys are on this one node)."""
+        """The calls as script calls of up to ``_SESSIONS_PER_SCRIPT`` sessions each, in one
+        pipeline: a command to pack and a reply to parse per chunk, not per session (each
+        session's keys are on this one node)."""
         if len(calls) == 1:
             return await super()._send_compare_and_sets(calls)
-        keys: list[str] = []
-        args: list[EncodableT] = []
-        for call in calls:
-            keys += call.keys
-            args.append(len(call.args))
-            args += call.args
-        answers: list[Any] = await self._compare_and_set_many(keys=keys, args=args)
+        script = self._compare_and_set_many
+        commands: list[list[EncodableT]] = []
+        for start in range(0, len(calls), _SESSIONS_PER_SCRIPT):
+            keys: list[EncodableT] = []
+            args: list[EncodableT] = []
+            for call in calls[start : start + _SESSIONS_PER_SCRIPT]:
+                keys += call.keys
+                args.append(len(call.args))
+                args += call.args
+            commands.append([len(keys), *keys, *args])
+        for _attempt in range(2):
+            pipe = self._pipeline()
+            for command in commands:
+                pipe.execute_command("EVALSHA", script.sha, *command)
+            replies = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                break
+            await self._client.script_load(script.script)  # Redis restarted: cache empty
+        answers: list[Any] = []
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply  # the chunks before it may be written: a resend replays them
+            answers += reply
         return answers
 
     async def _run_confirmed(

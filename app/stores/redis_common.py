@@ -304,7 +304,8 @@ class CompareAndSet(NamedTuple):
 class OptimisticRedisStore(ABC):
     """The part both Redis stores share: requests for one session queued in this replica, then
     the one compare-and-set loop over this replica's cache and the store's own read and write;
-    and ``apply_many``, the same for many sessions in two pipelined round trips."""
+    and ``apply_many``, the same for many sessions in two round trips (reads, then writes)
+    while no other replica races them."""
 
     _cache: RecordCache
     _local_queue: KeyedLocks
@@ -423,8 +424,9 @@ class OptimisticRedisStore(ABC):
     async def _write_many(
         self, writes: list[tuple[str, SessionRecord | None, SessionRecord]]
     ) -> list[bool | ServiceError]:
-        """Every compare-and-set in one pipeline: True (written), False (lost its race, or the
-        script was not loaded: apply's path retries it) or the refusal (the cap)."""
+        """Every compare-and-set in one round trip (``_send_compare_and_sets``): True (written),
+        False (lost its race, or the script was not loaded: apply's path retries it) or the
+        refusal (the cap)."""
         built = await self._calls_or_refusals(writes)
         outcomes: list[bool | ServiceError] = [
             call if isinstance(call, ServiceError) else False for call in built

@@ -410,7 +410,10 @@ class SqliteStore:
         """``_apply_in`` for distinct keys: their rows read together, the updates of existing
         sessions written together at the end (new sessions are inserted in turn, each counted
         against the caps as it comes)."""
-        found = self._read_rows(connection, [key for key, _ in items], now)
+        keys = [key for key, _ in items]
+        if len(set(keys)) != len(keys):  # a second step would be computed from a stale read
+            raise ValueError("apply_many takes distinct keys")
+        found = self._read_rows(connection, keys, now)
         updates: list[_Row] = []
         results: list[T | ServiceError] = []
         for key, compute in items:

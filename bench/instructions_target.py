@@ -33,15 +33,18 @@ class _NoTensorFlow:
             raise ImportError(f"{name} is not loaded in an instruction count")
 
 
-async def _post(app: Callable[..., Awaitable[None]], state: dict[str, Any], body: bytes) -> None:
+async def _post(
+    app: Callable[..., Awaitable[None]], state: dict[str, Any], body: bytes, path: str = "/predict"
+) -> None:
+    """POST ``body`` to ``path`` of ``app`` in process; SystemExit unless it answers 200."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
@@ -69,7 +72,7 @@ async def _post(app: Callable[..., Awaitable[None]], state: dict[str, Any], body
 
     await app(scope, receive, send)
     if statuses != [200]:
-        raise SystemExit(f"/predict answered {statuses}")
+        raise SystemExit(f"{path} answered {statuses}")
 
 
 async def run(models: Path, store: str, data_dir: Path, rounds: int, redis: list[str]) -> None:

@@ -26,47 +26,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
 
-from bench.instructions_target import _NoTensorFlow
+from bench.instructions_target import _NoTensorFlow, _post
 from bench.serve_throughput import _ensure_model
 
-Message = MutableMapping[str, Any]
-App = Callable[..., Awaitable[None]]
 _REPEATS = 3
-
-
-async def _post_many(app: App, state: dict[str, Any], body: bytes) -> None:
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/predict/many", "raw_path": b"/predict/many",
-        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80), "state": state.copy(),
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }  # fmt: skip
-    received = False
-
-    async def receive() -> Message:
-        nonlocal received
-        if received:
-            return {"type": "http.disconnect"}
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    statuses: list[int] = []
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await app(scope, receive, send)
-    if statuses != [200]:
-        raise SystemExit(f"/predict/many answered {statuses}")
 
 
 def _bodies(sessions: int, items: int, count: int) -> list[bytes]:
@@ -100,12 +65,12 @@ async def _serve_in_process(models: Path, data_dir: Path, args: argparse.Namespa
     async with LifespanManager(app, startup_timeout=300) as manager:
         state = dict(getattr(manager, "_state", {}))
         for body in fill:
-            await _post_many(manager.app, state, body)
+            await _post(manager.app, state, body, "/predict/many")
         best = math.inf
         for _ in range(_REPEATS):
             started = time.process_time()
             for body in timed:
-                await _post_many(manager.app, state, body)
+                await _post(manager.app, state, body, "/predict/many")
             best = min(best, time.process_time() - started)
     return float(best / (args.batches * args.items) * 1e6)
 

@@ -111,6 +111,42 @@ async def test_a_batch_larger_than_one_script_call_takes_is_written_whole(
     assert await evalsha_calls(redis_server.url) == before + 3  # 128, 128 and 44 sessions
 
 
+async def test_calls_of_a_batch_that_found_no_script_alone_are_sent_again(
+    make_store: MakeStore,
+    redis_server: RedisServer,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The script cache emptied between two calls of one batch (as by a restart): the first call
+    wrote its sessions; only the calls that ran nothing are sent again, so no step is applied
+    twice."""
+    store, keys = make_store(max_sessions=1_000), [f"ns/s{index}" for index in range(300)]
+    await feed_all(store, keys, 0.0, forecaster, policy)
+    send = store._evalsha_each
+    flushed = False
+
+    async def flush_after_the_first_call(script: Any, commands: list[Any]) -> list[Any]:
+        nonlocal flushed
+        if flushed or len(commands) < 2:
+            return await send(script, commands)
+        flushed = True
+        first = await send(script, commands[:1])
+        client = Redis.from_url(redis_server.url)
+        try:
+            await client.script_flush()
+        finally:
+            await client.aclose()
+        return first + await send(script, commands[1:])
+
+    monkeypatch.setattr(store, "_evalsha_each", flush_after_the_first_call)
+    results = await feed_all(store, keys, 0.1, forecaster, policy)
+    assert flushed
+    assert set(steps(results)) == {2}
+    reader = make_store(max_sessions=1_000)
+    assert {(await reader.get(key)).step for key in keys} == {2}  # type: ignore[union-attr]
+
+
 async def test_a_new_session_over_the_cap_is_refused_alone_in_its_batch(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:

@@ -239,20 +239,31 @@ class RedisStore(OptimisticRedisStore):
                 args.append(len(call.args))
                 args += call.args
             commands.append([len(keys), *keys, *args])
-        for _attempt in range(2):
-            pipe = self._pipeline()
-            for command in commands:
-                pipe.execute_command("EVALSHA", script.sha, *command)
-            replies = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(reply, NoScriptError) for reply in replies):
-                break
-            await self._client.script_load(script.script)  # Redis restarted: cache empty
+        replies = await self._evalsha_each(script, commands)
+        unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unloaded:  # Redis restarted: its script cache is empty. Those calls ran nothing, so
+            # they alone are sent again (the others may have written).
+            await self._client.script_load(script.script)
+            again = await self._evalsha_each(script, [commands[i] for i in unloaded])
+            for index, reply in zip(unloaded, again, strict=True):
+                replies[index] = reply
         answers: list[Any] = []
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply  # the chunks before it may be written: a resend replays them
             answers += reply
         return answers
+
+    async def _evalsha_each(
+        self, script: AsyncScript, commands: list[list[EncodableT]]
+    ) -> list[Any]:
+        """Each command (keys count, keys, arguments) as a call of ``script``, in one pipeline:
+        each call's reply, or the error in its place."""
+        pipe = self._pipeline()
+        for command in commands:
+            pipe.execute_command("EVALSHA", script.sha, *command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def _run_confirmed(
         self,

@@ -227,8 +227,6 @@ class RedisStore(OptimisticRedisStore):
         """The calls as script calls of up to ``_SESSIONS_PER_SCRIPT`` sessions each, in one
         pipeline: a command to pack and a reply to parse per chunk, not per session (each
         session's keys are on this one node)."""
-        if len(calls) == 1:
-            return await super()._send_compare_and_sets(calls)
         script = self._compare_and_set_many
         commands: list[list[EncodableT]] = []
         for start in range(0, len(calls), _SESSIONS_PER_SCRIPT):
@@ -253,17 +251,6 @@ class RedisStore(OptimisticRedisStore):
                 raise reply  # the chunks before it may be written: a resend replays them
             answers += reply
         return answers
-
-    async def _evalsha_each(
-        self, script: AsyncScript, commands: list[list[EncodableT]]
-    ) -> list[Any]:
-        """Each command (keys count, keys, arguments) as a call of ``script``, in one pipeline:
-        each call's reply, or the error in its place."""
-        pipe = self._pipeline()
-        for command in commands:
-            pipe.execute_command("EVALSHA", script.sha, *command)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
 
     async def _run_confirmed(
         self,

@@ -399,14 +399,12 @@ class OptimisticRedisStore(ABC):
 
     async def _read_many(self, keys: list[str]) -> list[SessionRecord | None]:
         script = self._read_script
+        commands: list[list[EncodableT]] = [
+            [2, self._key(key), self._window_key(key)] for key in keys
+        ]
         for _attempt in range(2):
-            pipe = self._pipeline()
-            for key in keys:
-                pipe.execute_command(
-                    "EVALSHA", script.sha, 2, self._key(key), self._window_key(key)
-                )
             try:
-                replies = await pipe.execute(raise_on_error=False)
+                replies = await self._evalsha_each(script, commands)
             except self._failures as error:
                 raise unavailable(self._url, str(error)) from None
             if not any(isinstance(reply, NoScriptError) for reply in replies):
@@ -480,13 +478,22 @@ class OptimisticRedisStore(ABC):
     async def _send_compare_and_sets(self, calls: list[CompareAndSet]) -> list[Any]:
         """Each call's reply, in order (the exception in its place for a call that failed):
         one pipeline of the script's calls."""
-        script = self._compare_and_set_script
+        return await self._evalsha_each(
+            self._compare_and_set_script,
+            [[len(call.keys), *call.keys, *call.args] for call in calls],
+        )
+
+    async def _evalsha_each(
+        self, script: AsyncScript, commands: list[list[EncodableT]]
+    ) -> list[Any]:
+        """Each command (keys count, keys, arguments) as a call of ``script``, in one pipeline:
+        each call's reply, or the error in its place."""
         pipe = self._pipeline()
-        for call in calls:
+        for command in commands:
             # Through execute_command: redis-py's cluster pipeline refuses its evalsha method
             # (a script's keys may span slots), but routes an EVALSHA command by its keys
-            # (redis/asyncio/cluster.py, _determine_slot), and each cluster call has one key.
-            pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+            # (redis/asyncio/cluster.py, _determine_slot), and each cluster call has one slot.
+            pipe.execute_command("EVALSHA", script.sha, *command)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 

@@ -259,10 +259,7 @@ class SqliteStore:
         self, connection: sqlite3.Connection, key: str, now: float
     ) -> tuple[SessionRecord, bytes | None] | None:
         """The live session under ``key`` and the ring its window is kept in, or None."""
-        row = connection.execute(
-            "SELECT record, ring FROM sessions WHERE key = ? AND last_used_at > ?",
-            (key, now - self._ttl_s),
-        ).fetchone()
+        row = self._read_rows(connection, [key], now).get(key)
         if row is None:
             return None
         data, ring = row

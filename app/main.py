@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 import time
@@ -20,6 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 from app.audit import Audit
 from app.auth import ApiKeys, AuthMiddleware
 from app.body_limit import BodySizeLimitMiddleware
+from app.collector import collector_tuned_for_serving
 from app.docs import docs_paths, docs_routes
 from app.error_handlers import install_error_handlers
 from app.json_body_route import JsonBodyRoute
@@ -47,11 +47,6 @@ logger = logging.getLogger("app")
 _BACKGROUND_STOP_S = 1.0
 # The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-# Net new container objects between two young-generation collections while serving (CPython's
-# default is 700). Requests in flight hold a few hundred objects each and free them by reference
-# counting, so at the default the collector ran every few requests only to walk the objects of
-# the requests still in flight; cyclic garbage waits at most this many allocations.
-SERVING_YOUNG_GC_THRESHOLD = 20_000
 
 
 def load_models(settings: Settings, clock: Callable[[], float]) -> ModelRegistry:
@@ -125,36 +120,29 @@ def create_app(
             registry = await anyio.to_thread.run_sync(load_models, settings, clock)
         sessions = store if store is not None else await open_store(settings, clock, quota)
         background = _background_tasks(settings, keys_watcher, limiter)
-        # Everything loaded so far lives until shutdown; freezing it keeps the collector from
-        # re-scanning TensorFlow's object graph, which showed as long pauses at p99.
-        gc.collect()
-        gc.freeze()
-        collector_thresholds = gc.get_threshold()
-        gc.set_threshold(SERVING_YOUNG_GC_THRESHOLD, *collector_thresholds[1:])
-        holder.fill(Services(settings, registry, sessions, metrics, clock))
-        wait = poll_wait
-        if wait is None and settings.model_poll_s > 0:
-            wait = _sleeper(settings.model_poll_s)
-        model_watcher = asyncio.create_task(watch_models(registry, wait)) if wait else None
-        try:
-            yield
-        finally:
-            if model_watcher is not None:
-                model_watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await model_watcher
-            holder.fill(None)
-            for task in background:
-                task.cancel()
-            if background:
-                # Bounded: a Redis call caught mid-way must not hold up the shutdown.
-                await asyncio.wait(background, timeout=_BACKGROUND_STOP_S)
-            # The batch being applied still uses the store; bounded as the background tasks.
-            await stream_batcher.stop(_BACKGROUND_STOP_S)
-            if store is None:
-                await sessions.close()
-            gc.set_threshold(*collector_thresholds)
-            gc.unfreeze()
+        with collector_tuned_for_serving():
+            holder.fill(Services(settings, registry, sessions, metrics, clock))
+            wait = poll_wait
+            if wait is None and settings.model_poll_s > 0:
+                wait = _sleeper(settings.model_poll_s)
+            model_watcher = asyncio.create_task(watch_models(registry, wait)) if wait else None
+            try:
+                yield
+            finally:
+                if model_watcher is not None:
+                    model_watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await model_watcher
+                holder.fill(None)
+                for task in background:
+                    task.cancel()
+                if background:
+                    # Bounded: a Redis call caught mid-way must not hold up the shutdown.
+                    await asyncio.wait(background, timeout=_BACKGROUND_STOP_S)
+                # The batch being applied still uses the store; bounded as the background tasks.
+                await stream_batcher.stop(_BACKGROUND_STOP_S)
+                if store is None:
+                    await sessions.close()
 
     app = FastAPI(
         title="Stateful LSTM forecast service",

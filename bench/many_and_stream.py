@@ -1,6 +1,7 @@
 """/predict/many and /stream against /predict, side by side on the same server, in one run.
 
     python -m bench.many_and_stream [--duration 8] [--rounds 3] [--stores memory,sqlite,redis]
+        [--floor]
 
 Per store, one server (one uvicorn worker, uvloop, httptools, no access log) pinned to core 0;
 the load generators on core 1; 1,000 sessions. Interleaved rounds of:
@@ -11,6 +12,11 @@ the load generators on core 1; 1,000 sessions. Interleaved rounds of:
 - ``/stream``: ``--sockets`` (64) WebSockets from one asyncio process, each sending its next
   message as soon as the previous one is answered (as a wrk connection does), the latency of
   every message measured from its send to its answer.
+
+``--floor`` adds bench.floor_app, served and loaded the same way: the three targets with the
+service's parsing, validation and JSON answers but no sessions, model or store. Its rates are the
+most the framework allows; each store's line under the table gives the server's time an item
+beyond them (what the sessions cost, at the rates measured).
 
 Targets (issue 17): /predict/many >= 20x /predict's steps/s on the memory store, 10x on SQLite,
 5x on Redis; /stream >= 3x /predict's requests/s in messages/s with a p99 no worse.
@@ -34,6 +40,8 @@ from bench.local import RedisServer
 from bench.serve_throughput import Result, _ensure_model, _parse, _pinned, _serve, _wrk
 
 MANY_LUA = Path(__file__).with_name("predict_many.lua")
+# The name of bench.floor_app's line in the table.
+FLOOR = "floor"
 
 
 @dataclass(frozen=True)
@@ -125,12 +133,15 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--stores", default="memory,sqlite,redis")
+    parser.add_argument("--floor", action="store_true", help="also load bench.floor_app")
     parser.add_argument("--stream-client", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stream_client:
         _stream_client(args)
         return
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if args.floor:
+        stores.append(FLOOR)
     seconds = int(args.duration)
     with tempfile.TemporaryDirectory(prefix="bench-many-") as tmp:
         workdir = Path(tmp)
@@ -142,7 +153,7 @@ def main() -> None:
             for store in stores:
                 env = {
                     "FORECAST_MODEL_DIR": str(models),
-                    "FORECAST_STORE": store,
+                    "FORECAST_STORE": "memory" if store == FLOOR else store,
                     "FORECAST_DATA_DIR": str(workdir / f"data-{store}"),
                     "FORECAST_MAX_SESSIONS": str(10 * args.sessions),
                     "FORECAST_MAX_ITEMS_PER_REQUEST": str(max(1000, args.items)),
@@ -152,7 +163,8 @@ def main() -> None:
                     redis = RedisServer(workdir, durable=False)
                     redis.start(prefix=_pinned([], 1))
                     env["FORECAST_REDIS_URL"] = redis.url
-                process, base = _serve("app.main:app", env, log)
+                served = "bench.floor_app:app" if store == FLOOR else "app.main:app"
+                process, base = _serve(served, env, log)
                 servers.append((store, process, base))
             results: dict[str, Rounds] = {store: Rounds([], [], []) for store in stores}
             many_env = {"ITEMS": str(args.items)}
@@ -202,6 +214,36 @@ def main() -> None:
             f"{many * args.items / predict:>7.1f}"
             f"{stream:>15.0f}{stream_p99:>8.2f}{stream / predict:>7.2f}"
             f"  {', '.join(sorted(problems)) or 'none'}; stream errors {stream_errors}"
+        )
+    if FLOOR in results:
+        _print_beyond_floor(results, args.items)
+
+
+def _rates(rounds: Rounds, items: int) -> tuple[float, float, float]:
+    """Median /predict requests/s, /predict/many steps/s and /stream messages/s."""
+    return (
+        _median([r.requests_per_s for r in rounds.predict]),
+        _median([r.requests_per_s for r in rounds.many]) * items,
+        _median([r.messages_per_s for r in rounds.stream]),
+    )
+
+
+def _print_beyond_floor(results: dict[str, Rounds], items: int) -> None:
+    """Per store: the floor's rates as multiples of the store's /predict (the most each ratio
+    could be), and the server's time an item beyond the floor's (1/rate - 1/floor rate)."""
+    floor = _rates(results[FLOOR], items)
+    print("floor's rate / the store's /predict, and server µs an item beyond the floor's:")
+    for store, rounds in results.items():
+        if store == FLOOR:
+            continue
+        predict, many, stream = _rates(rounds, items)
+        beyond = [1e6 / rate - 1e6 / floor_rate for rate, floor_rate in zip(
+            (predict, many, stream), floor, strict=True
+        )]  # fmt: skip
+        print(
+            f"{store:<8}/many {floor[1] / predict:5.1f}x  /stream {floor[2] / predict:5.2f}x"
+            f"  beyond: /predict {beyond[0]:6.1f}  /many {beyond[1]:5.1f}"
+            f"  /stream {beyond[2]:5.1f}"
         )
 
 

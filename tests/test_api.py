@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
+from app.collector import SERVING_YOUNG_GC_THRESHOLD
 from app.forecaster import Forecaster
-from app.main import SERVING_YOUNG_GC_THRESHOLD
 from app.services import ModelSlot
 from app.settings import Settings
 from tests.helpers import Clock, asgi_client

@@ -207,8 +207,23 @@ async def test_rings_of_another_size_in_a_batch_are_rewritten_whole(
         ("SET", "k", 0.1, 1e300, -0.0, 12345678901234567890, "é"),
         ("SETRANGE", "k", 4096, memoryview(b"ab"), bytearray(b"cd")),
         ("CLIENT SETNAME", "replica-1"),
+        ("EVALSHA", "f" * 40, 1, "a:s:x", b"r" * 2000, "R", 8256, b"w" * 36, b"v" * 513, 7),
+        ("SET", "k", b"\x00" * 4096),
+        ("SET", b"\x01" * 600, b"\x02" * 600, b"\x03" * 512),
+        ("SETRANGE", "k", 0, memoryview(b"m" * 1000)),
+        ("FT.SEARCH", "index", b"q" * 700),
     ],
-    ids=["script-call", "numbers-and-text", "buffers", "two-word-command"],
+    ids=[
+        "script-call",
+        "numbers-and-text",
+        "buffers",
+        "two-word-command",
+        "long-arguments-amid",
+        "long-argument-last",
+        "long-arguments-only",
+        "long-buffer",
+        "dotted-command",
+    ],
 )
 def test_hiredis_packs_the_bytes_redis_py_packs(args: tuple[Any, ...]) -> None:
     ours = packing_in_c(Connection)().pack_command(*args)

@@ -46,7 +46,7 @@ logger = logging.getLogger("app")
 # Seconds the shutdown waits for the background tasks (keys file, replica heartbeat) to stop.
 _BACKGROUND_STOP_S = 1.0
 # The service has its own Prometheus metrics; FastAPI's native OpenTelemetry is opt-in.
-_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def load_models(settings: Settings, clock: Callable[[], float]) -> ModelRegistry:
@@ -158,7 +158,7 @@ def create_app(
             audit,
             stream_batcher,
         ),
-        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
         default_response_class=JsonLineResponse,
         # FastAPI's docs pages load their scripts from a CDN; app.docs serves Swagger UI's files
         # itself, and ReDoc (CDN only) is left out.

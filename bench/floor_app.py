@@ -4,9 +4,10 @@ work per request, without sessions, model or store.
 Each route parses its body with the service's own request model (the configured item limit
 included) on the service's one-pass route class, and answers in /predict's shape (two intervals,
 one answer per item for /predict/many) with the service's JSON response; ``/stream`` validates
-each message as the service does and answers it. The collector is set as the service sets it.
-What the service serves beyond these rates is what its sessions cost
-(``bench.many_and_stream --floor``).
+each message as the service does and answers it. The collector and FastAPI's telemetry are set as
+the service sets them. Left out, besides sessions: the service's own middleware (keys, metrics,
+the body limit), which runs once a request or a socket, not once an item. What the service
+serves beyond these rates is what its sessions cost (``bench.many_and_stream --floor``).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the /predict/many body type, built
@@ -17,12 +18,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
 import pydantic_core
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from app.collector import collector_tuned_for_serving
 from app.json_body_route import JsonBodyRoute
+from app.main import NO_TELEMETRY
 from app.responses import JsonBytesResponse
 from app.schemas import PredictManyRequest, PredictRequest, PredictResponse, RequestBodies
 from app.settings import Settings
@@ -59,12 +61,13 @@ def create_floor_app(settings: Settings | None = None) -> FastAPI:
     else:
         PredictManyBody = bodies.predict_many
 
+    # Each takes the request, as the service's routes do: that puts them on the one-pass path.
     @router.post("/predict")
-    async def predict(body: PredictRequest) -> JsonBytesResponse:
+    async def predict(body: PredictRequest, request: Request) -> JsonBytesResponse:
         return JsonBytesResponse(_answer(body.session_id, body.value))
 
     @router.post("/predict/many")
-    async def predict_many(body: PredictManyBody) -> JsonBytesResponse:
+    async def predict_many(body: PredictManyBody, request: Request) -> JsonBytesResponse:
         answers = [_answer(item.session_id, item.value) for item in body.items]
         return JsonBytesResponse({"results": answers})
 
@@ -87,10 +90,15 @@ def create_floor_app(settings: Settings | None = None) -> FastAPI:
         with collector_tuned_for_serving():  # as the service's lifespan
             yield
 
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(router)
-    app.router.routes.append(WebSocketRoute("/stream", stream))
-    return app
+    # As the service's app: one flat route table (app.routes.all_routes), FastAPI's telemetry
+    # off, no docs routes.
+    return FastAPI(
+        routes=[*router.routes, WebSocketRoute("/stream", stream)],
+        lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
+        docs_url=None,
+        redoc_url=None,
+    )
 
 
 app = create_floor_app()

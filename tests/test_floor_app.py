@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
+from app.json_body_route import JsonBodyRoute
 from app.services import ModelSlot
 from app.settings import Settings
 from bench.floor_app import create_floor_app
@@ -74,3 +76,12 @@ async def test_it_refuses_the_bodies_the_service_refuses(
     served = await service.post("/predict/many", json=too_many)
     floored = await floor.post("/predict/many", json=too_many)
     assert (floored.status_code, served.status_code) == (422, 422)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/many"])
+def test_its_routes_take_the_one_pass_path_as_the_service_routes_do(
+    settings: Settings, path: str
+) -> None:
+    routes = {r.path: r for r in create_floor_app(settings).routes if isinstance(r, APIRoute)}
+    route = routes[path]
+    assert isinstance(route, JsonBodyRoute) and route.one_pass

@@ -7,17 +7,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import numpy as np
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import DataError
 
 from app.errors import SessionLimitReached, SessionQuotaReached
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.session_rules import SessionRecord, feed
 from app.stores.redis import RedisStore
-from app.stores.redis_packing import HiredisPacking, packing_in_c
+from app.stores.redis_packing import JOINED_ABOVE, HiredisPacking, packing_in_c
 from bench.local import RedisServer
 from tests.helpers import window_rows
 from tests.test_apply_many import feeding, steps
@@ -200,6 +202,10 @@ async def test_rings_of_another_size_in_a_batch_are_rewritten_whole(
         assert np.array_equal(window_rows(read), window_rows(expected), equal_nan=True)
 
 
+class _Buffer(bytearray):
+    """A bytearray of another class: redis-py's packer takes it as a bytearray."""
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -212,6 +218,7 @@ async def test_rings_of_another_size_in_a_batch_are_rewritten_whole(
         ("SET", b"\x01" * 600, b"\x02" * 600, b"\x03" * 512),
         ("SETRANGE", "k", 0, memoryview(b"m" * 1000)),
         ("FT.SEARCH", "index", b"q" * 700),
+        ("SET", "k", _Buffer(b"x" * 600)),
     ],
     ids=[
         "script-call",
@@ -223,12 +230,38 @@ async def test_rings_of_another_size_in_a_batch_are_rewritten_whole(
         "long-arguments-only",
         "long-buffer",
         "dotted-command",
+        "bytearray-subclass",
     ],
 )
 def test_hiredis_packs_the_bytes_redis_py_packs(args: tuple[Any, ...]) -> None:
     ours = packing_in_c(Connection)().pack_command(*args)
     theirs = Connection().pack_command(*args)
     assert b"".join(ours) == b"".join(theirs)
+
+
+@pytest.mark.parametrize("value", [None, True, object()], ids=["none", "bool", "object"])
+def test_hiredis_packing_refuses_what_redis_py_refuses_with_its_error(value: Any) -> None:
+    with pytest.raises(DataError):
+        Connection().pack_command("SET", "k", value)
+    with pytest.raises(DataError):
+        packing_in_c(Connection)().pack_command("SET", "k", value)
+
+
+def test_long_arguments_are_joined_in_not_packed_by_hiredis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handed: list[tuple[Any, ...]] = []
+    pack = hiredis.pack_command
+
+    def spying(args: tuple[Any, ...]) -> bytes:
+        handed.append(args)
+        packed: bytes = pack(args)
+        return packed
+
+    monkeypatch.setattr(hiredis, "pack_command", spying)
+    record = b"r" * (JOINED_ABOVE + 1)
+    packing_in_c(Connection)().pack_command("EVALSHA", "f" * 40, 1, "k", record, 7)
+    assert handed and all(record not in args for args in handed)
 
 
 @pytest.mark.parametrize(

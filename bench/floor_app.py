@@ -29,6 +29,7 @@ from app.responses import JsonBytesResponse
 from app.schemas import PredictManyRequest, PredictRequest, PredictResponse, RequestBodies
 from app.settings import Settings
 
+# A model version as the training job writes them (the answers' length matters, not the value).
 _VERSION = "20261129T161326073938Z-d9e0d693"
 
 

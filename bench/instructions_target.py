@@ -1,13 +1,16 @@
-"""The program bench.request_instructions counts: POST /predict in process, no TensorFlow.
+"""The program bench.request_instructions counts: POST /predict (or /predict/many) in process,
+no TensorFlow.
 
-    PYTHONPATH=CHECKOUT python bench/instructions_target.py MODELS STORE DATA_DIR ROUNDS
+    PYTHONPATH=CHECKOUT python bench/instructions_target.py MODELS STORE DATA_DIR ROUNDS ITEMS
         [REDIS_URL PREFIX]
 
 Run by its path with any checkout's ``app`` on PYTHONPATH (it imports nothing from ``bench``), so
 that two versions of the service run the same requests. The app is built by its factory around
 the default model loaded without the Keras check (TensorFlow's import would dwarf what is
 counted); 64 sessions each take ``WARM_ROUNDS`` requests (their history windows filled) and then
-``ROUNDS`` more, 64 requests in flight at a time, as wrk's connections keep them.
+``ROUNDS`` more, 64 requests in flight at a time, as wrk's connections keep them. With ``ITEMS``
+above 0, a round is ``MANY_SESSIONS`` values instead, one per session, posted to /predict/many
+``ITEMS`` a request, the requests of a round in flight together.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Any
 
 SESSIONS = 64
 WARM_ROUNDS = 300
+# Sessions of a /predict/many round: enough for requests of 100 items to name 100 different
+# ones; few enough that warming their windows stays minutes under valgrind.
+MANY_SESSIONS = 200
 
 Message = MutableMapping[str, Any]
 
@@ -75,7 +81,23 @@ async def _post(
         raise SystemExit(f"{path} answered {statuses}")
 
 
-async def run(models: Path, store: str, data_dir: Path, rounds: int, redis: list[str]) -> None:
+def _bodies(items: int) -> list[tuple[bytes, str]]:
+    """A round's request bodies and their path."""
+    if items == 0:
+        return [
+            (json.dumps({"session_id": f"s{i}", "value": (i % 97) / 97}).encode(), "/predict")
+            for i in range(SESSIONS)
+        ]
+    values = [{"session_id": f"s{i}", "value": (i % 97) / 97} for i in range(MANY_SESSIONS)]
+    return [
+        (json.dumps({"items": values[start : start + items]}).encode(), "/predict/many")
+        for start in range(0, MANY_SESSIONS, items)
+    ]
+
+
+async def run(
+    models: Path, store: str, data_dir: Path, rounds: int, items: int, redis: list[str]
+) -> None:
     from asgi_lifespan import LifespanManager
 
     from app.forecaster import Forecaster
@@ -87,23 +109,22 @@ async def run(models: Path, store: str, data_dir: Path, rounds: int, redis: list
     artifact = load_artifact((models / "latest").resolve())
     model = ModelSlot(forecaster=Forecaster(artifact.session_step(), artifact.manifest))
     fields: dict[str, Any] = {"model_dir": models, "store": store, "data_dir": data_dir}
+    if items:
+        fields["max_items_per_request"] = items
     if redis:
         fields |= {"redis_url": redis[0], "redis_prefix": redis[1]}
     app = create_app(Settings.model_validate(fields), model=model)
-    bodies = [
-        json.dumps({"session_id": f"s{i}", "value": (i % 97) / 97}).encode()
-        for i in range(SESSIONS)
-    ]
+    bodies = _bodies(items)
     async with LifespanManager(app, startup_timeout=300) as manager:
         state = dict(getattr(manager, "_state", {}))
         for _round in range(WARM_ROUNDS + rounds):
-            await asyncio.gather(*(_post(manager.app, state, body) for body in bodies))
+            await asyncio.gather(*(_post(manager.app, state, body, path) for body, path in bodies))
 
 
 def main() -> None:
-    models, store, data_dir, rounds, *redis = sys.argv[1:]
+    models, store, data_dir, rounds, items, *redis = sys.argv[1:]
     sys.meta_path.insert(0, _NoTensorFlow())
-    asyncio.run(run(Path(models), store, Path(data_dir), int(rounds), redis))
+    asyncio.run(run(Path(models), store, Path(data_dir), int(rounds), int(items), redis))
 
 
 if __name__ == "__main__":

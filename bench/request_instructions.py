@@ -2,7 +2,10 @@
 another checkout: a measure of the service's own work that the machine's noise does not move.
 
     python -m bench.request_instructions [--stores memory,sqlite,redis] [--rounds 40]
-        [--compare-with CHECKOUT] [--jobs 2]
+        [--compare-with CHECKOUT] [--jobs 2] [--many-items 100]
+
+``--many-items N``: the cost of one item of POST /predict/many instead, N items a request, each
+another session (200 sessions, each given a value a round).
 
 wrk's throughput on a shared machine moves by 10-20 % from one minute to the next, more than a
 change to the request path often does. Instructions executed move by a few percent at most: each
@@ -31,11 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.instructions_target import MANY_SESSIONS, SESSIONS
 from bench.local import RedisServer
 from bench.serve_throughput import REPO, _ensure_model
 
 TARGET = Path(__file__).with_name("instructions_target.py")
-REQUESTS_PER_ROUND = 64
+# Counted per round: /predict requests, or /predict/many items (one a session).
+REQUESTS_PER_ROUND = SESSIONS
+ITEMS_PER_ROUND = MANY_SESSIONS
 _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -48,12 +54,14 @@ class Target:
     redis_url: str
 
 
-def instructions(target: Target, rounds: int, workdir: Path) -> int:
-    """Instructions of one run of the target program with ``rounds`` counted rounds."""
+def instructions(target: Target, rounds: int, items: int, workdir: Path) -> int:
+    """Instructions of one run of the target program with ``rounds`` counted rounds (of
+    /predict/many requests of ``items`` items, or of /predict requests for 0)."""
     run_dir = workdir / f"{target.label}-{target.store}-{rounds}".replace("/", "_")
     command = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         sys.executable, str(TARGET), str(target.models), target.store, str(run_dir), str(rounds),
+        str(items),
     ]  # fmt: skip
     if target.store == "redis":
         command += [target.redis_url, f"{run_dir.name}"]
@@ -76,6 +84,9 @@ def main() -> None:
     )
     parser.add_argument("--compare-with", type=Path, default=None, metavar="CHECKOUT")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--many-items", type=int, default=0, help="count a /predict/many item, N a request"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench: valgrind is not installed (apt-get install valgrind)")
@@ -98,7 +109,7 @@ def main() -> None:
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
                 runs = {
                     (target.label, target.store, rounds): pool.submit(
-                        instructions, target, rounds, workdir
+                        instructions, target, rounds, args.many_items, workdir
                     )
                     for target in targets
                     for rounds in (0, args.rounds)
@@ -108,16 +119,23 @@ def main() -> None:
                         runs[(target.label, target.store, args.rounds)].result()
                         - runs[(target.label, target.store, 0)].result()
                     )
-                    / (args.rounds * REQUESTS_PER_ROUND)
+                    / (args.rounds * (ITEMS_PER_ROUND if args.many_items else REQUESTS_PER_ROUND))
                     for target in targets
                 }
         finally:
             if redis is not None:
                 redis.stop()
-    print(
-        f"instructions per POST /predict in process (valgrind), {REQUESTS_PER_ROUND} sessions "
-        f"in flight, {args.rounds} counted rounds after 300"
-    )
+    if args.many_items:
+        print(
+            f"instructions per /predict/many item in process (valgrind), {args.many_items} "
+            f"items a request over {ITEMS_PER_ROUND} sessions, {args.rounds} counted rounds "
+            "after 300"
+        )
+    else:
+        print(
+            f"instructions per POST /predict in process (valgrind), {REQUESTS_PER_ROUND} "
+            f"sessions in flight, {args.rounds} counted rounds after 300"
+        )
     header = f"{'store':<10}" + "".join(f"{label:>14}" for label, _ in checkouts)
     print(header + (f"{'this/other':>12}" if len(checkouts) > 1 else ""))
     for store in stores:

@@ -200,18 +200,16 @@ def main() -> None:
     )
     for store in stores:
         rounds = results[store]
-        predict = _median([r.requests_per_s for r in rounds.predict])
+        predict, steps, stream = _rates(rounds, args.items)
         predict_p99 = _median([r.p99_ms for r in rounds.predict])
-        many = _median([r.requests_per_s for r in rounds.many])
         many_p99 = _median([r.p99_ms for r in rounds.many])
-        stream = _median([r.messages_per_s for r in rounds.stream])
         stream_p99 = _median([r.p99_ms for r in rounds.stream])
         problems = {r.errors for r in rounds.predict + rounds.many} - {"none"}
         stream_errors = sum(r.errors for r in rounds.stream)
         print(
             f"{store:<8}{predict:>16.0f}{predict_p99:>8.2f}"
-            f"{many * args.items:>15.0f}{many:>8.0f}{many_p99:>8.2f}"
-            f"{many * args.items / predict:>7.1f}"
+            f"{steps:>15.0f}{steps / args.items:>8.0f}{many_p99:>8.2f}"
+            f"{steps / predict:>7.1f}"
             f"{stream:>15.0f}{stream_p99:>8.2f}{stream / predict:>7.2f}"
             f"  {', '.join(sorted(problems)) or 'none'}; stream errors {stream_errors}"
         )

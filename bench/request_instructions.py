@@ -1,5 +1,6 @@
 """CPU instructions a POST /predict costs in process, counted by valgrind, side by side with
-another checkout: a measure of the service's own work that the machine's noise does not move.
+another checkout: a measure of the service's own work that the machine's noise moves less than
+it moves the clock (on the memory store; on Redis hardly, see below).
 
     python -m bench.request_instructions [--stores memory,sqlite,redis] [--rounds 40]
         [--compare-with CHECKOUT] [--jobs 2] [--many-items 100]
@@ -8,9 +9,11 @@ another checkout: a measure of the service's own work that the machine's noise d
 another session (200 sessions, each given a value a round).
 
 wrk's throughput on a shared machine moves by 10-20 % from one minute to the next, more than a
-change to the request path often does. Instructions executed move by a few percent at most: each
-target (bench/instructions_target.py) runs under ``valgrind --tool=cachegrind`` twice, with and
-without ``--rounds`` more rounds of 64 requests, and the difference over those requests is the
+change to the request path often does. Instructions executed moved by about 1 % between runs of
+one code on the memory store, but by up to 13 % on Redis, where the event loop's work while it
+waits on Redis depends on timing (README, "Benchmarks"). Each target
+(bench/instructions_target.py) runs under ``valgrind --tool=cachegrind`` twice, with and without
+``--rounds`` more rounds of 64 requests, and the difference over those requests is the
 cost of one /predict: the app's middleware, routing, body parsing, rules, model step and store
 calls, garbage collection included. Left out: uvicorn's HTTP parsing and the socket (the same for
 every version), the time a request waits (disk syncs, Redis's own work) and the cost of an

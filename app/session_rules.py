@@ -67,6 +67,17 @@ class SessionRecord(NamedTuple):
             misses, history,
         )  # fmt: skip
 
+    def with_history(self, history: Window | None) -> SessionRecord:
+        """The same record with another window (cheaper than _replace)."""
+        (
+            state, step, revision, version, created, used, values, predictions, tracking,
+            offsets, misses, _,
+        ) = self  # fmt: skip
+        return SessionRecord(
+            state, step, revision, version, created, used, values, predictions, tracking, offsets,
+            misses, history,
+        )  # fmt: skip
+
 
 class FeedOutcome(NamedTuple):
     """What a feed request answers."""

@@ -230,20 +230,23 @@ class RingWindow(NamedTuple):
         ring with those two rows written; None when this ring cannot take it (it must grow
         first, or the columns differ): the caller then builds the window whole."""
         columns = self.columns
-        size = row_size(columns)
-        slots = len(self.ring) // size
-        rows = min(self.rows + 1, capacity + 1)
+        ring = self.ring
+        row_struct = _row_struct(columns)
+        size = row_struct.size
+        slots = len(ring) // size
+        rows = self.rows + 1 if self.rows < capacity else capacity + 1
         if capacity < 1 or rows > slots or len(radii) != columns - 2:
             return None
         try:
-            row = _row_struct(columns).pack(math.nan, forecast, *radii)
+            row = row_struct.pack(math.nan, forecast, *radii)
         except OverflowError:  # a radius beyond float32: numpy's rounding (inf) decides
             return None
-        value_at = ((self.step + 1) % slots) * size
-        row_at = ((self.step + 2) % slots) * size
+        step = self.step
+        value_at = (step + 1) % slots * size
+        row_at = (step + 2) % slots * size
         packed_value = _VALUE.pack(value)
-        patched = bytearray(self.ring)
+        patched = bytearray(ring)
         patched[value_at : value_at + 8] = packed_value
         patched[row_at : row_at + size] = row
         pieces = ((value_at, packed_value), (row_at, row))
-        return RingWindow(bytes(patched), rows, columns, self.step + 1, self.ring, pieces)
+        return RingWindow(bytes(patched), rows, columns, step + 1, ring, pieces)

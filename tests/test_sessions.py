@@ -90,6 +90,20 @@ def test_record_round_trips_through_bytes(forecaster: Forecaster) -> None:
     assert decoded.last_predictions == record.last_predictions
 
 
+def test_record_of_other_float_arrays_is_stored_as_float64(forecaster: Forecaster) -> None:
+    record = _fed(forecaster, [0.0, 0.1])
+    narrow = record._replace(state=record.state.astype(np.float32))
+    decoded = decode_record(encode_record(narrow))
+    assert decoded.state.dtype == np.float64
+    assert np.array_equal(decoded.state, record.state.astype(np.float32))
+
+
+def test_with_history_changes_the_window_alone(forecaster: Forecaster) -> None:
+    record = _fed(forecaster, [0.0, 0.1])._replace(revision=5)
+    window = np.ones((2, 2))
+    assert record.with_history(window) == record._replace(history=window)
+
+
 def test_truncated_record_is_refused(forecaster: Forecaster) -> None:
     with pytest.raises(RecordFormatError, match="truncated"):
         decode_record(encode_record(_fed(forecaster, [0.0]))[:-3])

@@ -23,6 +23,7 @@ format 1 also counted LSTM units instead of state floats (state = 2 * units).
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 
@@ -31,6 +32,7 @@ import numpy as np
 from app.session_history import Window, as_array
 from app.session_rules import SessionRecord
 from app.window_ring import RingWindow
+from forecast_core.arrays import FloatArray
 
 FORMAT = 4
 FORMAT_WINDOW_APART = 5
@@ -72,46 +74,72 @@ def decode_stored_record(data: bytes, ring: bytes | None = None) -> SessionRecor
         )
 
 
+# Stored floats are little-endian float64: arrays already of this type are written as they are.
+_FLOAT64 = np.dtype("<f8")
+
+
+@functools.lru_cache(maxsize=64)
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}d")
+
+
+@functools.lru_cache(maxsize=64)
+def _uints(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}I")
+
+
+@functools.lru_cache(maxsize=16)
+def _utf8(text: str) -> bytes:
+    """A model version's bytes (a few versions are written again and again)."""
+    return text.encode()
+
+
+def _float64_bytes(values: FloatArray) -> bytes:
+    array = np.asarray(values)
+    return (array if array.dtype == _FLOAT64 else array.astype(_FLOAT64)).tobytes()
+
+
 def encode_record(record: SessionRecord, *, window_apart: bool = False) -> bytes:
     """Compact binary form of ``record``; ``window_apart``: format 5, without the window's rows
     (the store keeps them as a ring: app.window_ring)."""
-    version = record.model_version.encode()
-    count = len(record.last_values)
-    tracking = record.tracking
-    tracking_size = 0 if tracking is None else len(tracking)
-    per_value = len(record.last_offsets) // count if count else 0
-    history = record.history
+    (
+        state, step, revision, model_version, created, used, values, predictions, tracking,
+        offsets, misses, history,
+    ) = record  # fmt: skip
+    version = _utf8(model_version)
+    count = len(values)
     rows, columns = (0, 0) if history is None else history.shape
     parts = [
         _HEADER.pack(
             FORMAT_WINDOW_APART if window_apart else FORMAT,
-            record.step,
-            record.revision,
-            record.created_at,
-            record.last_used_at,
+            step,
+            revision,
+            created,
+            used,
             len(version),
-            len(record.state),
+            len(state),
             count,
-            tracking_size,
-            per_value,
+            0 if tracking is None else len(tracking),
+            len(offsets) // count if count else 0,
             rows,
             columns,
         ),
         version,
-        np.asarray(record.state, dtype="<f8").tobytes(),
+        _float64_bytes(state),
         # struct, not numpy, for the short tuples: cheaper per request.
-        struct.pack(f"<{2 * count}d", *record.last_values, *record.last_predictions),
+        _doubles(2 * count).pack(*values, *predictions),
     ]
     if tracking is not None:
-        parts.append(np.asarray(tracking, dtype="<f8").tobytes())
-    parts.append(struct.pack(f"<{len(record.last_offsets)}d", *record.last_offsets))
+        parts.append(_float64_bytes(tracking))
+    parts.append(_doubles(len(offsets)).pack(*offsets))
     rows_array = as_array(history) if rows and not window_apart else None
     if rows_array is not None:
         parts.append(np.ascontiguousarray(rows_array[:, :2], dtype="<f8").tobytes())
         if columns > 2:
             parts.append(np.ascontiguousarray(rows_array[:, 2:], dtype="<f4").tobytes())
-    misses = record.last_misses if len(record.last_misses) == count else (0,) * count
-    parts.append(struct.pack(f"<{count}I", *misses))
+    if len(misses) != count:
+        misses = (0,) * count
+    parts.append(_uints(count).pack(*misses))
     return b"".join(parts)
 
 

@@ -136,7 +136,7 @@ def window_write(
 def kept_record(new: SessionRecord, write: WindowWrite) -> SessionRecord:
     """``new`` as its compare-and-set leaves it in Redis: what a replica's cache keeps."""
     kept = write.kept.settled() if isinstance(write.kept, RingWindow) else write.kept
-    return new if kept is new.history else new._replace(history=kept)
+    return new if kept is new.history else new.with_history(kept)
 
 
 def client_options() -> dict[str, Any]:

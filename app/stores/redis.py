@@ -36,6 +36,7 @@ from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
     SCAN_COUNT,
+    CallOptions,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
@@ -198,16 +199,20 @@ class RedisStore(OptimisticRedisStore):
     ) -> CompareAndSet:
         """The script counts a new session against its key's quota (result -3) and the cap
         (result -2) in the same call that writes it, /predict/many's pipelined items too."""
-        namespace = namespace_of(key)
+        quota = self._quotas(namespace_of(key)) if expected is None else None
+        return self._call(key, expected, new, CallOptions(quota, whole_window))
+
+    def _call(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord, options: CallOptions
+    ) -> CompareAndSet:
         keys = [
             self._key(key),
             self._revision_key,
             self._live_key,
-            self._namespace_key(namespace),
+            self._namespace_key(namespace_of(key)),
             self._window_key(key),
         ]
-        quota = self._quotas(namespace) if expected is None else None
-        window = window_write(expected, new, self._history, whole=whole_window)
+        window = window_write(expected, new, self._history, whole=options.whole_window)
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
             encode_record(new, window_apart=True),
@@ -215,10 +220,10 @@ class RedisStore(OptimisticRedisStore):
             self._ttl_ms,
             self._max_sessions,
             key,
-            quota or 0,
+            options.quota or 0,
             *window.args,
         ]
-        return CompareAndSet(keys, args, None, quota, kept_record(new, window))
+        return CompareAndSet(keys, args, None, options.quota, kept_record(new, window))
 
     def _pipeline(self) -> Pipeline:
         return self._client.pipeline(transaction=False)

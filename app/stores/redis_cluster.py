@@ -52,6 +52,7 @@ from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
     SCAN_COUNT,
+    CallOptions,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
@@ -235,7 +236,6 @@ class RedisClusterStore(OptimisticRedisStore):
         *,
         whole_window: bool = False,
     ) -> CompareAndSet:
-        previous = expected.revision if expected is not None else 0
         quota = None
         if expected is None:
             await self._client.initialize()  # the shard cap needs the primaries known
@@ -243,8 +243,14 @@ class RedisClusterStore(OptimisticRedisStore):
                 quota = await self._take_place(key)
             except _FAILURES as error:
                 raise unavailable(self._url, str(error)) from None
+        return self._call(key, expected, new, CallOptions(quota, whole_window))
+
+    def _call(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord, options: CallOptions
+    ) -> CompareAndSet:
+        previous = expected.revision if expected is not None else 0
         revision = next_revision(previous)
-        window = window_write(expected, new, self._history, whole=whole_window)
+        window = window_write(expected, new, self._history, whole=options.whole_window)
         args: list[EncodableT] = [
             previous,
             revision,
@@ -254,7 +260,7 @@ class RedisClusterStore(OptimisticRedisStore):
             *window.args,
         ]
         keys = [self._key(key), self._window_key(key)]
-        return CompareAndSet(keys, args, revision, quota, kept_record(new, window))
+        return CompareAndSet(keys, args, revision, options.quota, kept_record(new, window))
 
     async def _refused(self, key: str, call: CompareAndSet) -> None:
         if call.quota is not None:

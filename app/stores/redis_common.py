@@ -289,6 +289,18 @@ def session_removed(result: Any) -> bool:
     return bool(int(result) > 0)
 
 
+class CallOptions(NamedTuple):
+    """How a compare-and-set call is built: the quota of the key a new session counts against
+    (None: none, or not a new session), and whether its window is written whole."""
+
+    quota: int | None = None
+    whole_window: bool = False
+
+
+# A session that exists: no quota to count against, the window's changed rows where possible.
+_UPDATE = CallOptions()
+
+
 class CompareAndSet(NamedTuple):
     """One compare-and-set call of a store's script: its keys and arguments, the revision
     the record gets if it is written (None: the script draws it and answers it), and the quota
@@ -461,14 +473,14 @@ class OptimisticRedisStore(ABC):
     ) -> list[CompareAndSet | SessionQuotaReached]:
         """A call per write, or its key's quota refusal. Only a new session's call may wait on
         Redis (the cluster reserves its place in its namespace first, as apply's path does):
-        those are built concurrently, the others in turn (no task each)."""
+        those are built concurrently, the others in place (no coroutine each)."""
         built: list[CompareAndSet | SessionQuotaReached | None] = [None] * len(writes)
         fresh: list[int] = []
-        for index, write in enumerate(writes):
-            if write[1] is None:
+        for index, (key, expected, new) in enumerate(writes):
+            if expected is None:
                 fresh.append(index)
             else:
-                built[index] = await self._call_or_refusal(*write)
+                built[index] = self._update_call(key, expected, new)
         if fresh:
             made = await asyncio.gather(*(self._call_or_refusal(*writes[i]) for i in fresh))
             for index, call in zip(fresh, made, strict=True):
@@ -548,6 +560,17 @@ class OptimisticRedisStore(ABC):
     ) -> CompareAndSet:
         """The script call that writes ``new`` if the session is still ``expected`` (its window
         whole with ``whole_window``, else only the rows that changed where the ring allows)."""
+
+    def _update_call(self, key: str, expected: SessionRecord, new: SessionRecord) -> CompareAndSet:
+        """``_compare_and_set_call`` of a session that exists (its window's changed rows where
+        the ring allows): it never waits on Redis, so it is built in place."""
+        return self._call(key, expected, new, _UPDATE)
+
+    @abstractmethod
+    def _call(
+        self, key: str, expected: SessionRecord | None, new: SessionRecord, options: CallOptions
+    ) -> CompareAndSet:
+        """The call itself, once whatever a new session needs first is done."""
 
     @abstractmethod
     async def _run_confirmed(

@@ -36,7 +36,6 @@ from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
     SCAN_COUNT,
-    CallOptions,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
@@ -200,10 +199,15 @@ class RedisStore(OptimisticRedisStore):
         """The script counts a new session against its key's quota (result -3) and the cap
         (result -2) in the same call that writes it, /predict/many's pipelined items too."""
         quota = self._quotas(namespace_of(key)) if expected is None else None
-        return self._call(key, expected, new, CallOptions(quota, whole_window))
+        return self._call(key, expected, new, quota, whole_window)
 
     def _call(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord, options: CallOptions
+        self,
+        key: str,
+        expected: SessionRecord | None,
+        new: SessionRecord,
+        quota: int | None = None,
+        whole_window: bool = False,
     ) -> CompareAndSet:
         keys = [
             self._key(key),
@@ -212,7 +216,7 @@ class RedisStore(OptimisticRedisStore):
             self._namespace_key(namespace_of(key)),
             self._window_key(key),
         ]
-        window = window_write(expected, new, self._history, whole=options.whole_window)
+        window = window_write(expected, new, self._history, whole=whole_window)
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
             encode_record(new, window_apart=True),
@@ -220,10 +224,10 @@ class RedisStore(OptimisticRedisStore):
             self._ttl_ms,
             self._max_sessions,
             key,
-            options.quota or 0,
+            quota or 0,
             *window.args,
         ]
-        return CompareAndSet(keys, args, None, options.quota, kept_record(new, window))
+        return CompareAndSet(keys, args, None, quota, kept_record(new, window))
 
     def _pipeline(self) -> Pipeline:
         return self._client.pipeline(transaction=False)

@@ -52,7 +52,6 @@ from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
     SCAN_COUNT,
-    CallOptions,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
@@ -243,14 +242,19 @@ class RedisClusterStore(OptimisticRedisStore):
                 quota = await self._take_place(key)
             except _FAILURES as error:
                 raise unavailable(self._url, str(error)) from None
-        return self._call(key, expected, new, CallOptions(quota, whole_window))
+        return self._call(key, expected, new, quota, whole_window)
 
     def _call(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord, options: CallOptions
+        self,
+        key: str,
+        expected: SessionRecord | None,
+        new: SessionRecord,
+        quota: int | None = None,
+        whole_window: bool = False,
     ) -> CompareAndSet:
         previous = expected.revision if expected is not None else 0
         revision = next_revision(previous)
-        window = window_write(expected, new, self._history, whole=options.whole_window)
+        window = window_write(expected, new, self._history, whole=whole_window)
         args: list[EncodableT] = [
             previous,
             revision,
@@ -260,7 +264,7 @@ class RedisClusterStore(OptimisticRedisStore):
             *window.args,
         ]
         keys = [self._key(key), self._window_key(key)]
-        return CompareAndSet(keys, args, revision, options.quota, kept_record(new, window))
+        return CompareAndSet(keys, args, revision, quota, kept_record(new, window))
 
     async def _refused(self, key: str, call: CompareAndSet) -> None:
         if call.quota is not None:

@@ -289,18 +289,6 @@ def session_removed(result: Any) -> bool:
     return bool(int(result) > 0)
 
 
-class CallOptions(NamedTuple):
-    """How a compare-and-set call is built: the quota of the key a new session counts against
-    (None: none, or not a new session), and whether its window is written whole."""
-
-    quota: int | None = None
-    whole_window: bool = False
-
-
-# A session that exists: no quota to count against, the window's changed rows where possible.
-_UPDATE = CallOptions()
-
-
 class CompareAndSet(NamedTuple):
     """One compare-and-set call of a store's script: its keys and arguments, the revision
     the record gets if it is written (None: the script draws it and answers it), and the quota
@@ -564,13 +552,19 @@ class OptimisticRedisStore(ABC):
     def _update_call(self, key: str, expected: SessionRecord, new: SessionRecord) -> CompareAndSet:
         """``_compare_and_set_call`` of a session that exists (its window's changed rows where
         the ring allows): it never waits on Redis, so it is built in place."""
-        return self._call(key, expected, new, _UPDATE)
+        return self._call(key, expected, new)
 
     @abstractmethod
     def _call(
-        self, key: str, expected: SessionRecord | None, new: SessionRecord, options: CallOptions
+        self,
+        key: str,
+        expected: SessionRecord | None,
+        new: SessionRecord,
+        quota: int | None = None,
+        whole_window: bool = False,
     ) -> CompareAndSet:
-        """The call itself, once whatever a new session needs first is done."""
+        """The call itself, once whatever a new session needs first is done (``quota``: the
+        key's quota a new session counts against, None: none, or not a new session)."""
 
     @abstractmethod
     async def _run_confirmed(

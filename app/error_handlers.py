@@ -45,10 +45,7 @@ def service_error_body(error: ServiceError) -> ErrorAnswer:
 def validation_error_body(errors: Sequence[Any]) -> ErrorAnswer:
     """Validation errors (pydantic's) as one 422 ``invalid_request`` body naming each field."""
     problems = [_describe_validation_error(error) for error in errors]
-    fields = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-        for e in errors
-    ]
+    fields = [{"field": _field(e), "problem": e.get("msg", "")} for e in errors]
     return error_body("invalid_request", "; ".join(problems), {"errors": fields})
 
 
@@ -70,12 +67,23 @@ def service_error_response(error: ServiceError) -> JsonLineResponse:
     )
 
 
+def _field(error: dict[str, Any]) -> str:
+    """Where the error is, as the details name it: the body itself for JSON that does not parse
+    (whose location is the body and a character position, not a field)."""
+    if error.get("type") == "json_invalid":
+        return "body"
+    return ".".join(str(part) for part in error.get("loc", ()))
+
+
 def _describe_validation_error(error: dict[str, Any]) -> str:
     location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
     where = ".".join(location) or "body"
     kind = error.get("type", "")
     if kind == "json_invalid":
-        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+        problem = error.get("ctx", {}).get("error", "parse error")
+        at = [part for part in error.get("loc", ()) if isinstance(part, int)]
+        position = f" at character {at[0]}" if at else ""
+        return f"the body is not valid JSON{position} ({problem})"
     if kind == "missing":
         return f"{where}: field required"
     if kind == "extra_forbidden":

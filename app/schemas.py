@@ -213,7 +213,10 @@ class SessionRequest(_Body):
 
 
 class Interval(TypedDict):
-    level: Annotated[float, Field(description="percent of values the interval is meant to hold")]
+    # int | float: 80 stays 80 in every answer, as in /predict's (which is not validated again).
+    level: Annotated[
+        int | float, Field(description="percent of values the interval is meant to hold")
+    ]
     lower: float
     upper: float
 

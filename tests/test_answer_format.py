@@ -64,3 +64,22 @@ async def test_a_json_body_without_the_json_content_type_is_told_to_send_it(
     assert response.json()["error"]["message"] == (
         "the body was not read as JSON: send it with the header 'Content-Type: application/json'"
     )
+
+
+async def test_a_whole_interval_level_is_written_as_an_integer_in_every_answer(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    """80, not 80.0 in some answers and 80 in others: a client keys its intervals by level."""
+    settings = Settings(model_dir=tutorial_models_dir, store="memory")
+    async with asgi_client(settings, tutorial_model) as client:
+        predicted = await client.post("/predict", json={"session_id": "s", "value": 0.1})
+        batch = await client.post("/predict/batch", json={"session_id": "s", "values": [0.2]})
+        ahead = await client.post("/forecast", json={"session_id": "s", "horizon": 2})
+        history = await client.get("/sessions/s/history")
+    levels = [
+        *(i["level"] for i in predicted.json()["intervals"]),
+        *(i["level"] for step in batch.json()["intervals"] for i in step),
+        *(i["level"] for step in ahead.json()["intervals"] for i in step),
+        *(i["level"] for i in history.json()["next"]["intervals"]),
+    ]
+    assert levels and all(type(level) is int for level in levels), levels

@@ -348,6 +348,21 @@ async def test_junk_bodies_get_422(
     assert fragment in response.json()["error"]["message"]
 
 
+async def test_json_that_does_not_parse_is_placed_by_character_not_named_as_a_field(
+    memory_client: OpenClient,
+) -> None:
+    async with memory_client() as client:
+        response = await client.post(
+            "/predict",
+            content=b'{"session_id": "x1", "value": }',
+            headers={"content-type": "application/json"},
+        )
+    error = response.json()["error"]
+    assert response.status_code == 422
+    assert "not valid JSON at character 30" in error["message"]
+    assert [e["field"] for e in error["details"]["errors"]] == ["body"]
+
+
 async def test_unknown_path_gets_404_in_the_error_shape(memory_client: OpenClient) -> None:
     async with memory_client() as client:
         missing = await client.get("/no/such/route")

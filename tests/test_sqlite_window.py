@@ -1,5 +1,6 @@
 """The history window kept beside the record in SQLite: a ring in the session's row, whose
-changed rows a step rewrites in place."""
+changed rows a step rewrites in place; and the writer's memory of the rows it wrote, which must
+be what decoding them gives."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.session_rules import SessionRecord
 from app.stores.record_codec import FORMAT, decode_record, encode_record
 from app.stores.sqlite import SqliteStore
-from app.window_ring import row_size
+from app.window_ring import RingWindow, row_size
 from tests.helpers import window_rows
 from tests.test_redis_window import (
     HISTORY,
@@ -186,3 +188,43 @@ async def test_a_file_from_before_the_rowid_is_rebuilt_with_every_session_carrie
     assert columns == ["id", "key", "record", "last_used_at", "ring"]
     assert "sessions_by_last_use" in indexes  # the expiry's search, rebuilt with the table
     assert counted == 2
+
+
+def assert_same_record(got: SessionRecord | None, expected: SessionRecord | None) -> None:
+    """Field by field, arrays by value and type, windows by their ring's bytes and shape."""
+    assert got is not None and expected is not None
+    for name, mine, theirs in zip(SessionRecord._fields, got, expected, strict=True):
+        if isinstance(theirs, np.ndarray):
+            assert isinstance(mine, np.ndarray), name
+            assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), name
+        elif isinstance(theirs, RingWindow):
+            assert isinstance(mine, RingWindow), name
+            assert (mine.ring, mine.shape, mine.step) == (theirs.ring, theirs.shape, theirs.step)
+        else:
+            assert mine == theirs and type(mine) is type(theirs), name
+
+
+async def test_each_step_remembers_its_record_as_a_fresh_read_decodes_it(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    """The writer's memory of the rows it wrote: requests of one value and of several, a ring
+    that wraps; after each, the writer's own read (from that memory) is what another process
+    decodes from the file."""
+    writer = make_store(HISTORY)
+    for values in REQUESTS:
+        await writer.apply("s", feeding(forecaster, policy, values, HISTORY))
+        assert_same_record(await writer.get("s"), await make_store(HISTORY).get("s"))
+
+
+async def test_a_step_another_process_wrote_is_read_from_the_file(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    first, second = make_store(HISTORY), make_store(HISTORY)
+    await first.apply("s", feeding(forecaster, policy, [0.1], HISTORY))
+    await second.apply("s", feeding(forecaster, policy, [0.2], HISTORY))
+    await first.apply("s", feeding(forecaster, policy, [0.3], HISTORY))
+    expected = fed_in_memory(forecaster, policy, [[0.1], [0.2], [0.3]], HISTORY)
+    read = await make_store(HISTORY).get("s")
+    assert read is not None
+    assert (read.step, read.last_predictions) == (3, expected.last_predictions)
+    assert np.array_equal(read.state, expected.state)

@@ -36,6 +36,7 @@ from app.session_history import as_array
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, Quotas, T, no_quotas
 from app.stores.record_codec import decode_stored_record, encode_record
+from app.stores.sqlite_decoded import DecodedRows
 from app.window_ring import RingWindow, updated_ring
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class SqliteStore:
         self._connection: sqlite3.Connection | None = None
         # The revision counter of the writer's transaction in progress (None: not read yet).
         self._revision: int | None = None
+        # The writer thread's: the rows it last wrote or read, decoded.
+        self._decoded = DecodedRows()
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
         self._thread.start()
 
@@ -263,7 +266,7 @@ class SqliteStore:
         if row is None:
             return None
         data, ring = row
-        return decode_stored_record(data, ring), ring
+        return self._decoded.record(key, data, ring), ring
 
     def _read_rows(
         self, connection: sqlite3.Connection, keys: list[str], now: float
@@ -415,7 +418,7 @@ class SqliteStore:
         results: list[T | ServiceError] = []
         for key, compute in items:
             data, ring = found.get(key, (None, None))
-            record = decode_stored_record(data, ring) if data is not None else None
+            record = self._decoded.record(key, data, ring) if data is not None else None
             try:
                 new, answer = compute(record)
                 if new is not None:
@@ -451,12 +454,10 @@ class SqliteStore:
             self._add_rows(connection, 1)
             self._add_to_namespace(connection, namespace_of(key), 1)
         stored = new.with_revision(self._next_revision(connection))
-        row = (
-            encode_record(stored, window_apart=True),
-            stored.last_used_at,
-            self._ring_of(stored, record, ring),
-            key,
-        )
+        data = encode_record(stored, window_apart=True)
+        new_ring = self._ring_of(stored, record, ring)
+        self._decoded.written(key, data, new_ring, stored)
+        row = (data, stored.last_used_at, new_ring, key)
         if record is not None:
             return row
         connection.execute(

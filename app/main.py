@@ -26,6 +26,7 @@ from app.json_body_route import JsonBodyRoute
 from app.keys import parse_env_keys
 from app.keys_file import KeysFileError, KeysFileWatcher, describe, load_keys_file
 from app.metrics import MetricsMiddleware, ServiceMetrics
+from app.metrics_share import METRICS_SHARE_INTERVAL_S, MetricsShare
 from app.model_registry import ModelRegistry, find_models
 from app.openapi import declare_bearer_security
 from app.rate_limit import RateLimiter
@@ -68,6 +69,19 @@ async def watch_models(registry: ModelRegistry, wait: Callable[[], Awaitable[obj
             logger.exception("looking for changed models failed; trying again later")
 
 
+async def publish_metrics(metrics: ServiceMetrics, interval_s: float) -> None:
+    """Write this worker's metrics for the other workers every ``interval_s`` until cancelled,
+    and once more then (a stopped worker's counts still count)."""
+    try:
+        while True:
+            await metrics.publish()
+            await asyncio.sleep(interval_s)
+    finally:
+        if metrics.share is not None:
+            # Once, at shutdown: a small file, written at once since the task is cancelled.
+            metrics.share.publish(metrics.snapshot())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -94,7 +108,8 @@ def create_app(
         keys_watcher = KeysFileWatcher(settings.api_keys_file, defaults, api_keys, limiter, loaded)
     else:
         api_keys = ApiKeys(parse_env_keys(settings.api_keys, defaults))
-    metrics = ServiceMetrics()
+    share = MetricsShare(settings.metrics_share_dir) if settings.metrics_share_dir else None
+    metrics = ServiceMetrics(share, clock)
     audit = Audit(clock)
     metrics.registry.register(audit)
     holder = ServicesHolder()
@@ -119,7 +134,7 @@ def create_app(
         else:
             registry = await anyio.to_thread.run_sync(load_models, settings, clock)
         sessions = store if store is not None else await open_store(settings, clock, quota)
-        background = _background_tasks(settings, keys_watcher, limiter)
+        background = _background_tasks(settings, keys_watcher, limiter, metrics)
         with collector_tuned_for_serving():
             holder.fill(Services(settings, registry, sessions, metrics, clock))
             wait = poll_wait
@@ -195,11 +210,17 @@ def _sleeper(seconds: float) -> Callable[[], Awaitable[None]]:
 
 
 def _background_tasks(
-    settings: Settings, watcher: KeysFileWatcher | None, limiter: RateLimiter
+    settings: Settings,
+    watcher: KeysFileWatcher | None,
+    limiter: RateLimiter,
+    metrics: ServiceMetrics,
 ) -> list[asyncio.Task[None]]:
-    """The keys file's watcher, and with Redis the heartbeat that shares rate limits out (when
-    any key can have a rate: a default one, or a keys file that may give one)."""
+    """The keys file's watcher, with Redis the heartbeat that shares rate limits out (when any
+    key can have a rate: a default one, or a keys file that may give one), and with a metrics
+    share the writing of this worker's metrics for the others."""
     tasks = []
+    if metrics.share is not None:
+        tasks.append(asyncio.create_task(publish_metrics(metrics, METRICS_SHARE_INTERVAL_S)))
     if watcher is not None:
         tasks.append(asyncio.create_task(watcher.run(settings.api_keys_reload_s)))
     rates_possible = bool(settings.rate_limit.strip()) or watcher is not None

@@ -9,12 +9,15 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio.to_thread
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics_share import MergedFamilies, MetricsShare, Snapshot, snapshot_of
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Label values must stay few: unknown methods and paths are pooled, never copied from the request.
@@ -146,10 +149,20 @@ class ForecastStats:
         yield flags
 
 
-class ServiceMetrics:
-    """The service's collectors, in their own registry."""
+# Gauges that count something of each worker (its open sockets): a scrape answered for every
+# worker adds them up; the other gauges describe what the workers share (app.metrics_share).
+PER_WORKER_GAUGES = frozenset({"forecast_stream_sockets"})
 
-    def __init__(self) -> None:
+
+class ServiceMetrics:
+    """The service's collectors, in their own registry; with ``share``, every worker's numbers
+    in a scrape (app.metrics_share)."""
+
+    def __init__(
+        self, share: MetricsShare | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.share = share
+        self._clock = clock
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestStats()
         self.registry.register(self.requests)
@@ -175,7 +188,23 @@ class ServiceMetrics:
         self.requests.stream_messages[refused] += 1
 
     def render(self) -> bytes:
+        """This worker's numbers alone."""
         return generate_latest(self.registry)
+
+    def snapshot(self) -> Snapshot:
+        return snapshot_of(self.registry.collect(), self._clock())
+
+    async def publish(self) -> None:
+        """Write this worker's numbers for the others (nothing without a share)."""
+        if self.share is not None:
+            await anyio.to_thread.run_sync(self.share.publish, self.snapshot())
+
+    async def render_all(self) -> bytes:
+        """A scrape's answer: every worker's numbers with a share, else this worker's."""
+        if self.share is None:
+            return self.render()
+        others = await anyio.to_thread.run_sync(self.share.others)
+        return generate_latest(MergedFamilies(self.snapshot(), others, PER_WORKER_GAUGES))
 
 
 class MetricsMiddleware:

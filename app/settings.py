@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default="sqlite", description="where session state lives"
     )
     data_dir: Path = Field(default=Path("data"), description="folder of the SQLite session file")
+    metrics_share_dir: Path | None = Field(
+        default=None,
+        description="folder where one server's workers share their metrics (app.metrics_share);"
+        " app.serve makes one per run for several workers",
+    )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis store URL")
     redis_prefix: str = Field(
         default="forecast",

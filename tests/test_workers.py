@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -106,7 +107,7 @@ def test_two_workers_share_every_session(
 def test_serve_runs_a_worker_per_core_for_shared_stores(
     store: str, args: list[str], environ: dict[str, str], workers: list[str]
 ) -> None:
-    command, _env = uvicorn_command(args, environ, store, 262144, cores=4)
+    command, _env = uvicorn_command(args, environ, store, 262144, 4, lambda: Path("/m"))
     assert command[1:] == ["-m", "uvicorn", "app.main:app", *args, *workers]
 
 
@@ -115,3 +116,58 @@ def test_serve_picks_the_websocket_settings_unless_told() -> None:
     assert (env["UVICORN_WS"], env["UVICORN_WS_MAX_SIZE"]) == ("websockets-sansio", "65536")
     _, told = uvicorn_command([], {"UVICORN_WS": "wsproto"}, "sqlite", 65536, cores=1)
     assert told["UVICORN_WS"] == "wsproto"
+
+
+@pytest.mark.parametrize(
+    ("store", "args", "environ", "folder"),
+    [
+        ("sqlite", [], {}, "/made"),
+        ("sqlite", ["--workers", "2"], {}, "/made"),
+        ("sqlite", ["--workers", "1"], {}, None),
+        ("memory", [], {}, None),
+        ("redis", [], {"FORECAST_METRICS_SHARE_DIR": "/given"}, "/given"),
+    ],
+    ids=["per-core", "option", "one-worker", "memory", "given"],
+)
+def test_serve_gives_several_workers_a_folder_to_share_their_metrics(
+    store: str, args: list[str], environ: dict[str, str], folder: str | None
+) -> None:
+    _, env = uvicorn_command(args, environ, store, 65536, 2, lambda: Path("/made"))
+    assert env.get("FORECAST_METRICS_SHARE_DIR") == folder
+
+
+@pytest.mark.slow
+def test_every_scrape_counts_the_steps_of_both_workers(
+    tutorial_models_dir: Path, tmp_path: Path
+) -> None:
+    env = {
+        "FORECAST_MODEL_DIR": str(tutorial_models_dir),
+        "FORECAST_STORE": "sqlite",
+        "FORECAST_DATA_DIR": str(tmp_path / "data"),
+        "FORECAST_METRICS_SHARE_DIR": str(tmp_path / "metrics"),  # as app.serve sets it
+    }
+    with uvicorn_server(env, tmp_path / "server.log", args=["--workers", "2"]) as server:
+        for step, value in enumerate(SERIES):
+            # A new connection each time: the kernel hands it to either worker.
+            body = {"session_id": "counted", "value": value, "step": step}
+            assert httpx.post(f"{server.base_url}/predict", json=body, timeout=10).is_success
+        # Each worker writes its numbers every second: within seconds, every scrape shows all.
+        in_a_row = _scrapes_showing(server.base_url, len(SERIES), wanted=10, within_s=30)
+    assert in_a_row == 10
+
+
+def _scrapes_showing(base_url: str, steps: int, wanted: int, within_s: float) -> int:
+    """How many scrapes in a row (new connections: either worker answers) showed ``steps`` as
+    ``forecast_steps_total``, stopping at ``wanted`` or after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    in_a_row = 0
+    while in_a_row < wanted and time.monotonic() < deadline:
+        scraped = httpx.get(f"{base_url}/metrics", timeout=10).text
+        in_a_row = in_a_row + 1 if _steps_total(scraped) == steps else 0
+        time.sleep(0.05)
+    return in_a_row
+
+
+def _steps_total(exposition: str) -> float:
+    (line,) = [line for line in exposition.splitlines() if line.startswith("forecast_steps_total")]
+    return float(line.split()[-1])

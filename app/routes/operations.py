@@ -170,13 +170,13 @@ def operations_router(holder: ServicesHolder, route_class: type[APIRoute]) -> AP
     # Admin only: the totals of every tenant (sessions, requests) are not one tenant's to see.
     @router.get("/metrics", response_class=Response, dependencies=ADMIN_ONLY)
     async def metrics() -> Response:
-        """Prometheus text format (an admin key, when keys are set)."""
+        """Prometheus text format (an admin key, when keys are set); every worker's numbers."""
         services = holder.services
         try:
             services.metrics.active_sessions.set(await services.store.count())
         except StoreUnavailable:
             pass  # the gauge keeps its last value; /ready reports the outage
         services.metrics.model_ready.set(0 if services.models.problems() else 1)
-        return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await services.metrics.render_all(), media_type=CONTENT_TYPE)
 
     return router

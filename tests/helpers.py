@@ -77,6 +77,15 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def sqlite_server_env(models_dir: Path, folder: Path) -> dict[str, str]:
+    """A real server's environment: ``models_dir`` served, sessions in SQLite under ``folder``."""
+    return {
+        "FORECAST_MODEL_DIR": str(models_dir),
+        "FORECAST_STORE": "sqlite",
+        "FORECAST_DATA_DIR": str(folder / "data"),
+    }
+
+
 def start_uvicorn(
     env: dict[str, str], log: Path, port: int | None = None, args: Sequence[str] = ()
 ) -> Server:

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import start_uvicorn, stop, uvicorn_server, wait_until_ready
+from tests.helpers import (
+    sqlite_server_env,
+    start_uvicorn,
+    stop,
+    uvicorn_server,
+    wait_until_ready,
+)
 
 
 def test_sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_step(
     tutorial_models_dir: Path, tmp_path: Path
 ) -> None:
-    env = {
-        "FORECAST_MODEL_DIR": str(tutorial_models_dir),
-        "FORECAST_STORE": "sqlite",
-        "FORECAST_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = sqlite_server_env(tutorial_models_dir, tmp_path)
     server = start_uvicorn(env, tmp_path / "server.log")
     wait_until_ready(server)
     acknowledged: dict[str, int] = {}

@@ -12,7 +12,7 @@ from app.forecaster import Forecaster
 from app.serve import uvicorn_command
 from app.workers import split_sessions_reason, uvicorn_workers
 from bench.local import RedisServer
-from tests.helpers import start_uvicorn, stop, uvicorn_server
+from tests.helpers import sqlite_server_env, start_uvicorn, stop, uvicorn_server
 
 SERIES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.45, 0.15, 0.9] * 3
 
@@ -141,9 +141,7 @@ def test_every_scrape_counts_the_steps_of_both_workers(
     tutorial_models_dir: Path, tmp_path: Path
 ) -> None:
     env = {
-        "FORECAST_MODEL_DIR": str(tutorial_models_dir),
-        "FORECAST_STORE": "sqlite",
-        "FORECAST_DATA_DIR": str(tmp_path / "data"),
+        **sqlite_server_env(tutorial_models_dir, tmp_path),
         "FORECAST_METRICS_SHARE_DIR": str(tmp_path / "metrics"),  # as app.serve sets it
     }
     with uvicorn_server(env, tmp_path / "server.log", args=["--workers", "2"]) as server:

@@ -82,7 +82,7 @@ def _describe_validation_error(error: dict[str, Any]) -> str:
     if kind == "json_invalid":
         problem = error.get("ctx", {}).get("error", "parse error")
         at = [part for part in error.get("loc", ()) if isinstance(part, int)]
-        position = f" at character {at[0]}" if at else ""
+        position = f" at character {at[0] + 1}" if at else ""  # counted from 1, as columns are
         return f"the body is not valid JSON{position} ({problem})"
     if kind == "missing":
         return f"{where}: field required"

@@ -70,16 +70,25 @@ async def watch_models(registry: ModelRegistry, wait: Callable[[], Awaitable[obj
 
 
 async def publish_metrics(metrics: ServiceMetrics, interval_s: float) -> None:
-    """Write this worker's metrics for the other workers every ``interval_s`` until cancelled,
-    and once more then (a stopped worker's counts still count)."""
-    try:
-        while True:
+    """Write this worker's metrics for the other workers every ``interval_s`` until cancelled;
+    a write that fails is logged (once, until one succeeds again) and tried again next time."""
+    failing = False
+    while True:
+        try:
             await metrics.publish()
-            await asyncio.sleep(interval_s)
-    finally:
-        if metrics.share is not None:
-            # Once, at shutdown: a small file, written at once since the task is cancelled.
-            metrics.share.publish(metrics.snapshot())
+        except OSError as error:
+            if not failing:
+                logger.warning(
+                    "cannot write this worker's metrics for the others (%s); /metrics answered "
+                    "by another worker misses its latest counts until this is fixed",
+                    error,
+                )
+            failing = True
+        else:
+            if failing:
+                logger.info("this worker's metrics are written for the others again")
+            failing = False
+        await asyncio.sleep(interval_s)
 
 
 def create_app(
@@ -156,6 +165,9 @@ def create_app(
                     await asyncio.wait(background, timeout=_BACKGROUND_STOP_S)
                 # The batch being applied still uses the store; bounded as the background tasks.
                 await stream_batcher.stop(_BACKGROUND_STOP_S)
+                # Last, with every step counted: a stopped worker's counts still count.
+                with contextlib.suppress(OSError):
+                    await metrics.publish()
                 if store is None:
                     await sessions.close()
 

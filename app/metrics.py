@@ -163,6 +163,8 @@ class ServiceMetrics:
     ) -> None:
         self.share = share
         self._clock = clock
+        # Numbers each snapshot, so that a late write of an older one never replaces a newer.
+        self._snapshots = itertools.count(1)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestStats()
         self.registry.register(self.requests)
@@ -192,7 +194,7 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
     def snapshot(self) -> Snapshot:
-        return snapshot_of(self.registry.collect(), self._clock())
+        return snapshot_of(self.registry.collect(), self._clock(), next(self._snapshots))
 
     async def publish(self) -> None:
         """Write this worker's numbers for the others (nothing without a share)."""

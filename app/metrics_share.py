@@ -12,10 +12,13 @@ scrape adds the others' files to its own live numbers. A worker that has stopped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ METRICS_SHARE_INTERVAL_S = 1.0
 LIVE_SNAPSHOT_S = 5 * METRICS_SHARE_INTERVAL_S
 # The folders app.serve makes, in the system's temporary folder.
 FOLDER_PREFIX = "forecast-metrics-"
+# A folder written into within this time is in use, whoever owns it.
+FOLDER_IN_USE_S = 60.0
 _OWNER_FILE = "server.pid"
 
 Snapshot = dict[str, Any]
@@ -35,10 +40,12 @@ Snapshot = dict[str, Any]
 _SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
-def snapshot_of(families: Iterable[Metric], now: float) -> Snapshot:
-    """A worker's numbers as it would answer a scrape alone, at ``now``, in JSON's types."""
+def snapshot_of(families: Iterable[Metric], now: float, number: int) -> Snapshot:
+    """A worker's numbers as it would answer a scrape alone, at ``now``, in JSON's types;
+    ``number``: its place among this worker's snapshots."""
     return {
         "at": now,
+        "number": number,
         "families": [
             {
                 "name": family.name,
@@ -100,13 +107,28 @@ class MetricsShare:
     def __init__(self, folder: Path, worker: str | None = None) -> None:
         self.folder = folder
         self._name = f"{worker or os.getpid()}.json"
+        # Writes come from worker threads and, at shutdown, the event loop's: one at a time,
+        # and never an older snapshot over a newer one.
+        self._lock = threading.Lock()
+        self._written = 0
 
     def publish(self, snapshot: Snapshot) -> None:
-        """Write this worker's numbers (whole: a reader never sees half a file)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / f".{self._name}.tmp"
-        temporary.write_text(json.dumps(snapshot))
-        os.replace(temporary, self.folder / self._name)
+        """Write this worker's numbers (whole: a reader never sees half a file), unless a
+        newer snapshot is written already."""
+        with self._lock:
+            if snapshot["number"] <= self._written:
+                return
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{self._name}.", dir=self.folder)
+            try:
+                with os.fdopen(handle, "w") as file:
+                    json.dump(snapshot, file)
+                os.replace(temporary, self.folder / self._name)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            self._written = snapshot["number"]
 
     def others(self) -> list[Snapshot]:
         """The other workers' last numbers (a file that cannot be read is left out)."""
@@ -128,11 +150,21 @@ def fresh_share_folder(temporary: Path | None = None) -> Path:
     uvicorn's supervisor); the folders of server runs that have ended are removed first."""
     base = temporary if temporary is not None else Path(tempfile.gettempdir())
     for old in base.glob(f"{FOLDER_PREFIX}*"):
-        if not _owner_alive(old):
+        if not _owner_alive(old) and not _written_lately(old):
             shutil.rmtree(old, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=base))
     (folder / _OWNER_FILE).write_text(str(os.getpid()))
     return folder
+
+
+def _written_lately(folder: Path) -> bool:
+    """A worker wrote into ``folder`` lately: its server runs, even if its process is not
+    visible from here (another container sharing the temporary folder)."""
+    recent = time.time() - FOLDER_IN_USE_S
+    try:
+        return any(path.stat().st_mtime > recent for path in folder.glob("*.json"))
+    except OSError:
+        return True  # changing under us: in use
 
 
 def _owner_alive(folder: Path) -> bool:

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         """``interval_levels`` as numbers (checked at start-up)."""
         return _parse_levels(self.interval_levels)
 
+    @field_validator("metrics_share_dir", mode="before")
+    @classmethod
+    def _no_folder_when_empty(cls, value: object) -> object:
+        # An empty variable means none, not the working directory.
+        return None if value == "" else value
+
     @field_validator("interval_levels")
     @classmethod
     def _check_interval_levels(cls, value: str) -> str:

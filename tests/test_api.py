@@ -359,7 +359,7 @@ async def test_json_that_does_not_parse_is_placed_by_character_not_named_as_a_fi
         )
     error = response.json()["error"]
     assert response.status_code == 422
-    assert "not valid JSON at character 30" in error["message"]
+    assert "not valid JSON at character 31" in error["message"]
     assert [e["field"] for e in error["details"]["errors"]] == ["body"]
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from app.main import publish_metrics
 from app.metrics import ServiceMetrics
-from app.metrics_share import LIVE_SNAPSHOT_S, MetricsShare, fresh_share_folder
+from app.metrics_share import LIVE_SNAPSHOT_S, MetricsShare, Snapshot, fresh_share_folder
+from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -87,3 +90,57 @@ def test_a_new_server_run_removes_the_folders_of_runs_that_ended(tmp_path: Path)
     fresh = fresh_share_folder(tmp_path)
     assert not old.exists()
     assert running.is_dir() and fresh.is_dir() and running != fresh
+
+
+def test_an_older_snapshot_written_late_never_replaces_a_newer(tmp_path: Path) -> None:
+    """At shutdown the last write races the periodic one still in its thread."""
+    clock = Clock()
+    worker = _worker(tmp_path, "a", clock)
+    older = worker.snapshot()
+    worker.count_steps(4)
+    newer = worker.snapshot()
+    assert worker.share is not None
+    worker.share.publish(newer)
+    worker.share.publish(older)
+    (written,) = MetricsShare(tmp_path, worker="reader").others()
+    assert written["number"] == newer["number"]
+
+
+class FailingOnce(MetricsShare):
+    """A share whose first write fails (a full disk, say), then works."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, worker="a")
+        self.calls = 0
+
+    def publish(self, snapshot: Snapshot) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(28, "No space left on device")
+        super().publish(snapshot)
+
+
+async def test_a_failed_write_is_tried_again_at_the_next_interval(tmp_path: Path) -> None:
+    share = FailingOnce(tmp_path)
+    task = asyncio.create_task(publish_metrics(ServiceMetrics(share, Clock()), interval_s=0))
+    for _ in range(1_000):  # event-loop turns, not time: the interval is 0
+        if share.calls >= 3 or task.done():
+            break
+        await asyncio.sleep(0)
+    task.cancel()
+    assert share.calls >= 3  # the loop outlived the failure
+    assert len(MetricsShare(tmp_path, worker="reader").others()) == 1
+
+
+def test_a_folder_written_lately_is_kept_whoever_owns_it(tmp_path: Path) -> None:
+    """Its owner may run in another container, its process invisible from here."""
+    used = tmp_path / "forecast-metrics-elsewhere"
+    used.mkdir()
+    (used / "server.pid").write_text("999999999")  # no such process here
+    (used / "123.json").write_text("{}")
+    fresh_share_folder(tmp_path)
+    assert used.is_dir()
+
+
+def test_an_empty_share_folder_setting_means_none() -> None:
+    assert Settings.model_validate({"metrics_share_dir": ""}).metrics_share_dir is None

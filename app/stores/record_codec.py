@@ -53,6 +53,16 @@ class RecordFormatError(ValueError):
     """Bytes that are not a session record this code can read."""
 
 
+def ring_window_shape(data: bytes) -> tuple[int, int] | None:
+    """The rows and columns of the window a format 5 record keeps apart, in a ring; None for a
+    record without a window or with its window inline (its ring does not matter)."""
+    if len(data) < _HEADER.size or data[0] != FORMAT_WINDOW_APART:
+        return None
+    header = _HEADER.unpack_from(data)
+    rows, columns = header[10], header[11]
+    return (rows, columns) if rows else None
+
+
 def decode_stored_record(data: bytes, ring: bytes | None = None) -> SessionRecord:
     """What a store read: the record, or, for bytes this code cannot read (a newer format, or
     damage), a session that restarts from zero state at its step, as after a model change, and

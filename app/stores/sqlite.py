@@ -36,7 +36,7 @@ from app.session_history import as_array
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, Quotas, T, no_quotas
 from app.stores.record_codec import decode_stored_record, encode_record
-from app.stores.sqlite_decoded import DecodedRows
+from app.stores.sqlite_decoded import DECODED_ROWS_LIMIT, DecodedRows
 from app.window_ring import RingWindow, updated_ring
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,8 @@ class SqliteStore:
         self._connection: sqlite3.Connection | None = None
         # The revision counter of the writer's transaction in progress (None: not read yet).
         self._revision: int | None = None
-        # The writer thread's: the rows it last wrote or read, decoded.
-        self._decoded = DecodedRows()
+        # The writer thread's: the records it last wrote or read, by their bytes.
+        self._decoded = DecodedRows(min(max_sessions, DECODED_ROWS_LIMIT))
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
         self._thread.start()
 
@@ -339,6 +339,8 @@ class SqliteStore:
         """Take deleted rows out of the counts (the service's and their namespaces')."""
         if not keys:
             return
+        for key in keys:
+            self._decoded.forget(key)
         self._add_rows(connection, -len(keys))
         per_namespace: dict[str, int] = {}
         for key in keys:
@@ -456,7 +458,7 @@ class SqliteStore:
         stored = new.with_revision(self._next_revision(connection))
         data = encode_record(stored, window_apart=True)
         new_ring = self._ring_of(stored, record, ring)
-        self._decoded.written(key, data, new_ring, stored)
+        self._decoded.written(key, data, stored)
         row = (data, stored.last_used_at, new_ring, key)
         if record is not None:
             return row

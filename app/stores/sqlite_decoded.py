@@ -1,10 +1,11 @@
-"""The SQLite writer thread's memory of the session rows it last wrote or read, decoded.
+"""The SQLite writer thread's memory of the session records it last wrote or read, decoded.
 
 Decoding a record costs more than the rest of its step's read, and the row a step reads is
-nearly always the row this thread wrote at the session's last step. A row is recognised by its
-bytes, not by its revision or step: another process sharing the file, a rolled-back transaction
-or a file replaced under the service all leave other bytes, and those are decoded again. So this
-only saves work; the file stays the truth.
+nearly always the row this thread wrote at the session's last step. A record is recognised by
+its bytes (which hold its revision), not by its key: another process sharing the file, a
+rolled-back transaction or a file replaced under the service all leave other bytes, and those
+are decoded again. The window's ring is not kept: the ring read is wrapped as decoding wraps
+it, at the shape the record's bytes give. So this only saves work; the file stays the truth.
 """
 
 from __future__ import annotations
@@ -15,63 +16,87 @@ from typing import NamedTuple
 import numpy as np
 
 from app.session_rules import SessionRecord
-from app.stores.record_codec import decode_stored_record
+from app.stores.record_codec import (
+    RecordFormatError,
+    decode_record,
+    decode_stored_record,
+    ring_window_shape,
+)
 from app.window_ring import RingWindow
 
-# Rows remembered at most, least recently used dropped first: a bound on the memory this takes
-# (a row's bytes and its record, the window's ring shared between them), whatever the cap.
-DECODED_ROWS_LIMIT = 20_000
+# Records remembered at most, least recently used dropped first (each about the size of its
+# bytes, a few KB without the window): a bound on the memory this takes, whatever the cap.
+DECODED_ROWS_LIMIT = 10_000
 
 
-class _Row(NamedTuple):
+class _Remembered(NamedTuple):
     data: bytes
-    ring: bytes | None
-    record: SessionRecord
-
-
-def as_read_back(record: SessionRecord, ring: bytes | None) -> SessionRecord | None:
-    """``record``, written with its window kept in ``ring``, as decoding the written row gives
-    it back (its window as that ring); None when that is not certain without decoding (arrays
-    not of float64, which the row stores as float64)."""
-    if record.state.dtype != np.float64:
-        return None
-    if record.tracking is not None and record.tracking.dtype != np.float64:
-        return None
-    window = record.history
-    if ring is None or window is None or window.shape[0] == 0:
-        return record if window is None else record.with_history(None)
-    rows, columns = window.shape
-    return record.with_history(RingWindow(ring, rows, columns, record.step))
+    record: SessionRecord  # without its window when that is kept in the ring
+    ring_shape: tuple[int, int] | None  # the window's rows and columns in the ring
 
 
 class DecodedRows:
-    """Session rows by key, with their records: one thread's, not thread-safe."""
+    """Session records by key, with the bytes they were read from or written as; one thread's,
+    not thread-safe."""
 
     def __init__(self, limit: int = DECODED_ROWS_LIMIT) -> None:
-        self._rows: OrderedDict[str, _Row] = OrderedDict()
+        self._remembered: OrderedDict[str, _Remembered] = OrderedDict()
         self._limit = limit
 
     def record(self, key: str, data: bytes, ring: bytes | None) -> SessionRecord:
-        """The record of the row read under ``key``, decoded unless it is the row remembered."""
-        row = self._rows.get(key)
-        if row is not None and row.data == data and row.ring == ring:
-            self._rows.move_to_end(key)
-            return row.record
-        record = decode_stored_record(data, ring)
-        self._keep(key, _Row(data, ring, record))
+        """The record of the row read under ``key``, as ``decode_stored_record`` gives it;
+        decoded unless its bytes are the ones remembered."""
+        remembered = self._remembered.get(key)
+        if remembered is not None and remembered.data == data:
+            record = _with_window(remembered, ring)
+            if record is not None:
+                self._remembered.move_to_end(key)
+                return record
+        try:
+            record = decode_record(data, ring)
+        except RecordFormatError:  # the session restarts, and says why: nothing to remember
+            self._remembered.pop(key, None)
+            return decode_stored_record(data, ring)
+        shape = ring_window_shape(data)
+        # A window inline in the bytes (an older format) is the record's own: kept with it.
+        self._keep(
+            key, _Remembered(data, record if shape is None else record.with_history(None), shape)
+        )
         return record
 
-    def written(self, key: str, data: bytes, ring: bytes | None, record: SessionRecord) -> None:
-        """``record`` was written under ``key`` as ``data`` with its window in ``ring``."""
-        read_back = as_read_back(record, ring)
-        if read_back is None:
-            self._rows.pop(key, None)
-        else:
-            self._keep(key, _Row(data, ring, read_back))
+    def written(self, key: str, data: bytes, record: SessionRecord) -> None:
+        """``record`` was written under ``key`` as ``data`` (its window apart, in a ring)."""
+        if record.state.dtype != np.float64 or (
+            record.tracking is not None and record.tracking.dtype != np.float64
+        ):
+            # Decoding gives float64 arrays: only a decode gives back what it would read.
+            self._remembered.pop(key, None)
+            return
+        # Written with its window apart: decoding reads the window from the ring alone.
+        windowless = record if record.history is None else record.with_history(None)
+        self._keep(key, _Remembered(data, windowless, ring_window_shape(data)))
 
-    def _keep(self, key: str, row: _Row) -> None:
-        rows = self._rows
-        rows[key] = row
-        rows.move_to_end(key)
-        if len(rows) > self._limit:
-            rows.popitem(last=False)
+    def forget(self, key: str) -> None:
+        self._remembered.pop(key, None)
+
+    def _keep(self, key: str, remembered_row: _Remembered) -> None:
+        remembered = self._remembered
+        remembered[key] = remembered_row
+        remembered.move_to_end(key)
+        if len(remembered) > self._limit:
+            remembered.popitem(last=False)
+
+
+def _with_window(remembered: _Remembered, ring: bytes | None) -> SessionRecord | None:
+    """The remembered record with the window of ``ring`` as decoding reads it; None when the
+    ring cannot hold that window (a full decode then says so)."""
+    if remembered.ring_shape is None:
+        return remembered.record
+    if ring is None:
+        return remembered.record  # decoding reads such a record without its window
+    rows, columns = remembered.ring_shape
+    try:
+        window = RingWindow.read(ring, rows, columns, remembered.record.step)
+    except ValueError:
+        return None
+    return remembered.record.with_history(window)

@@ -90,10 +90,8 @@ class DecodedRows:
 def _with_window(remembered: _Remembered, ring: bytes | None) -> SessionRecord | None:
     """The remembered record with the window of ``ring`` as decoding reads it; None when the
     ring cannot hold that window (a full decode then says so)."""
-    if remembered.ring_shape is None:
-        return remembered.record
-    if ring is None:
-        return remembered.record  # decoding reads such a record without its window
+    if remembered.ring_shape is None or ring is None:
+        return remembered.record  # no window, inline, or none read: decoding reads it so too
     rows, columns = remembered.ring_shape
     try:
         window = RingWindow.read(ring, rows, columns, remembered.record.step)

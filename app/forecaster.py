@@ -43,6 +43,7 @@ class Forecaster:
         self.version = manifest.version
         # Artifacts written before intervals have no calibration: they serve without intervals.
         self.calibration: Calibration | None = manifest.calibration
+        step.compile_variants()
         # Bound once: these run on every request.
         self.zero_state = step.zero_state
         self.feed = step.feed

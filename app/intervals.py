@@ -209,21 +209,29 @@ class IntervalPolicy:
         if calibration is None:
             return []
         if levels is None:
-            # The common case, on every request: scores and offsets line up level by level, and
-            # the arithmetic is inlined (each function call here shows in the throughput).
+            # The common case, on every request: scores and offsets line up level by level.
+            # The radius as app.session_history's compiled interval radius computes it.
             exp = math.exp
-            intervals: list[Interval] = []
-            for level, score, offset in zip(self.levels, self.scores, offsets, strict=True):
-                radius = score * exp(offset)
-                lower, upper = forecast - radius, forecast + radius
-                if not -FINITE_BOUND <= lower <= upper <= FINITE_BOUND:
-                    lower, upper = finite(lower), finite(upper)
-                intervals.append({"level": level, "lower": lower, "upper": upper})
-            return intervals
+            return self.intervals_around(
+                forecast,
+                [score * exp(offset) for score, offset in zip(self.scores, offsets, strict=True)],
+            )
         return [
             _interval(level, forecast, calibration.quantile(level), self.offset(level, offsets))
             for level in levels
         ]
+
+    def intervals_around(self, forecast: float, radii: Sequence[float]) -> list[Interval]:
+        """One-step intervals at the adapted levels around ``forecast``, of these radii."""
+        if self.calibration is None:
+            return []
+        intervals: list[Interval] = []
+        for level, radius in zip(self.levels, radii, strict=True):
+            lower, upper = forecast - radius, forecast + radius
+            if not -FINITE_BOUND <= lower <= upper <= FINITE_BOUND:
+                lower, upper = finite(lower), finite(upper)
+            intervals.append({"level": level, "lower": lower, "upper": upper})
+        return intervals
 
     def forecast_intervals(
         self, forecasts: Sequence[float], offsets: Sequence[float], levels: Sequence[float] | None

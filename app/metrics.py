@@ -9,10 +9,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -115,6 +116,43 @@ class ForecastStats:
             counts[2 * index + (missed >> index & 1)] += 1
         for flag in flags:
             self._flags[flag] = self._flags.get(flag, 0) + 1
+
+    def observe_many(
+        self,
+        scaled_errors: Sequence[float],
+        misses: Sequence[int],
+        levels: tuple[str, ...],
+        flags: Sequence[list[str]],
+    ) -> None:
+        """:meth:`observe` for many revealed values at once (a NaN error: no forecast before
+        that value, which is left out, flags and all)."""
+        errors = np.asarray(scaled_errors, dtype=np.float64)
+        kept = ~np.isnan(errors)
+        errors = errors[kept]
+        if not errors.shape[0]:
+            return
+        total = self._error_sum
+        for error in errors.tolist():  # in order, as observe adds them (a float sum's order shows)
+            total += error
+        self._error_sum = total
+        # side="left" as bisect_left: a bucket counts the errors up to its bound.
+        per_bucket = np.bincount(
+            np.searchsorted(self.buckets, errors, side="left"), minlength=len(self._errors)
+        ).tolist()
+        for bucket, count in enumerate(per_bucket):
+            self._errors[bucket] += count
+        counts = self._intervals.get(levels)
+        if counts is None:
+            counts = self._intervals[levels] = [0] * (2 * len(levels))
+        missed = np.asarray(misses, dtype=np.int64)[kept]
+        for index in range(len(levels)):
+            level_misses = int(((missed >> index) & 1).sum())
+            counts[2 * index] += errors.shape[0] - level_misses
+            counts[2 * index + 1] += level_misses
+        for value_flags, counted in zip(flags, kept.tolist(), strict=True):
+            if counted:
+                for flag in value_flags:
+                    self._flags[flag] = self._flags.get(flag, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         errors = HistogramMetricFamily(

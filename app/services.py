@@ -9,13 +9,13 @@ its model from the registry once, at its start.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import ModelNotReady
 from app.metrics import ServiceMetrics
 from app.model_registry import ModelRegistry, ModelSlot, ServedModel
 from app.settings import Settings
-from app.stores.base import SessionStore
+from app.stores.base import FeedsInPlace, SessionStore
 
 __all__ = ["ModelSlot", "Services", "ServicesHolder"]
 
@@ -29,6 +29,12 @@ class Services:
     store: SessionStore
     metrics: ServiceMetrics
     clock: Callable[[], float]
+    # The store, when it can step many sessions in place (/predict/many's fast path).
+    in_place: FeedsInPlace | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        in_place = self.store if isinstance(self.store, FeedsInPlace) else None
+        object.__setattr__(self, "in_place", in_place)
 
     def model(self, name: str | None = None) -> ServedModel:
         """The model ``name`` (None: the default) as it is now: take it once per request."""

@@ -81,11 +81,28 @@ def _push_one(
     out[kept + 1, 0] = math.nan
     out[kept + 1, 1] = forecast
     for level in range(levels):
-        radius = parameters[3 + level] * math.exp(tracking[levels + 1 + level])
-        out[kept + 1, 2 + level] = np.float32(radius)
+        out[kept + 1, 2 + level] = compiled_window_radius(tracking, parameters, levels, level)
     return out
 
 
+def _interval_radius(
+    tracking: FloatArray, parameters: FloatArray, levels: int, level: int
+) -> float:
+    # Compiled by numba below: the radius of a session's next one-step interval at the
+    # ``level``-th adapted level, its calibrated score times exp(its log multiplier) (as
+    # IntervalPolicy.intervals computes it in Python).
+    radius: float = parameters[3 + level] * math.exp(tracking[levels + 1 + level])
+    return radius
+
+
+def _window_radius(tracking: FloatArray, parameters: FloatArray, levels: int, level: int) -> float:
+    # Compiled by numba below: the pending forecast's radius as the window keeps it (rounded
+    # to float32); app.session_rows' in-place push calls it too.
+    return float(np.float32(compiled_interval_radius(tracking, parameters, levels, level)))
+
+
+compiled_interval_radius = numba.njit(cache=False, fastmath=False)(_interval_radius)
+compiled_window_radius = numba.njit(cache=False, fastmath=False)(_window_radius)
 compiled_push_one = numba.njit(cache=False, fastmath=False)(_push_one)
 
 

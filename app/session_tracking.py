@@ -101,27 +101,28 @@ def tracking_parameters(
     return parameters
 
 
-def _track_loops(
+def _track_in_place(
     tracking: FloatArray, error: float, naive_error: float, parameters: FloatArray, levels: int
-) -> tuple[FloatArray, int]:
+) -> int:
     # Compiled by numba below: one call per revealed value instead of dozens of numpy ones.
+    # Changes ``tracking`` in place (each figure is read before it is written) and returns a
+    # bit per level the value missed; the in-place rows of app.session_rows call it directly.
     rate, smoothing, error_cap = parameters[0], parameters[1], parameters[2]
-    out = tracking.copy()
     absolute = abs(error)
     scale = tracking[levels]
     multipliers = levels + 1
     totals = 2 * levels + 1
-    out[totals] += 1.0
-    out[totals + 1] += absolute
-    out[totals + 2] += error * error
-    out[totals + 3] += naive_error * naive_error
+    tracking[totals] += 1.0
+    tracking[totals + 1] += absolute
+    tracking[totals + 2] += error * error
+    tracking[totals + 3] += naive_error * naive_error
     ring_header = 3 * levels + 5
     row_size = 2 + levels
     window = (tracking.shape[0] - ring_header - 2) // row_size
-    slot = int(out[ring_header])
+    slot = int(tracking[ring_header])
     row = ring_header + 2 + slot * row_size
-    out[row] = error
-    out[row + 1] = naive_error
+    tracking[row] = error
+    tracking[row + 1] = naive_error
     misses = 0
     for level in range(levels):
         theta = tracking[level]
@@ -129,17 +130,29 @@ def _track_loops(
         missed = 1.0 if absolute > radius else 0.0
         if missed > 0.0:
             misses |= 1 << level
-        out[totals + 4 + level] += 1.0 - missed
-        out[row + 2 + level] = 1.0 - missed
+        tracking[totals + 4 + level] += 1.0 - missed
+        tracking[row + 2 + level] = 1.0 - missed
         theta += rate * (missed - parameters[3 + levels + level])
-        out[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
+        tracking[level] = min(max(theta, -_THETA_BOUND), _THETA_BOUND)
     new_scale = next_scale(scale, absolute, smoothing, error_cap)
-    out[levels] = new_scale
+    tracking[levels] = new_scale
     log_scale = math.log(new_scale)
     for level in range(levels):
-        out[multipliers + level] = out[level] + log_scale
-    out[ring_header] = (slot + 1) % window
-    out[ring_header + 1] = min(out[ring_header + 1] + 1.0, float(window))
+        tracking[multipliers + level] = tracking[level] + log_scale
+    tracking[ring_header] = (slot + 1) % window
+    tracking[ring_header + 1] = min(tracking[ring_header + 1] + 1.0, float(window))
+    return misses
+
+
+compiled_track_in_place = numba.njit(cache=False, fastmath=False)(_track_in_place)
+
+
+def _track_loops(
+    tracking: FloatArray, error: float, naive_error: float, parameters: FloatArray, levels: int
+) -> tuple[FloatArray, int]:
+    # Compiled by numba below: the tracking array is never changed in place in a record.
+    out = tracking.copy()
+    misses = compiled_track_in_place(out, error, naive_error, parameters, levels)
     return out, misses
 
 

@@ -128,6 +128,13 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=8, help="seconds of load per target")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        default=15,
+        help="seconds of /predict/many before the first round (the memory store compiles its "
+        "in-place step at the first such request)",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sockets", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1000)
@@ -172,7 +179,14 @@ def main() -> None:
                 for store, _, base in servers:
                     if round_number == 0:  # sessions exist, caches are hot
                         _wrk(base, 2, args.connections, args.sessions)
-                        _wrk(base, 2, args.connections, args.sessions, MANY_LUA, many_env)
+                        _wrk(
+                            base,
+                            int(args.warm_up),
+                            args.connections,
+                            args.sessions,
+                            MANY_LUA,
+                            many_env,
+                        )
                     # Pauses between runs let the server finish what the last run left queued
                     # (wrk closes its connections with requests still in the server's hands).
                     time.sleep(2.0)

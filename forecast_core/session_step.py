@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 from forecast_core.arrays import FloatArray
-from forecast_core.lstm_step import LstmWeights, finite, lstm_step
+from forecast_core.lstm_step import FINITE_BOUND, LstmWeights, _compiled_step
 from forecast_core.scaling import MinMaxScaler
 from forecast_core.transform import Transform
 
@@ -52,35 +53,25 @@ class SessionStep:
 
     def feed(self, state: FloatArray, values: Sequence[float]) -> tuple[FloatArray, list[float]]:
         """Feed raw values in order; return the new state and the raw forecast after each."""
-        if self.transform.is_difference:
-            return self._feed_differences(state, values)
-        weights, minimum, span = self.weights, self.scaling.minimum, self.scaling.span
+        packed, minimum, span = self.weights._packed, self.scaling.minimum, self.scaling.span
+        shrink, difference = self.transform.shrink, self.transform.is_difference
         forecasts = []
         for value in values:
-            state, forecast = lstm_step(weights, state, value, minimum, span)
-            forecasts.append(forecast)
+            new_state = np.empty(state.shape[0])
+            forecasts.append(
+                compiled_session_step(
+                    packed, state, new_state, float(value), minimum, span, shrink, difference
+                )
+            )
+            state = new_state
         return state, forecasts
 
-    def _feed_differences(
-        self, state: FloatArray, values: Sequence[float]
-    ) -> tuple[FloatArray, list[float]]:
-        weights, minimum, span = self.weights, self.scaling.minimum, self.scaling.span
-        shrink = self.transform.shrink
-        lstm_state = state[: self._lstm_size]
-        last = float(state[self._lstm_size])
-        forecasts = []
-        for value in values:
-            if math.isnan(last):
-                forecasts.append(value)
-            else:
-                lstm_state, difference = lstm_step(weights, lstm_state, value - last, minimum, span)
-                # A value near the float64 limit plus a difference could overflow.
-                forecasts.append(finite(value + shrink * difference))
-            last = value
-        new_state = np.empty(self._lstm_size + 1)
-        new_state[: self._lstm_size] = lstm_state
-        new_state[self._lstm_size] = last
-        return new_state, forecasts
+    def compile_variants(self) -> None:
+        """Compile the step for both kinds of state serving hands it (a fresh session's
+        read-only zero state, a state a request or a store produced), here rather than in the
+        first request."""
+        state, _ = self.feed(self.zero_state(), [0.0, 0.0])
+        self.feed(state, [0.0])
 
     def forecast_ahead(self, state: FloatArray, last_forecast: float, horizon: int) -> list[float]:
         """Forecast ``horizon`` values, feeding each forecast back as the next value."""
@@ -94,3 +85,33 @@ class SessionStep:
         """Forecasts of series[1:] by one session fed series[:-1] from a fresh state."""
         _, forecasts = self.feed(self.zero_state(), series[:-1].tolist())
         return np.asarray(forecasts, dtype=np.float64)
+
+
+def _session_step(
+    packed: FloatArray,
+    state: FloatArray,
+    new_state: FloatArray,
+    value: float,
+    minimum: float,
+    span: float,
+    shrink: float,
+    difference: bool,
+) -> float:
+    # Compiled by numba below: the one step of a session for both transforms, called per value
+    # by SessionStep.feed and per session by the in-place rows of app.session_rows. It writes
+    # the new state into new_state (which must not be state) and returns the raw forecast.
+    if not difference:
+        return _compiled_step(packed, state, new_state, value, minimum, span)
+    size = state.shape[0] - 1
+    last = state[size]
+    new_state[size] = value
+    if math.isnan(last):  # the session's first value: recorded, forecast by persistence
+        for index in range(size):
+            new_state[index] = state[index]
+        return value
+    change = _compiled_step(packed, state[:size], new_state[:size], value - last, minimum, span)
+    # A value near the float64 limit plus a difference could overflow (as lstm_step.finite).
+    return min(max(value + shrink * change, -FINITE_BOUND), FINITE_BOUND)
+
+
+compiled_session_step = numba.njit(cache=False, fastmath=False)(_session_step)

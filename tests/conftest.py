@@ -25,6 +25,16 @@ NILE_CSV = DATA_DIR / "nile.csv"
 TUTORIAL_VALUES = [round(0.1 * i, 1) for i in range(10)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def in_place_step_compiled() -> None:
+    """The memory store's in-place step compiled once, up front: otherwise a test's first
+    /predict/many would take the record path while a thread compiles it (app.stores.memory),
+    and which path a test exercised would depend on timing."""
+    from app.session_rows import compile_step_rows
+
+    compile_step_rows()
+
+
 @pytest.fixture(scope="session")
 def tutorial_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder holding the default model (tutorial sequence, default flags)."""

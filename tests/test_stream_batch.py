@@ -20,6 +20,7 @@ from app.main import create_app
 from app.routes.stream_batch import StreamBatcher
 from app.schemas import PredictRequest
 from app.services import ModelSlot
+from app.session_rows import Stepped
 from app.settings import Settings
 from app.stores.base import Compute, T
 from app.stores.memory import MemoryStore
@@ -29,7 +30,12 @@ pytestmark = pytest.mark.anyio
 
 class RecordingStore(MemoryStore):
     """A memory store that notes the sessions of each ``apply_many`` call; it can be made to
-    fail its next calls (a bug, or the store down), or to wait until let go."""
+    fail its next calls (a bug, or the store down), or to wait until let go. It steps no
+    session in place, so that every batch is one ``apply_many`` call (tests/test_session_rows
+    covers the in-place path)."""
+
+    def feed_in_place(self, keys: Sequence[str], *_args: Any) -> Stepped:
+        return Stepped([], [], [], [], [], [], [])
 
     def __init__(self) -> None:
         super().__init__(ttl_s=3600, max_sessions=1000)

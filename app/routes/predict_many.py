@@ -26,6 +26,7 @@ from app.schemas import (
     RequestBodies,
 )
 from app.services import Services, ServicesHolder
+from app.session_rows import Stepped
 from app.session_rules import FeedOutcome, ReplayOffEventLoop, SessionRecord, feed_items
 from app.stores.base import Compute, apply_each
 
@@ -98,6 +99,16 @@ class _Group(NamedTuple):
     steps: Sequence[int | None]
 
 
+class _Singles(NamedTuple):
+    """One model's sessions that have one item each, for the store's in-place feed."""
+
+    served: ServedModel
+    keys: list[str]
+    positions: list[int]
+    values: list[float]
+    steps: list[int | None]
+
+
 async def predict_many(
     services: Services,
     keys: Sequence[str],
@@ -116,11 +127,31 @@ async def predict_many(
     store = services.store
     offload = len(items) > INLINE_ITEMS
     inline = not offload and not store.computes_off_event_loop
+    in_place = services.in_place if not offload else None
     answers: list[Any] = [None] * len(items)
     work: list[tuple[str, Compute[Fed]]] = []
     groups: list[_Group] = []
+    # Sessions with one item each, by model name: stepped in place where the store can.
+    by_model: dict[str | None, _Singles] = {}
     for key, positions in _group(keys).items():
-        if len(positions) == 1:  # the common case: no lists to build
+        if in_place is not None and len(positions) == 1:
+            position = positions[0]
+            item = items[position]
+            singles = by_model.get(item.model)
+            if singles is None:
+                try:
+                    served = services.models.get(item.model)
+                    served.require()
+                except ServiceError as error:  # an unknown model, or none loaded
+                    _refuse(items, positions, answers, error, refused)
+                    continue
+                singles = by_model[item.model] = _Singles(served, [], [], [], [])
+            singles.keys.append(key)
+            singles.positions.append(position)
+            singles.values.append(item.value)
+            singles.steps.append(item.step)
+            continue
+        if len(positions) == 1:  # no lists to build
             item = items[positions[0]]
             values: Sequence[float] = (item.value,)
             steps: Sequence[int | None] = (item.step,)
@@ -135,6 +166,25 @@ async def predict_many(
             continue
         work.append((key, compute))
         groups.append(_Group(positions, served, values, steps))
+    for singles in by_model.values():
+        assert in_place is not None
+        served = singles.served
+        stepped = in_place.feed_in_place(
+            singles.keys,
+            singles.values,
+            singles.steps,
+            served.require(),
+            served.intervals,
+            history,
+            now,
+        )
+        _answer_in_place(services, served, items, levels, singles.positions, stepped, answers)
+        left = set(range(len(singles.keys))).difference(stepped.indexes)
+        for index in sorted(left):  # the record path's: new, retried, another model ...
+            value, step = singles.values[index], singles.steps[index]
+            compute = _feeder(served, (value,), (step,), now, history, inline)
+            work.append((singles.keys[index], compute))
+            groups.append(_Group([singles.positions[index]], served, (value,), (step,)))
     outcomes = await store.apply_many(work, offload=offload)
     again = [index for index, result in enumerate(outcomes) if result is None]
     if again:  # long replays after a model change: those sessions again, in worker threads
@@ -197,6 +247,59 @@ def _answer(
         assert sent is not None  # a feed stops only at an item that sent a step
         answers[stopped] = service_error_body(StepConflict(sent, outcome.step))
         _behind(positions[applied + 1 :], answers, outcome.step)
+
+
+def _answer_in_place(
+    services: Services,
+    served: ServedModel,
+    items: Sequence[FeedItem],
+    levels: Sequence[Sequence[float] | None],
+    positions: list[int],
+    stepped: Stepped,
+    answers: list[Any],
+) -> None:
+    """The answers of the sessions the store stepped in place (one item each): those of
+    :func:`_answer` for a feed of one value, counted in metrics as ``settle`` counts them."""
+    policy = served.intervals
+    name, version = served.name, served.require().version
+    flags_of, intervals_of, around = policy.flags, policy.intervals, policy.intervals_around
+    all_flags: list[list[str]] = []
+    for index, prediction, step, offsets, radii, missed in zip(
+        stepped.indexes, stepped.predictions, stepped.steps, stepped.offsets, stepped.radii,
+        stepped.misses, strict=True,
+    ):  # fmt: skip
+        position = positions[index]
+        item = items[position]
+        flags = flags_of(item.value, missed)
+        asked = levels[position]
+        all_flags.append(flags)
+        answer: PredictResponse = {
+            "session_id": item.session_id,
+            "model": name,
+            "prediction": prediction,
+            "step": step,
+            "model_version": version,
+            "replayed": False,
+            "previous_model_version": None,
+            "warmup_values": None,
+            "intervals": (
+                around(prediction, radii)
+                if asked is None
+                else intervals_of(prediction, offsets, asked)
+            ),
+            "flags": flags,
+        }
+        answers[position] = answer
+    metrics = services.metrics
+    metrics.count_steps(len(stepped.indexes))
+    if policy.calibration is not None:
+        span = policy.training_span
+        metrics.forecasts.observe_many(
+            [error / span for error in stepped.errors],
+            stepped.misses,
+            policy.level_labels,
+            all_flags,
+        )
 
 
 def _refuse(

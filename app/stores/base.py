@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import anyio.to_thread
 
 from app.errors import ServiceError, SessionBusy
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rows import Stepped
 from app.session_rules import SessionRecord
 
 T = TypeVar("T")
@@ -77,6 +80,25 @@ class SessionStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FeedsInPlace(Protocol):
+    """A store that can step many of its sessions at once without records (the memory store)."""
+
+    def feed_in_place(
+        self,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        capacity: int,
+        now: float,
+    ) -> Stepped:
+        """One value for each of these sessions (distinct keys), as session_rules.feed would
+        apply it; the sessions left out must take ``apply`` instead."""
+        ...
 
 
 class _AppliesOne(Protocol):

@@ -13,6 +13,15 @@ import anyio.to_thread
 
 from app.auth import namespace_of
 from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rows import (
+    RowRef,
+    SessionRows,
+    Stepped,
+    compile_step_rows,
+    step_rows_compiled,
+)
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import Compute, Quotas, T, apply_optimistically, compute_each, no_quotas
@@ -24,6 +33,9 @@ class MemoryStore:
     Changes are compared by record identity (every write stores a new record object), so this
     store leaves ``revision`` as the rules computed it: nothing here can be fooled by a count
     that climbs back to an old value.
+
+    Sessions that only ``/predict/many`` steps live as rows of app.session_rows instead (see
+    :meth:`feed_in_place`); every other access turns such a row back into its record first.
     """
 
     name = "memory"
@@ -44,11 +56,16 @@ class MemoryStore:
         self._per_namespace: dict[str, int] = {}
         self._attempts = attempts
         self._clock = clock
-        self._records: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._records: OrderedDict[str, SessionRecord | RowRef] = OrderedDict()
+        # The rows of each (model version, interval policy, window capacity) in use.
+        self._rows: dict[tuple[str, int, int], SessionRows] = {}
         # No record expires before this time; checked per request instead of the oldest record.
         self._next_expiry = math.inf
         # Routes run on the event loop, but offloaded computes finish in worker threads.
         self._lock = threading.Lock()
+        # Compiles the in-place step when a request first wants it; until it is done, such
+        # requests take the record path.
+        self._compiling: threading.Thread | None = None
 
     def _purge_expired(self, now: float) -> None:
         if now < self._next_expiry:
@@ -57,11 +74,37 @@ class MemoryStore:
         self._next_expiry = math.inf
         while records:
             key, oldest = next(iter(records.items()))
-            if oldest.last_used_at + self._ttl_s > now:
-                self._next_expiry = oldest.last_used_at + self._ttl_s
+            used = (
+                float(oldest.rows.used[oldest.row])
+                if isinstance(oldest, RowRef)
+                else oldest.last_used_at
+            )
+            if used + self._ttl_s > now:
+                self._next_expiry = used + self._ttl_s
                 break
             del records[key]
+            self._release(oldest)
             self._left(key)
+
+    def _record(self, key: str) -> SessionRecord | None:
+        """The session's record (a row turned back into one), or None; under the lock."""
+        entry = self._records.get(key)
+        if not isinstance(entry, RowRef):
+            return entry
+        record = entry.rows.record(entry.row)
+        self._records[key] = record
+        self._release(entry)
+        return record
+
+    def _release(self, entry: SessionRecord | RowRef) -> None:
+        if isinstance(entry, RowRef):
+            rows = entry.rows
+            rows.release(entry.row)
+            if not rows.live:  # no session left in them: their arrays go
+                self._forget_rows(rows)
+
+    def _forget_rows(self, rows: SessionRows) -> None:
+        self._rows = {key: kept for key, kept in self._rows.items() if kept is not rows}
 
     def _left(self, key: str) -> None:
         namespace = namespace_of(key)
@@ -74,7 +117,7 @@ class MemoryStore:
     def _read(self, key: str) -> SessionRecord | None:
         with self._lock:
             self._purge_expired(self._clock())
-            return self._records.get(key)
+            return self._record(key)
 
     # -- OptimisticBackend, for computes that run in a worker thread --------------------------
 
@@ -88,7 +131,7 @@ class MemoryStore:
         self, key: str, expected: SessionRecord | None, new: SessionRecord
     ) -> tuple[bool, SessionRecord | None]:
         with self._lock:
-            current = self._records.get(key)
+            current = self._record(key)
             if current is not expected:
                 return False, current
             self._store(key, current, new, self._clock())
@@ -120,7 +163,7 @@ class MemoryStore:
             with self._lock:
                 now = self._clock()
                 self._purge_expired(now)
-                record = self._records.get(key)
+                record = self._record(key)
                 new, answer = compute(record)
                 if new is not None:
                     self._store(key, record, new, now)
@@ -139,9 +182,8 @@ class MemoryStore:
         with self._lock:  # everything in one go, as apply does for one key
             now = self._clock()
             self._purge_expired(now)
-            records = self._records
             for key, compute in items:
-                record = records.get(key)
+                record = self._record(key)
                 try:
                     new, answer = compute(record)
                     if new is not None:
@@ -159,7 +201,7 @@ class MemoryStore:
         meanwhile; the others go through ``apply`` again."""
         with self._lock:
             self._purge_expired(self._clock())
-            records = [self._records.get(key) for key, _ in items]
+            records = [self._record(key) for key, _ in items]
         computed = await anyio.to_thread.run_sync(
             compute_each, [compute for _, compute in items], records
         )
@@ -177,7 +219,7 @@ class MemoryStore:
                 results.append(answer)
                 if new is None:
                     continue
-                if self._records.get(key) is not record:
+                if self._record(key) is not record:
                     again.append(index)
                     continue
                 try:
@@ -192,13 +234,91 @@ class MemoryStore:
                 results[index] = error
         return results
 
+    def feed_in_place(
+        self,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        capacity: int,
+        now: float,
+    ) -> Stepped:
+        """Feed one value to each of these sessions (distinct keys) of ``forecaster`` in one
+        compiled call, as session_rules.feed would. Left out, for the record path: sessions
+        unknown (a new one counts against the cap and quota), under another model version or
+        other settings, or sent a step that is not their own (a retry or a conflict).
+        ``capacity``: the history window's (FORECAST_SESSION_HISTORY)."""
+        if not step_rows_compiled():
+            if self._compiling is None:
+                self._compiling = threading.Thread(
+                    target=compile_step_rows, name="compile-step-rows", daemon=True
+                )
+                self._compiling.start()
+            return Stepped([], [], [], [], [], [], [])
+        chosen: list[int] = []
+        chosen_rows: list[int] = []
+        fed: list[float] = []
+        with self._lock:
+            self._purge_expired(self._clock())
+            records = self._records
+            rows: SessionRows | None = None
+            for index, key in enumerate(keys):
+                entry = records.get(key)
+                if entry is None:
+                    continue
+                if rows is None:  # not before: no arrays for a request of new sessions only
+                    rows = self._rows_of(forecaster, policy, capacity)
+                step = steps[index]
+                if isinstance(entry, RowRef) and entry.rows is rows:
+                    row = entry.row
+                    if step is not None and step != rows.steps[row]:
+                        continue
+                else:
+                    record = self._record(key)
+                    assert record is not None
+                    if step is not None and step != record.step:
+                        continue
+                    adopted = rows.adopt(record)
+                    if adopted is None:
+                        continue
+                    row = adopted
+                    records[key] = RowRef(rows, row)
+                records.move_to_end(key)
+                chosen.append(index)
+                chosen_rows.append(row)
+                fed.append(values[index])
+            if rows is not None and chosen:
+                return rows.step(chosen, chosen_rows, fed, now)
+            if rows is not None and not rows.live:
+                self._forget_rows(rows)
+        return Stepped([], [], [], [], [], [], [])
+
+    def _rows_of(
+        self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int
+    ) -> SessionRows:
+        # The policy by identity: a reload builds a new one, and the rows keep it alive.
+        key = (forecaster.version, id(policy), capacity)
+        rows = self._rows.get(key)
+        if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
+            rows = SessionRows(forecaster, policy, capacity)
+            self._rows[key] = rows
+        return rows
+
+    def rows_in_use(self) -> int:
+        """Sessions kept as rows now (the others are records)."""
+        with self._lock:
+            return sum(rows.live for rows in self._rows.values())
+
     async def get(self, key: str) -> SessionRecord | None:
         return self._read(key)
 
     async def delete(self, key: str) -> bool:
         with self._lock:
-            if self._records.pop(key, None) is None:
+            entry = self._records.pop(key, None)
+            if entry is None:
                 return False
+            self._release(entry)
             self._left(key)
             return True
 
@@ -225,7 +345,9 @@ class MemoryStore:
             limit + 1, (key for key in keys if key.startswith(prefix) and key > after)
         )
         with self._lock:
-            page = [(key, self._records[key]) for key in chosen[:limit] if key in self._records]
+            page = [
+                (key, record) for key in chosen[:limit] if (record := self._record(key)) is not None
+            ]
         return page, (chosen[limit - 1] if len(chosen) > limit else None)
 
     async def namespace_counts(self) -> dict[str, int]:

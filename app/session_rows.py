@@ -1,0 +1,320 @@
+"""Sessions kept as rows of shared arrays, many stepped in place by one compiled call.
+
+The memory store's fast path for ``/predict/many``: a session's record becomes a row of a
+:class:`SessionRows` (one per model version, interval policy and window capacity) the first
+time such a request steps it, and stays one while only such requests step it. Anything else
+that reads the session (``/predict``, a reset, ``GET``, a list, a model change) turns the row
+back into the :class:`~app.session_rules.SessionRecord` the record path would have written, and
+goes on from there.
+
+A row holds what that record holds after a step of one value: the state, the step count, the
+tracking array, the history window as a ring, and the last value, forecast, offsets and misses
+(for a retry's replay). The step itself is the record path's: the same compiled session step
+(forecast_core.session_step), tracking step (app.session_tracking) and window radius
+(app.session_history), so both paths compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple, TypeVar
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_history import compiled_interval_radius, compiled_window_radius
+from app.session_rules import SessionRecord
+from app.session_tracking import compiled_track_in_place
+from forecast_core.arrays import FloatArray
+from forecast_core.session_step import compiled_session_step
+
+IntArray = npt.NDArray[np.int64]
+
+# Rows allocated at first; the arrays double when they fill.
+_FIRST_ROWS = 64
+
+
+class Stepped(NamedTuple):
+    """What a request's in-place feed answers: per session stepped (``indexes``: its position
+    in the request's keys), as session_rules.feed's outcome would, in lists cheap to read."""
+
+    indexes: list[int]
+    predictions: list[float]
+    steps: list[int]
+    offsets: list[list[float]]  # per session, its offset per adapted level
+    radii: list[list[float]]  # per session, its next interval's radius per adapted level
+    misses: list[int]  # per session, a bit per adapted level its revealed value missed
+    errors: list[float]  # per session, the absolute error of the forecast it revealed (or NaN)
+
+
+class RowRef(NamedTuple):
+    """Where a session lives while it is a row."""
+
+    rows: SessionRows
+    row: int
+
+
+class SessionRows:
+    """Rows of sessions of one model version, interval policy and window capacity."""
+
+    def __init__(self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int) -> None:
+        self.forecaster = forecaster
+        self.policy = policy
+        self.capacity = capacity
+        step = forecaster.step
+        self._packed = step.weights._packed
+        self._minimum = step.scaling.minimum
+        self._span = step.scaling.span
+        self._shrink = step.transform.shrink
+        self._difference = step.transform.is_difference
+        self._levels = policy.layout.levels
+        self._width = 2 + self._levels
+        self._state_size = step.state_size
+        self._tracking_size = policy.layout.size
+        rows, ring = _FIRST_ROWS, capacity + 1 if capacity > 0 else 0
+        self.states = np.zeros((rows, self._state_size))
+        self.tracking = np.zeros((rows, self._tracking_size))
+        self.windows = np.zeros((rows, ring, self._width))  # a ring: ``heads`` is the pending row
+        self.heads = np.zeros(rows, np.int64)
+        self.counts = np.zeros(rows, np.int64)  # the window's rows (0: none yet)
+        self.steps = np.zeros(rows, np.int64)
+        self.revisions = np.zeros(rows, np.int64)
+        self.created = np.zeros(rows)
+        self.used = np.zeros(rows)
+        # The last value and forecast: NaN while the session has none (step 0).
+        self.last_values = np.zeros(rows)
+        self.last_predictions = np.zeros(rows)
+        self.last_offsets = np.zeros((rows, self._levels))
+        self.last_misses = np.zeros(rows, np.int64)
+        self._free = list(range(rows - 1, -1, -1))
+        self.live = 0
+
+    def _double(self) -> None:
+        size = self.steps.shape[0]
+        self.states = _doubled(self.states)
+        self.tracking = _doubled(self.tracking)
+        self.windows = _doubled(self.windows)
+        self.heads = _doubled(self.heads)
+        self.counts = _doubled(self.counts)
+        self.steps = _doubled(self.steps)
+        self.revisions = _doubled(self.revisions)
+        self.created = _doubled(self.created)
+        self.used = _doubled(self.used)
+        self.last_values = _doubled(self.last_values)
+        self.last_predictions = _doubled(self.last_predictions)
+        self.last_offsets = _doubled(self.last_offsets)
+        self.last_misses = _doubled(self.last_misses)
+        self._free.extend(range(2 * size - 1, size - 1, -1))
+
+    def adopt(self, record: SessionRecord) -> int | None:
+        """A row holding ``record`` (to be stepped at once), or None when the record path must
+        step it: another model version, or a window or tracking of other settings."""
+        if record.model_version != self.forecaster.version:
+            return None
+        history = record.history
+        if self.capacity > 0:
+            if history is not None and (
+                not isinstance(history, np.ndarray)
+                or history.ndim != 2
+                or history.shape[1] != self._width
+                or history.shape[0] > self.capacity + 1
+            ):
+                return None
+        elif history is not None:
+            return None
+        if not self._free:
+            self._double()
+        row = self._free.pop()
+        self.live += 1
+        self.states[row] = record.state
+        tracking = record.tracking
+        if tracking is None or tracking.shape[0] != self._tracking_size:
+            tracking = self.policy.fresh_tracking()  # as session_rules.feed does
+        self.tracking[row] = tracking
+        kept = 0 if history is None else history.shape[0]
+        if kept:
+            self.windows[row, :kept] = history
+        self.counts[row] = kept
+        self.heads[row] = kept - 1 if kept else 0
+        self.steps[row] = record.step
+        self.revisions[row] = record.revision
+        self.created[row] = record.created_at
+        self.used[row] = record.last_used_at
+        if record.last_values:
+            self.last_values[row] = record.last_values[-1]
+            self.last_predictions[row] = record.last_predictions[-1]
+        else:
+            self.last_values[row] = math.nan
+            self.last_predictions[row] = math.nan
+        return row
+
+    def record(self, row: int) -> SessionRecord:
+        """The record of a stepped row, as the record path would have written it."""
+        count, head = int(self.counts[row]), int(self.heads[row])
+        window: FloatArray | None = None
+        if self.capacity > 0:
+            slots = self.capacity + 1
+            order = [(head - count + 1 + index) % slots for index in range(count)]
+            window = self.windows[row, order]
+        return SessionRecord(
+            self.states[row].copy(),
+            int(self.steps[row]),
+            int(self.revisions[row]),
+            self.forecaster.version,
+            float(self.created[row]),
+            float(self.used[row]),
+            (float(self.last_values[row]),),
+            (float(self.last_predictions[row]),),
+            self.tracking[row].copy(),
+            tuple(self.last_offsets[row].tolist()),
+            (int(self.last_misses[row]),),
+            window,
+        )
+
+    def release(self, row: int) -> None:
+        """The row is free again (its session went back to a record, or ended)."""
+        self._free.append(row)
+        self.live -= 1
+
+    def step(
+        self, indexes: list[int], rows: Sequence[int], values: Sequence[float], now: float
+    ) -> Stepped:
+        """Feed each row its value (distinct rows), in place; ``indexes``: their sessions'
+        positions in the request."""
+        count = len(rows)
+        chosen = np.array(rows, dtype=np.int64)
+        predictions = np.empty(count)
+        radii = np.empty((count, self._levels))
+        errors = np.empty(count)
+        _compiled_step_rows(
+            self._packed, self._minimum, self._span, self._shrink, self._difference,
+            self.policy.parameters, self._levels, self.capacity, now, chosen,
+            np.array(values, dtype=np.float64), self.states, self.tracking, self.windows,
+            self.heads, self.counts, self.steps, self.used, self.last_values,
+            self.last_predictions, self.last_offsets, self.last_misses, predictions, radii,
+            errors,
+        )  # fmt: skip
+        return Stepped(
+            indexes,
+            predictions.tolist(),
+            self.steps[chosen].tolist(),
+            self.last_offsets[chosen].tolist(),
+            radii.tolist(),
+            self.last_misses[chosen].tolist(),
+            errors.tolist(),
+        )
+
+
+_Array = TypeVar("_Array", FloatArray, IntArray)
+
+
+def _doubled(array: _Array) -> _Array:
+    """``array`` with twice its rows, the new ones zero."""
+    out: _Array = np.zeros((2 * array.shape[0], *array.shape[1:]), dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out
+
+
+def _step_rows(
+    packed: FloatArray,
+    minimum: float,
+    span: float,
+    shrink: float,
+    difference: bool,
+    parameters: FloatArray,
+    levels: int,
+    capacity: int,
+    now: float,
+    rows: IntArray,
+    values: FloatArray,
+    states: FloatArray,
+    tracking: FloatArray,
+    windows: FloatArray,
+    heads: IntArray,
+    counts: IntArray,
+    steps: IntArray,
+    used: FloatArray,
+    last_values: FloatArray,
+    last_predictions: FloatArray,
+    last_offsets: FloatArray,
+    last_misses: IntArray,
+    predictions: FloatArray,
+    radii: FloatArray,
+    errors: FloatArray,
+) -> None:
+    # session_rules.feed for one value, per row: the session step, then the tracking of the
+    # revealed value against the last forecast, then the window push (_push_one's rows).
+    scratch = np.empty(states.shape[1])
+    slots = capacity + 1
+    for index in range(rows.shape[0]):
+        row = rows[index]
+        value = values[index]
+        state = states[row]
+        prediction = compiled_session_step(
+            packed, state, scratch, value, minimum, span, shrink, difference
+        )
+        state[:] = scratch
+        session = tracking[row]
+        missed = 0
+        error = math.nan
+        if not math.isnan(last_values[row]):
+            signed = value - last_predictions[row]
+            missed = compiled_track_in_place(
+                session, signed, value - last_values[row], parameters, levels
+            )
+            error = abs(signed)
+        if capacity > 0:
+            kept = counts[row]
+            head = heads[row]
+            window = windows[row]
+            if kept == 0:
+                head = 0
+                for column in range(window.shape[1]):
+                    window[0, column] = math.nan
+                kept = 1
+            window[head, 0] = value
+            head = (head + 1) % slots
+            window[head, 0] = math.nan
+            window[head, 1] = prediction
+            for level in range(levels):
+                window[head, 2 + level] = compiled_window_radius(session, parameters, levels, level)
+            heads[row] = head
+            counts[row] = min(kept + 1, slots)
+        for level in range(levels):
+            last_offsets[row, level] = session[levels + 1 + level]
+            radii[index, level] = compiled_interval_radius(session, parameters, levels, level)
+        steps[row] += 1
+        used[row] = now
+        last_values[row] = value
+        last_predictions[row] = prediction
+        last_misses[row] = missed
+        predictions[index] = prediction
+        errors[index] = error
+
+
+_compiled_step_rows = numba.njit(cache=False, fastmath=False)(_step_rows)
+
+
+def step_rows_compiled() -> bool:
+    """Whether the in-place step is compiled (compiling takes seconds: see compile_step_rows)."""
+    return bool(_compiled_step_rows.signatures)
+
+
+def compile_step_rows() -> None:
+    """Compile the in-place step for the argument types serving passes, by stepping one row of
+    a one-unit network: seconds of work, to run in a thread of its own (numba compiles each
+    function once per process)."""
+    units, levels, capacity = 1, 1, 1
+    tracking_size = 3 * levels + 7 + (2 + levels)  # a skill window of one value
+    _compiled_step_rows(
+        np.zeros((units + 3, 4 * units)), 0.0, 1.0, 1.0, True, np.ones(3 + 2 * levels), levels,
+        capacity, 0.0, np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 2 * units + 1)),
+        np.ones((1, tracking_size)), np.zeros((1, capacity + 1, 2 + levels)),
+        np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1),
+        np.full(1, math.nan), np.zeros(1), np.zeros((1, levels)), np.zeros(1, np.int64),
+        np.zeros(1), np.zeros((1, levels)), np.zeros(1),
+    )  # fmt: skip

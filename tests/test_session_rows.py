@@ -1,0 +1,244 @@
+"""The memory store's in-place rows (app.session_rows) step sessions exactly as the records do."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.metrics import ForecastStats
+from app.session_rules import FeedOutcome, SessionRecord, feed
+from app.stores.memory import MemoryStore
+from forecast_core.session_step import SessionStep
+from forecast_core.transform import Transform
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def same(left: object, right: object) -> bool:
+    """Equal, NaN equal to NaN, arrays by shape and value, tuples element by element and type."""
+    if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+        return (
+            isinstance(left, np.ndarray)
+            and isinstance(right, np.ndarray)
+            and left.shape == right.shape
+            and bool(np.array_equal(left, right, equal_nan=True))
+        )
+    if isinstance(left, tuple | list):
+        return (
+            type(left) is type(right)
+            and len(left) == len(right)  # type: ignore[arg-type]
+            and all(same(a, b) for a, b in zip(left, right, strict=True))  # type: ignore[call-overload]
+        )
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    return type(left) is type(right) and left == right
+
+
+def assert_same_record(left: SessionRecord, right: SessionRecord) -> None:
+    for field in SessionRecord._fields:
+        assert same(getattr(left, field), getattr(right, field)), field
+
+
+def difference_of(forecaster: Forecaster, shrink: float) -> Forecaster:
+    """The same network served as a difference model."""
+    step = forecaster.step
+    return Forecaster(
+        SessionStep(step.weights, Transform.difference(shrink), step.scaling), forecaster.manifest
+    )
+
+
+async def fed_by_records(
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    capacity: int,
+    record: SessionRecord | None,
+    value: float,
+    now: float,
+) -> tuple[SessionRecord, FeedOutcome]:
+    new, outcome = feed(record, forecaster, policy, [value], None, now, history=capacity)
+    assert new is not None
+    return new, outcome
+
+
+async def one_row_session(
+    forecaster: Forecaster, policy: IntervalPolicy, key: str = "ns:k", clock: Clock | None = None
+) -> tuple[MemoryStore, SessionRecord]:
+    """A store whose one session was created (a record) and then stepped in place (a row);
+    also the record the record path would hold after both values."""
+    store = MemoryStore(ttl_s=10, max_sessions=10, clock=clock or Clock())
+    record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
+    await store.apply(key, lambda _old: (record, None))
+    assert store.feed_in_place([key], [0.1], [None], forecaster, policy, 5, NOW).indexes == [0]
+    expected, _ = await fed_by_records(forecaster, policy, 5, record, 0.1, NOW)
+    return store, expected
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 3, 40], ids=lambda c: f"window-{c}")
+@pytest.mark.parametrize("transform", ["level", "difference"])
+async def test_rows_step_as_records_do(
+    forecaster: Forecaster, policy: IntervalPolicy, capacity: int, transform: str
+) -> None:
+    served = forecaster if transform == "level" else difference_of(forecaster, 0.7)
+    clock = Clock()
+    store = MemoryStore(ttl_s=1e9, max_sessions=1000, clock=clock)
+    keys = [f"ns:s{index}:default" for index in range(150)]  # past the first 64 rows
+    expected: dict[str, SessionRecord] = {}
+    rng = random.Random(7)
+    for key in keys:  # a new session takes the record path: created by apply
+        record, _ = await fed_by_records(served, policy, capacity, None, rng.uniform(0, 1), NOW)
+        await store.apply(key, lambda _old, record=record: (record, None))
+        expected[key] = record
+    for round_number in range(60):
+        clock.now += 1.0
+        chosen = rng.sample(keys, 100)
+        values = [rng.uniform(-0.5, 1.5) for _ in chosen]
+        stepped = store.feed_in_place(
+            chosen, values, [None] * len(chosen), served, policy, capacity, clock.now
+        )
+        assert stepped.indexes == list(range(len(chosen)))
+        for position, (key, value) in enumerate(zip(chosen, values, strict=True)):
+            record, outcome = await fed_by_records(
+                served, policy, capacity, expected[key], value, clock.now
+            )
+            expected[key] = record
+            assert stepped.predictions[position] == outcome.predictions[0]
+            assert stepped.steps[position] == outcome.step
+            assert tuple(stepped.offsets[position]) == outcome.offsets
+            assert (stepped.misses[position],) == outcome.misses
+            assert same((stepped.errors[position],), outcome.errors)
+        if round_number % 7 == 3:  # some sessions back to records, adopted again next time
+            for key in rng.sample(keys, 20):
+                got = await store.get(key)
+                assert got is not None
+                assert_same_record(got, expected[key])
+    for key in keys:
+        got = await store.get(key)
+        assert got is not None
+        assert_same_record(got, expected[key])
+
+
+async def test_a_fresh_record_is_adopted_with_no_last_value(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store = MemoryStore(ttl_s=1e9, max_sessions=10, clock=Clock())
+    fresh = SessionRecord(forecaster.zero_state(), 0, 0, forecaster.version, NOW, NOW)
+    await store.apply("k", lambda _old: (fresh, None))
+    stepped = store.feed_in_place(["k"], [0.4], [0], forecaster, policy, 5, NOW)
+    expected, outcome = await fed_by_records(forecaster, policy, 5, fresh, 0.4, NOW)
+    assert stepped.predictions == outcome.predictions
+    assert math.isnan(stepped.errors[0])
+    got = await store.get("k")
+    assert got is not None
+    assert_same_record(got, expected)
+
+
+async def test_sessions_the_rows_cannot_take_are_left_out(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store = MemoryStore(ttl_s=1e9, max_sessions=10, clock=Clock())
+    record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
+    other_model = record._replace(model_version="another")
+    for key, kept in (("current", record), ("other-model", other_model)):
+        await store.apply(key, lambda _old, kept=kept: (kept, None))
+    stepped = store.feed_in_place(
+        ["unknown", "other-model", "current"],
+        [0.1, 0.2, 0.3],
+        [None, None, 1],
+        forecaster,
+        policy,
+        5,
+        NOW,
+    )
+    assert stepped.indexes == [2]
+    assert await store.get("unknown") is None
+    assert await store.get("other-model") == other_model
+    retry = store.feed_in_place(["current"], [0.3], [1], forecaster, policy, 5, NOW)
+    assert retry.indexes == []  # a resend (step 1 again): the record path replays it
+
+
+async def test_a_window_of_other_levels_is_left_to_the_records(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store = MemoryStore(ttl_s=1e9, max_sessions=10, clock=Clock())
+    record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
+    assert record.history is not None
+    narrow = record.with_history(record.history[:, :2])
+    await store.apply("k", lambda _old: (narrow, None))
+    assert store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, NOW).indexes == []
+
+
+async def test_a_row_session_expires(forecaster: Forecaster, policy: IntervalPolicy) -> None:
+    clock = Clock()
+    store, _ = await one_row_session(forecaster, policy, clock=clock)
+    clock.now = NOW + 9.5  # 9.5 s after its last use: alive
+    assert await store.count() == 1
+    clock.now = NOW + 10.5
+    assert await store.count() == 0
+    assert await store.get("ns:k") is None
+    assert store.rows_in_use() == 0
+
+
+async def test_deleting_a_row_session_frees_its_rows(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, _ = await one_row_session(forecaster, policy)
+    assert store.rows_in_use() == 1
+    assert await store.delete("ns:k")
+    assert store.rows_in_use() == 0
+    assert await store.namespace_counts() == {}
+
+
+async def test_a_listed_row_session_shows_its_record(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, expected = await one_row_session(forecaster, policy)
+    page, cursor = await store.list_page("ns:", None, 10)
+    assert cursor is None
+    assert [key for key, _ in page] == ["ns:k"]
+    assert_same_record(page[0][1], expected)
+
+
+async def test_a_new_model_takes_the_sessions_back_to_records(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, expected = await one_row_session(forecaster, policy)
+    newer = Forecaster(
+        forecaster.step,
+        forecaster.manifest.model_copy(update={"version": forecaster.version + "-new"}),
+    )
+    assert store.feed_in_place(["ns:k"], [0.2], [None], newer, policy, 5, NOW).indexes == []
+    got = await store.get("ns:k")
+    assert got is not None
+    assert_same_record(got, expected)
+    assert store.rows_in_use() == 0
+
+
+def test_many_observations_count_as_one_at_a_time() -> None:
+    one_by_one, at_once = ForecastStats(), ForecastStats()
+    rng = random.Random(3)
+    errors = [math.nan, *(rng.choice([0.001, 0.0005, 0.02, 5.0, rng.random()]) for _ in range(99))]
+    misses = [rng.randrange(4) for _ in errors]
+    flags = [rng.choice([[], ["outside_interval_95"], ["outside_training_range"]]) for _ in errors]
+    levels = ("80", "95")
+    for error, missed, value_flags in zip(errors, misses, flags, strict=True):
+        if not math.isnan(error):
+            one_by_one.observe(error, missed, levels, value_flags)
+    at_once.observe_many(errors, misses, levels, flags)
+    assert [list(family.samples) for family in at_once.collect()] == [
+        list(family.samples) for family in one_by_one.collect()
+    ]

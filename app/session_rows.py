@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.schemas import Interval
 from app.session_history import compiled_interval_radius, compiled_window_radius
 from app.session_rules import SessionRecord
 from app.session_tracking import compiled_track_in_place
@@ -46,7 +47,7 @@ class Stepped(NamedTuple):
     predictions: list[float]
     steps: list[int]
     offsets: list[list[float]]  # per session, its offset per adapted level
-    radii: list[list[float]]  # per session, its next interval's radius per adapted level
+    intervals: list[list[Interval]]  # per session, its next intervals at the adapted levels
     misses: list[int]  # per session, a bit per adapted level its revealed value missed
     errors: list[float]  # per session, the absolute error of the forecast it revealed (or NaN)
 
@@ -203,7 +204,7 @@ class SessionRows:
             predictions.tolist(),
             self.steps[chosen].tolist(),
             self.last_offsets[chosen].tolist(),
-            radii.tolist(),
+            self.policy.intervals_around_many(predictions, radii),
             self.last_misses[chosen].tolist(),
             errors.tolist(),
         )

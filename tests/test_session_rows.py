@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+from asgi_lifespan import LifespanManager
 
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.main import create_app
 from app.metrics import ForecastStats
+from app.services import ModelSlot
 from app.session_rules import FeedOutcome, SessionRecord, feed
+from app.settings import Settings
 from app.stores.memory import MemoryStore
 from forecast_core.session_step import SessionStep
 from forecast_core.transform import Transform
@@ -242,3 +248,56 @@ def test_many_observations_count_as_one_at_a_time() -> None:
     assert [list(family.samples) for family in at_once.collect()] == [
         list(family.samples) for family in one_by_one.collect()
     ]
+
+
+def test_intervals_of_many_forecasts_are_those_of_each(policy: IntervalPolicy) -> None:
+    rng = np.random.default_rng(5)
+    forecasts = np.concatenate([rng.normal(0, 1, 20), [1.7e308, -1.7e308]])
+    offsets = rng.normal(0, 1, (forecasts.shape[0], len(policy.levels)))
+    offsets[-2:] = 700.0  # radii past the finite range: clamped
+    radii = np.array(
+        [[score * math.exp(offset) for score, offset in zip(policy.scores, row, strict=True)]
+         for row in offsets.tolist()]
+    )  # fmt: skip
+    assert policy.intervals_around_many(forecasts, radii) == [
+        policy.intervals(forecast, row)
+        for forecast, row in zip(forecasts.tolist(), offsets.tolist(), strict=True)
+    ]
+
+
+@pytest.mark.parametrize("levels", [None, [50, 99]], ids=["adapted-levels", "asked-levels"])
+async def test_in_place_answers_are_those_of_predict(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot, levels: list[int] | None
+) -> None:
+    clock = Clock()
+    store = MemoryStore(ttl_s=3600, max_sessions=1000, clock=clock)
+    settings = Settings(model_dir=tutorial_models_dir, store="memory")
+    app = create_app(settings, model=tutorial_model, store=store, clock=clock)
+    asked = {"levels": levels} if levels else {}
+    rng = random.Random(11)
+    sessions = [f"s{index}" for index in range(20)]
+    async with LifespanManager(app, startup_timeout=120) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for _ in range(12):
+                clock.now += 1.0
+                values = [rng.uniform(-0.2, 1.2) for _ in sessions]
+                pairs = list(zip(sessions, values, strict=True))
+                items = [{"session_id": s, "value": v} for s, v in pairs]
+                response = await client.post("/predict/many", json={"items": items, **asked})
+                twins = [
+                    await client.post(
+                        "/predict", json={"session_id": f"twin-{s}", "value": v, **asked}
+                    )
+                    for s, v in pairs
+                ]
+                assert response.json()["results"] == [
+                    {**twin.json(), "session_id": session}
+                    for twin, session in zip(twins, sessions, strict=True)
+                ]
+            assert store.rows_in_use() == len(sessions)  # the path under test was taken
+            for session in sessions:
+                for path in ("/sessions/{}", "/sessions/{}/history"):
+                    own = (await client.get(path.format(session))).json()
+                    twin = (await client.get(path.format(f"twin-{session}"))).json()
+                    assert {**own, "session_id": None} == {**twin, "session_id": None}

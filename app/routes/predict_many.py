@@ -109,6 +109,31 @@ class _Singles(NamedTuple):
     steps: list[int | None]
 
 
+def _one_model_singles(
+    services: Services, keys: Sequence[str], items: Sequence[FeedItem]
+) -> _Singles | None:
+    """The request's items when each names another session of one model that is served (the
+    common request, fed in place at once); None otherwise."""
+    if not items or len(set(keys)) != len(keys):
+        return None
+    model = items[0].model
+    for item in items:
+        if item.model != model:
+            return None
+    try:
+        served = services.models.get(model)
+        served.require()
+    except ServiceError:  # refused item by item
+        return None
+    return _Singles(
+        served,
+        list(keys),
+        list(range(len(keys))),
+        [item.value for item in items],
+        [item.step for item in items],
+    )
+
+
 async def predict_many(
     services: Services,
     keys: Sequence[str],
@@ -133,7 +158,10 @@ async def predict_many(
     groups: list[_Group] = []
     # Sessions with one item each, by model name: stepped in place where the store can.
     by_model: dict[str | None, _Singles] = {}
-    for key, positions in _group(keys).items():
+    common = _one_model_singles(services, keys, items) if in_place is not None else None
+    if common is not None:  # the common request: no grouping needed
+        by_model[None] = common
+    for key, positions in _group(keys).items() if common is None else ():
         if in_place is not None and len(positions) == 1:
             position = positions[0]
             item = items[position]
@@ -262,17 +290,17 @@ def _answer_in_place(
     :func:`_answer` for a feed of one value, counted in metrics as ``settle`` counts them."""
     policy = served.intervals
     name, version = served.name, served.require().version
-    flags_of, intervals_of, around = policy.flags, policy.intervals, policy.intervals_around
+    flags_of, intervals_of = policy.flags, policy.intervals
     all_flags: list[list[str]] = []
-    for index, prediction, step, offsets, radii, missed in zip(
-        stepped.indexes, stepped.predictions, stepped.steps, stepped.offsets, stepped.radii,
+    for index, prediction, step, offsets, intervals, missed in zip(
+        stepped.indexes, stepped.predictions, stepped.steps, stepped.offsets, stepped.intervals,
         stepped.misses, strict=True,
     ):  # fmt: skip
         position = positions[index]
         item = items[position]
         flags = flags_of(item.value, missed)
-        asked = levels[position]
         all_flags.append(flags)
+        asked = levels[position]
         answer: PredictResponse = {
             "session_id": item.session_id,
             "model": name,
@@ -282,11 +310,7 @@ def _answer_in_place(
             "replayed": False,
             "previous_model_version": None,
             "warmup_values": None,
-            "intervals": (
-                around(prediction, radii)
-                if asked is None
-                else intervals_of(prediction, offsets, asked)
-            ),
+            "intervals": intervals if asked is None else intervals_of(prediction, offsets, asked),
             "flags": flags,
         }
         answers[position] = answer

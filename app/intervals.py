@@ -211,8 +211,7 @@ class IntervalPolicy:
         if levels is None:
             # The common case, on every request: scores and offsets line up level by level, and
             # the arithmetic is inlined (each function call here shows in the throughput). The
-            # radius as app.session_history's compiled interval radius computes it, the bounds
-            # as intervals_around_many clips them.
+            # in-place step (app.session_rows) computes the same in compiled code.
             exp = math.exp
             intervals: list[Interval] = []
             for level, score, offset in zip(self.levels, self.scores, offsets, strict=True):
@@ -227,24 +226,19 @@ class IntervalPolicy:
             for level in levels
         ]
 
-    def intervals_around_many(
-        self, forecasts: FloatArray, radii: FloatArray
-    ) -> list[list[Interval]]:
-        """The one-step intervals at the adapted levels around each of ``forecasts``, of the
-        radii in its row of ``radii`` (as :meth:`intervals` gives them from the offsets)."""
-        if self.calibration is None:
-            return [[] for _ in range(forecasts.shape[0])]
-        # Clipping is finite(): an interval inside the finite range is left as it is.
-        lower = np.clip(forecasts[:, None] - radii, -FINITE_BOUND, FINITE_BOUND).tolist()
-        upper = np.clip(forecasts[:, None] + radii, -FINITE_BOUND, FINITE_BOUND).tolist()
-        levels = self.levels
-        return [
-            [
-                {"level": level, "lower": low, "upper": high}
-                for level, low, high in zip(levels, lows, highs, strict=True)
-            ]
-            for lows, highs in zip(lower, upper, strict=True)
+    def intervals_of_bounds(self, lower: FloatArray, upper: FloatArray) -> list[list[Interval]]:
+        """One-step intervals at the adapted levels from their bounds, a row per forecast."""
+        if self.calibration is None or not self.levels:
+            return [[] for _ in range(lower.shape[0])]
+        count, levels = lower.shape
+        # One flat comprehension, cut into rows: a comprehension per row costs a call each.
+        flat: list[Interval] = [
+            {"level": level, "lower": low, "upper": high}
+            for level, low, high in zip(
+                self.levels * count, lower.ravel().tolist(), upper.ravel().tolist(), strict=True
+            )
         ]
+        return [flat[start : start + levels] for start in range(0, count * levels, levels)]
 
     def forecast_intervals(
         self, forecasts: Sequence[float], offsets: Sequence[float], levels: Sequence[float] | None

@@ -149,6 +149,8 @@ class ForecastStats:
             level_misses = int(((missed >> index) & 1).sum())
             counts[2 * index] += errors.shape[0] - level_misses
             counts[2 * index + 1] += level_misses
+        if not any(flags):  # the common case: no value flagged
+            return
         for value_flags, counted in zip(flags, kept.tolist(), strict=True):
             if counted:
                 for flag in value_flags:

@@ -31,6 +31,7 @@ from app.session_history import compiled_interval_radius, compiled_window_radius
 from app.session_rules import SessionRecord
 from app.session_tracking import compiled_track_in_place
 from forecast_core.arrays import FloatArray
+from forecast_core.lstm_step import compiled_finite
 from forecast_core.session_step import compiled_session_step
 
 IntArray = npt.NDArray[np.int64]
@@ -50,6 +51,11 @@ class Stepped(NamedTuple):
     intervals: list[list[Interval]]  # per session, its next intervals at the adapted levels
     misses: list[int]  # per session, a bit per adapted level its revealed value missed
     errors: list[float]  # per session, the absolute error of the forecast it revealed (or NaN)
+
+    @classmethod
+    def nothing(cls) -> Stepped:
+        """No session stepped: all take the record path."""
+        return cls([], [], [], [], [], [], [])
 
 
 class RowRef(NamedTuple):
@@ -189,22 +195,23 @@ class SessionRows:
         count = len(rows)
         chosen = np.array(rows, dtype=np.int64)
         predictions = np.empty(count)
-        radii = np.empty((count, self._levels))
+        lower = np.empty((count, self._levels))
+        upper = np.empty((count, self._levels))
         errors = np.empty(count)
         _compiled_step_rows(
             self._packed, self._minimum, self._span, self._shrink, self._difference,
             self.policy.parameters, self._levels, self.capacity, now, chosen,
             np.array(values, dtype=np.float64), self.states, self.tracking, self.windows,
             self.heads, self.counts, self.steps, self.used, self.last_values,
-            self.last_predictions, self.last_offsets, self.last_misses, predictions, radii,
-            errors,
+            self.last_predictions, self.last_offsets, self.last_misses, predictions, lower,
+            upper, errors,
         )  # fmt: skip
         return Stepped(
             indexes,
             predictions.tolist(),
             self.steps[chosen].tolist(),
             self.last_offsets[chosen].tolist(),
-            self.policy.intervals_around_many(predictions, radii),
+            self.policy.intervals_of_bounds(lower, upper),
             self.last_misses[chosen].tolist(),
             errors.tolist(),
         )
@@ -244,7 +251,8 @@ def _step_rows(
     last_offsets: FloatArray,
     last_misses: IntArray,
     predictions: FloatArray,
-    radii: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
     errors: FloatArray,
 ) -> None:
     # session_rules.feed for one value, per row: the session step, then the tracking of the
@@ -287,7 +295,10 @@ def _step_rows(
             counts[row] = min(kept + 1, slots)
         for level in range(levels):
             last_offsets[row, level] = session[levels + 1 + level]
-            radii[index, level] = compiled_interval_radius(session, parameters, levels, level)
+            # The next interval, as IntervalPolicy.intervals makes it from the offsets.
+            radius = compiled_interval_radius(session, parameters, levels, level)
+            lower[index, level] = compiled_finite(prediction - radius)
+            upper[index, level] = compiled_finite(prediction + radius)
         steps[row] += 1
         used[row] = now
         last_values[row] = value
@@ -317,5 +328,5 @@ def compile_step_rows() -> None:
         np.ones((1, tracking_size)), np.zeros((1, capacity + 1, 2 + levels)),
         np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1),
         np.full(1, math.nan), np.zeros(1), np.zeros((1, levels)), np.zeros(1, np.int64),
-        np.zeros(1), np.zeros((1, levels)), np.zeros(1),
+        np.zeros(1), np.zeros((1, levels)), np.zeros((1, levels)), np.zeros(1),
     )  # fmt: skip

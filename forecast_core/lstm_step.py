@@ -29,6 +29,10 @@ def finite(value: float) -> float:
     return min(max(value, -FINITE_BOUND), FINITE_BOUND)
 
 
+# The same, for compiled callers (the session step, app.session_rows' in-place step).
+compiled_finite = numba.njit(cache=False, fastmath=False)(finite)
+
+
 # Names of the arrays in the weights file, in Keras get_weights() order.
 WEIGHT_NAMES = ("lstm/kernel", "lstm/recurrent_kernel", "lstm/bias", "dense/kernel", "dense/bias")
 

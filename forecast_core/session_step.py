@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from forecast_core.arrays import FloatArray
-from forecast_core.lstm_step import FINITE_BOUND, LstmWeights, _compiled_step
+from forecast_core.lstm_step import LstmWeights, _compiled_step, compiled_finite
 from forecast_core.scaling import MinMaxScaler
 from forecast_core.transform import Transform
 
@@ -110,8 +110,9 @@ def _session_step(
             new_state[index] = state[index]
         return value
     change = _compiled_step(packed, state[:size], new_state[:size], value - last, minimum, span)
-    # A value near the float64 limit plus a difference could overflow (as lstm_step.finite).
-    return min(max(value + shrink * change, -FINITE_BOUND), FINITE_BOUND)
+    # A value near the float64 limit plus a difference could overflow.
+    forecast: float = compiled_finite(value + shrink * change)
+    return forecast
 
 
 compiled_session_step = numba.njit(cache=False, fastmath=False)(_session_step)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -250,19 +252,17 @@ def test_many_observations_count_as_one_at_a_time() -> None:
     ]
 
 
-def test_intervals_of_many_forecasts_are_those_of_each(policy: IntervalPolicy) -> None:
+def test_intervals_from_bounds_are_those_from_offsets(policy: IntervalPolicy) -> None:
     rng = np.random.default_rng(5)
-    forecasts = np.concatenate([rng.normal(0, 1, 20), [1.7e308, -1.7e308]])
-    offsets = rng.normal(0, 1, (forecasts.shape[0], len(policy.levels)))
-    offsets[-2:] = 700.0  # radii past the finite range: clamped
-    radii = np.array(
-        [[score * math.exp(offset) for score, offset in zip(policy.scores, row, strict=True)]
-         for row in offsets.tolist()]
-    )  # fmt: skip
-    assert policy.intervals_around_many(forecasts, radii) == [
-        policy.intervals(forecast, row)
-        for forecast, row in zip(forecasts.tolist(), offsets.tolist(), strict=True)
+    expected = [
+        policy.intervals(forecast, offsets)
+        for forecast, offsets in zip(
+            rng.normal(0, 1, 20).tolist(), rng.normal(0, 1, (20, 2)).tolist(), strict=True
+        )
     ]
+    lower = np.array([[interval["lower"] for interval in row] for row in expected])
+    upper = np.array([[interval["upper"] for interval in row] for row in expected])
+    assert policy.intervals_of_bounds(lower, upper) == expected
 
 
 @pytest.mark.parametrize("levels", [None, [50, 99]], ids=["adapted-levels", "asked-levels"])
@@ -301,3 +301,34 @@ async def test_in_place_answers_are_those_of_predict(
                     own = (await client.get(path.format(session))).json()
                     twin = (await client.get(path.format(f"twin-{session}"))).json()
                     assert {**own, "session_id": None} == {**twin, "session_id": None}
+
+
+def test_until_the_step_is_compiled_requests_take_the_record_path(
+    tutorial_models_dir: Path,
+) -> None:
+    # In a process of its own: this one compiled the step up front (conftest).
+    script = f"""
+import asyncio
+from pathlib import Path
+from forecast_core.artifact import load_artifact
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rules import feed
+from app.stores.memory import MemoryStore
+
+artifact = load_artifact(Path({str(tutorial_models_dir)!r}))
+forecaster = Forecaster(artifact.session_step(), artifact.manifest)
+policy = IntervalPolicy.build(forecaster.calibration, (80, 95), rate=0.05, window=50)
+store = MemoryStore(ttl_s=60, max_sessions=10, clock=lambda: 0.0)
+record, _ = feed(None, forecaster, policy, [0.3], None, 0.0, history=5)
+asyncio.run(store.apply("k", lambda _old: (record, None)))
+before = store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, 0.0)
+store._compiling.join()
+after = store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, 0.0)
+print(before.indexes, after.indexes)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "[] [0]"

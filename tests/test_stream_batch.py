@@ -35,7 +35,7 @@ class RecordingStore(MemoryStore):
     covers the in-place path)."""
 
     def feed_in_place(self, keys: Sequence[str], *_args: Any) -> Stepped:
-        return Stepped([], [], [], [], [], [], [])
+        return Stepped.nothing()
 
     def __init__(self) -> None:
         super().__init__(ttl_s=3600, max_sessions=1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import threading
 import time
@@ -25,6 +26,15 @@ from app.session_rows import (
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import Compute, Quotas, T, apply_optimistically, compute_each, no_quotas
+
+logger = logging.getLogger(__name__)
+
+
+def _compile_step_rows_logged() -> None:
+    try:
+        compile_step_rows()
+    except Exception:  # a bug: serving goes on, every session on the record path
+        logger.exception("compiling the in-place step failed: /predict/many keeps to records")
 
 
 class MemoryStore:
@@ -252,10 +262,10 @@ class MemoryStore:
         if not step_rows_compiled():
             if self._compiling is None:
                 self._compiling = threading.Thread(
-                    target=compile_step_rows, name="compile-step-rows", daemon=True
+                    target=_compile_step_rows_logged, name="compile-step-rows", daemon=True
                 )
                 self._compiling.start()
-            return Stepped([], [], [], [], [], [], [])
+            return Stepped.nothing()
         chosen: list[int] = []
         chosen_rows: list[int] = []
         fed: list[float] = []
@@ -292,7 +302,7 @@ class MemoryStore:
                 return rows.step(chosen, chosen_rows, fed, now)
             if rows is not None and not rows.live:
                 self._forget_rows(rows)
-        return Stepped([], [], [], [], [], [], [])
+        return Stepped.nothing()
 
     def _rows_of(
         self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int

@@ -319,14 +319,25 @@ def step_rows_compiled() -> bool:
 def compile_step_rows() -> None:
     """Compile the in-place step for the argument types serving passes, by stepping one row of
     a one-unit network: seconds of work, to run in a thread of its own (numba compiles each
-    function once per process)."""
+    function once per process, and once more for each other set of argument types: the
+    weights and the tracking parameters are read-only, as serving's are)."""
     units, levels, capacity = 1, 1, 1
     tracking_size = 3 * levels + 7 + (2 + levels)  # a skill window of one value
+    packed = np.zeros((units + 3, 4 * units))
+    parameters = np.ones(3 + 2 * levels)
+    for read_only in (packed, parameters):
+        read_only.setflags(write=False)
     _compiled_step_rows(
-        np.zeros((units + 3, 4 * units)), 0.0, 1.0, 1.0, True, np.ones(3 + 2 * levels), levels,
-        capacity, 0.0, np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 2 * units + 1)),
+        packed, 0.0, 1.0, 1.0, True, parameters, levels, capacity, 0.0,
+        np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 2 * units + 1)),
         np.ones((1, tracking_size)), np.zeros((1, capacity + 1, 2 + levels)),
         np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1),
         np.full(1, math.nan), np.zeros(1), np.zeros((1, levels)), np.zeros(1, np.int64),
         np.zeros(1), np.zeros((1, levels)), np.zeros((1, levels)), np.zeros(1),
     )  # fmt: skip
+
+
+def step_rows_signatures() -> int:
+    """How many argument-type variants of the in-place step are compiled (one, when serving
+    passes the types compile_step_rows compiled)."""
+    return len(_compiled_step_rows.signatures)

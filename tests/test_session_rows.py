@@ -18,6 +18,7 @@ from app.intervals import IntervalPolicy
 from app.main import create_app
 from app.metrics import ForecastStats
 from app.services import ModelSlot
+from app.session_rows import step_rows_signatures
 from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.settings import Settings
 from app.stores.memory import MemoryStore
@@ -138,6 +139,7 @@ async def test_rows_step_as_records_do(
         got = await store.get(key)
         assert got is not None
         assert_same_record(got, expected[key])
+    assert step_rows_signatures() == 1  # serving compiled nothing more (no stall on a request)
 
 
 async def test_a_fresh_record_is_adopted_with_no_last_value(

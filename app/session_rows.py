@@ -36,7 +36,9 @@ from forecast_core.session_step import compiled_session_step
 
 IntArray = npt.NDArray[np.int64]
 
-# Rows allocated at first; the arrays double when they fill.
+# Rows allocated at first: the store's cap, or as many as this many bytes hold (at least
+# _FIRST_ROWS); past them the arrays double when they fill.
+_ALLOCATED_AT_ONCE = 1 << 30
 _FIRST_ROWS = 64
 
 
@@ -68,7 +70,12 @@ class RowRef(NamedTuple):
 class SessionRows:
     """Rows of sessions of one model version, interval policy and window capacity."""
 
-    def __init__(self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int) -> None:
+    def __init__(
+        self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int, most: int
+    ) -> None:
+        """``most``: the sessions these rows may ever hold (the store's cap), allocated at once
+        up to about a GiB: numpy takes zeroed memory from the system untouched, so only the
+        rows used take memory, and growing never copies the arrays under the store's lock."""
         self.forecaster = forecaster
         self.policy = policy
         self.capacity = capacity
@@ -82,7 +89,11 @@ class SessionRows:
         self._width = 2 + self._levels
         self._state_size = step.state_size
         self._tracking_size = policy.layout.size
-        rows, ring = _FIRST_ROWS, capacity + 1 if capacity > 0 else 0
+        ring = capacity + 1 if capacity > 0 else 0
+        row_bytes = 8 * (
+            self._state_size + self._tracking_size + ring * self._width + 2 * self._levels + 10
+        )
+        rows = min(most, max(_FIRST_ROWS, _ALLOCATED_AT_ONCE // row_bytes))
         self.states = np.zeros((rows, self._state_size))
         self.tracking = np.zeros((rows, self._tracking_size))
         self.windows = np.zeros((rows, ring, self._width))  # a ring: ``heads`` is the pending row

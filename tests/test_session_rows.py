@@ -6,6 +6,9 @@ import math
 import random
 import subprocess
 import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app import session_rows
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.main import create_app
@@ -100,8 +104,13 @@ async def one_row_session(
 @pytest.mark.parametrize("capacity", [0, 1, 3, 40], ids=lambda c: f"window-{c}")
 @pytest.mark.parametrize("transform", ["level", "difference"])
 async def test_rows_step_as_records_do(
-    forecaster: Forecaster, policy: IntervalPolicy, capacity: int, transform: str
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    capacity: int,
+    transform: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(session_rows, "_ALLOCATED_AT_ONCE", 0)  # 64 rows, then doubled twice
     served = forecaster if transform == "level" else difference_of(forecaster, 0.7)
     clock = Clock()
     store = MemoryStore(ttl_s=1e9, max_sessions=1000, clock=clock)
@@ -267,42 +276,52 @@ def test_intervals_from_bounds_are_those_from_offsets(policy: IntervalPolicy) ->
     assert policy.intervals_of_bounds(lower, upper) == expected
 
 
+@asynccontextmanager
+async def in_place_client(
+    tutorial_models_dir: Path,
+    tutorial_model: ModelSlot,
+    store: MemoryStore,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on ``store``, behind httpx's ASGI transport."""
+    settings = Settings(model_dir=tutorial_models_dir, store="memory")
+    app = create_app(settings, model=tutorial_model, store=store, clock=clock)
+    async with LifespanManager(app, startup_timeout=120) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
 @pytest.mark.parametrize("levels", [None, [50, 99]], ids=["adapted-levels", "asked-levels"])
 async def test_in_place_answers_are_those_of_predict(
     tutorial_models_dir: Path, tutorial_model: ModelSlot, levels: list[int] | None
 ) -> None:
     clock = Clock()
     store = MemoryStore(ttl_s=3600, max_sessions=1000, clock=clock)
-    settings = Settings(model_dir=tutorial_models_dir, store="memory")
-    app = create_app(settings, model=tutorial_model, store=store, clock=clock)
     asked = {"levels": levels} if levels else {}
     rng = random.Random(11)
     sessions = [f"s{index}" for index in range(20)]
-    async with LifespanManager(app, startup_timeout=120) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            for _ in range(12):
-                clock.now += 1.0
-                values = [rng.uniform(-0.2, 1.2) for _ in sessions]
-                pairs = list(zip(sessions, values, strict=True))
-                items = [{"session_id": s, "value": v} for s, v in pairs]
-                response = await client.post("/predict/many", json={"items": items, **asked})
-                twins = [
-                    await client.post(
-                        "/predict", json={"session_id": f"twin-{s}", "value": v, **asked}
-                    )
-                    for s, v in pairs
-                ]
-                assert response.json()["results"] == [
-                    {**twin.json(), "session_id": session}
-                    for twin, session in zip(twins, sessions, strict=True)
-                ]
-            assert store.rows_in_use() == len(sessions)  # the path under test was taken
-            for session in sessions:
-                for path in ("/sessions/{}", "/sessions/{}/history"):
-                    own = (await client.get(path.format(session))).json()
-                    twin = (await client.get(path.format(f"twin-{session}"))).json()
-                    assert {**own, "session_id": None} == {**twin, "session_id": None}
+    async with in_place_client(tutorial_models_dir, tutorial_model, store, clock) as client:
+        for _ in range(12):
+            clock.now += 1.0
+            values = [rng.uniform(-0.2, 1.2) for _ in sessions]
+            pairs = list(zip(sessions, values, strict=True))
+            items = [{"session_id": s, "value": v} for s, v in pairs]
+            response = await client.post("/predict/many", json={"items": items, **asked})
+            twins = [
+                await client.post("/predict", json={"session_id": f"twin-{s}", "value": v, **asked})
+                for s, v in pairs
+            ]
+            assert response.json()["results"] == [
+                {**twin.json(), "session_id": session}
+                for twin, session in zip(twins, sessions, strict=True)
+            ]
+        assert store.rows_in_use() == len(sessions)  # the path under test was taken
+        for session in sessions:
+            for path in ("/sessions/{}", "/sessions/{}/history"):
+                own = (await client.get(path.format(session))).json()
+                twin = (await client.get(path.format(f"twin-{session}"))).json()
+                assert {**own, "session_id": None} == {**twin, "session_id": None}
 
 
 def test_until_the_step_is_compiled_requests_take_the_record_path(
@@ -334,3 +353,37 @@ print(before.indexes, after.indexes)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == "[] [0]"
+
+
+async def test_new_sessions_beside_in_place_ones_are_created_in_request_order(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    store = MemoryStore(ttl_s=3600, max_sessions=2)
+    async with in_place_client(tutorial_models_dir, tutorial_model, store) as client:
+        await client.post("/predict/many", json={"items": [{"session_id": "x", "value": 0.1}]})
+        items = [("x", 0.2), ("a", 0.3), ("b", 0.4), ("b", 0.5)]
+        response = await client.post(
+            "/predict/many", json={"items": [{"session_id": s, "value": v} for s, v in items]}
+        )
+        assert store.rows_in_use() == 1  # x, stepped in place
+        codes = [result.get("error", {}).get("code") for result in response.json()["results"]]
+        assert codes == [None, None, "session_limit_reached", "session_limit_reached"]
+
+
+async def test_a_resent_in_place_request_is_replayed(
+    tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    store = MemoryStore(ttl_s=3600, max_sessions=10)
+    async with in_place_client(tutorial_models_dir, tutorial_model, store) as client:
+        first = [{"session_id": s, "value": 0.1, "step": 0} for s in ("a", "b")]
+        await client.post("/predict/many", json={"items": first})
+        body = {"items": [{"session_id": s, "value": 0.2, "step": 1} for s in ("a", "b")]}
+        applied = (await client.post("/predict/many", json=body)).json()["results"]
+        assert store.rows_in_use() == 2
+        again = await client.post("/predict/many", json=body)
+        assert again.status_code == 200
+        assert again.json()["results"] == [{**answer, "replayed": True} for answer in applied]
+        conflict = {"items": [{"session_id": "a", "value": 0.3, "step": 7}]}
+        refused = (await client.post("/predict/many", json=conflict)).json()["results"][0]
+        assert refused["error"]["code"] == "step_conflict"
+        assert refused["error"]["details"]["expected_step"] == 2

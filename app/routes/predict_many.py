@@ -213,6 +213,12 @@ async def predict_many(
             compute = _feeder(served, (value,), (step,), now, history, inline)
             work.append((singles.keys[index], compute))
             groups.append(_Group([singles.positions[index]], served, (value,), (step,)))
+    if by_model and len(work) > 1:
+        # In request order, as without the in-place feed: new sessions are created in this
+        # order, so the cap and the quotas go to the same sessions.
+        order = sorted(range(len(work)), key=lambda index: groups[index].positions[0])
+        work = [work[index] for index in order]
+        groups = [groups[index] for index in order]
     outcomes = await store.apply_many(work, offload=offload)
     again = [index for index, result in enumerate(outcomes) if result is None]
     if again:  # long replays after a model change: those sessions again, in worker threads

@@ -311,7 +311,7 @@ class MemoryStore:
         key = (forecaster.version, id(policy), capacity)
         rows = self._rows.get(key)
         if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
-            rows = SessionRows(forecaster, policy, capacity)
+            rows = SessionRows(forecaster, policy, capacity, self._max_sessions)
             self._rows[key] = rows
         return rows
 

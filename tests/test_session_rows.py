@@ -102,16 +102,23 @@ async def one_row_session(
 
 
 @pytest.mark.parametrize("capacity", [0, 1, 3, 40], ids=lambda c: f"window-{c}")
-@pytest.mark.parametrize("transform", ["level", "difference"])
+@pytest.mark.parametrize(
+    ("transform", "calibrated"),
+    [("level", True), ("difference", True), ("level", False)],
+    ids=["level", "difference", "level-uncalibrated"],
+)
 async def test_rows_step_as_records_do(
     forecaster: Forecaster,
     policy: IntervalPolicy,
     capacity: int,
     transform: str,
+    calibrated: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(session_rows, "_ALLOCATED_AT_ONCE", 0)  # 64 rows, then doubled twice
     served = forecaster if transform == "level" else difference_of(forecaster, 0.7)
+    if not calibrated:  # no intervals: no levels to adapt
+        policy = IntervalPolicy.build(None, (80, 95), rate=0.05, window=50)
     clock = Clock()
     store = MemoryStore(ttl_s=1e9, max_sessions=1000, clock=clock)
     keys = [f"ns:s{index}:default" for index in range(150)]  # past the first 64 rows
@@ -139,6 +146,9 @@ async def test_rows_step_as_records_do(
             assert tuple(stepped.offsets[position]) == outcome.offsets
             assert (stepped.misses[position],) == outcome.misses
             assert same((stepped.errors[position],), outcome.errors)
+            assert stepped.intervals[position] == policy.intervals(
+                outcome.predictions[0], outcome.offsets
+            )
         if round_number % 7 == 3:  # some sessions back to records, adopted again next time
             for key in rng.sample(keys, 20):
                 got = await store.get(key)

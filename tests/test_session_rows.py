@@ -54,8 +54,8 @@ def same(left: object, right: object) -> bool:
     if isinstance(left, tuple | list):
         return (
             type(left) is type(right)
-            and len(left) == len(right)  # type: ignore[arg-type]
-            and all(same(a, b) for a, b in zip(left, right, strict=True))  # type: ignore[call-overload]
+            and len(left) == len(right)
+            and all(same(a, b) for a, b in zip(left, right, strict=True))
         )
     if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
         return math.isnan(right)
@@ -73,6 +73,15 @@ def difference_of(forecaster: Forecaster, shrink: float) -> Forecaster:
     return Forecaster(
         SessionStep(step.weights, Transform.difference(shrink), step.scaling), forecaster.manifest
     )
+
+
+async def put(store: MemoryStore, key: str, record: SessionRecord) -> None:
+    """Write ``record`` as the session's, through the store's one write path."""
+
+    def write(_old: SessionRecord | None) -> tuple[SessionRecord, None]:
+        return record, None
+
+    await store.apply(key, write)
 
 
 async def fed_by_records(
@@ -95,7 +104,7 @@ async def one_row_session(
     also the record the record path would hold after both values."""
     store = MemoryStore(ttl_s=10, max_sessions=10, clock=clock or Clock())
     record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
-    await store.apply(key, lambda _old: (record, None))
+    await put(store, key, record)
     assert store.feed_in_place([key], [0.1], [None], forecaster, policy, 5, NOW).indexes == [0]
     expected, _ = await fed_by_records(forecaster, policy, 5, record, 0.1, NOW)
     return store, expected
@@ -126,7 +135,7 @@ async def test_rows_step_as_records_do(
     rng = random.Random(7)
     for key in keys:  # a new session takes the record path: created by apply
         record, _ = await fed_by_records(served, policy, capacity, None, rng.uniform(0, 1), NOW)
-        await store.apply(key, lambda _old, record=record: (record, None))
+        await put(store, key, record)
         expected[key] = record
     for round_number in range(60):
         clock.now += 1.0
@@ -166,7 +175,7 @@ async def test_a_fresh_record_is_adopted_with_no_last_value(
 ) -> None:
     store = MemoryStore(ttl_s=1e9, max_sessions=10, clock=Clock())
     fresh = SessionRecord(forecaster.zero_state(), 0, 0, forecaster.version, NOW, NOW)
-    await store.apply("k", lambda _old: (fresh, None))
+    await put(store, "k", fresh)
     stepped = store.feed_in_place(["k"], [0.4], [0], forecaster, policy, 5, NOW)
     expected, outcome = await fed_by_records(forecaster, policy, 5, fresh, 0.4, NOW)
     assert stepped.predictions == outcome.predictions
@@ -183,7 +192,7 @@ async def test_sessions_the_rows_cannot_take_are_left_out(
     record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
     other_model = record._replace(model_version="another")
     for key, kept in (("current", record), ("other-model", other_model)):
-        await store.apply(key, lambda _old, kept=kept: (kept, None))
+        await put(store, key, kept)
     stepped = store.feed_in_place(
         ["unknown", "other-model", "current"],
         [0.1, 0.2, 0.3],
@@ -205,9 +214,9 @@ async def test_a_window_of_other_levels_is_left_to_the_records(
 ) -> None:
     store = MemoryStore(ttl_s=1e9, max_sessions=10, clock=Clock())
     record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
-    assert record.history is not None
+    assert isinstance(record.history, np.ndarray)
     narrow = record.with_history(record.history[:, :2])
-    await store.apply("k", lambda _old: (narrow, None))
+    await put(store, "k", narrow)
     assert store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, NOW).indexes == []
 
 

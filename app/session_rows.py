@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -67,6 +67,28 @@ class RowRef(NamedTuple):
     row: int
 
 
+class _Columns(NamedTuple):
+    """Every row's figures, an array each: row ``i`` of each is the session in row ``i``."""
+
+    states: FloatArray
+    tracking: FloatArray
+    windows: FloatArray  # the history window, a ring: ``heads`` is its pending row
+    heads: IntArray
+    counts: IntArray  # the window's rows (0: none yet)
+    steps: IntArray
+    revisions: IntArray
+    created: FloatArray
+    used: FloatArray
+    last_values: FloatArray  # the last value and forecast: NaN while none (step 0)
+    last_predictions: FloatArray
+    last_offsets: FloatArray
+    last_misses: IntArray
+
+    def doubled(self) -> _Columns:
+        """The same columns with twice the rows, the new ones zero."""
+        return _Columns._make(_doubled(column) for column in self)
+
+
 class SessionRows:
     """Rows of sessions of one model version, interval policy and window capacity."""
 
@@ -94,39 +116,31 @@ class SessionRows:
             self._state_size + self._tracking_size + ring * self._width + 2 * self._levels + 10
         )
         rows = min(most, max(_FIRST_ROWS, _ALLOCATED_AT_ONCE // row_bytes))
-        self.states = np.zeros((rows, self._state_size))
-        self.tracking = np.zeros((rows, self._tracking_size))
-        self.windows = np.zeros((rows, ring, self._width))  # a ring: ``heads`` is the pending row
-        self.heads = np.zeros(rows, np.int64)
-        self.counts = np.zeros(rows, np.int64)  # the window's rows (0: none yet)
-        self.steps = np.zeros(rows, np.int64)
-        self.revisions = np.zeros(rows, np.int64)
-        self.created = np.zeros(rows)
-        self.used = np.zeros(rows)
-        # The last value and forecast: NaN while the session has none (step 0).
-        self.last_values = np.zeros(rows)
-        self.last_predictions = np.zeros(rows)
-        self.last_offsets = np.zeros((rows, self._levels))
-        self.last_misses = np.zeros(rows, np.int64)
+        self.columns = _Columns(
+            states=np.zeros((rows, self._state_size)),
+            tracking=np.zeros((rows, self._tracking_size)),
+            windows=np.zeros((rows, ring, self._width)),
+            heads=np.zeros(rows, np.int64),
+            counts=np.zeros(rows, np.int64),
+            steps=np.zeros(rows, np.int64),
+            revisions=np.zeros(rows, np.int64),
+            created=np.zeros(rows),
+            used=np.zeros(rows),
+            last_values=np.zeros(rows),
+            last_predictions=np.zeros(rows),
+            last_offsets=np.zeros((rows, self._levels)),
+            last_misses=np.zeros(rows, np.int64),
+        )
         self._free = list(range(rows - 1, -1, -1))
         self.live = 0
 
-    def _double(self) -> None:
-        size = self.steps.shape[0]
-        self.states = _doubled(self.states)
-        self.tracking = _doubled(self.tracking)
-        self.windows = _doubled(self.windows)
-        self.heads = _doubled(self.heads)
-        self.counts = _doubled(self.counts)
-        self.steps = _doubled(self.steps)
-        self.revisions = _doubled(self.revisions)
-        self.created = _doubled(self.created)
-        self.used = _doubled(self.used)
-        self.last_values = _doubled(self.last_values)
-        self.last_predictions = _doubled(self.last_predictions)
-        self.last_offsets = _doubled(self.last_offsets)
-        self.last_misses = _doubled(self.last_misses)
-        self._free.extend(range(2 * size - 1, size - 1, -1))
+    def step_of(self, row: int) -> int:
+        """The session's step count."""
+        return int(self.columns.steps[row])
+
+    def last_used(self, row: int) -> float:
+        """When the session was last stepped."""
+        return float(self.columns.used[row])
 
     def adopt(self, record: SessionRecord) -> int | None:
         """A row holding ``record`` (to be stepped at once), or None when the record path must
@@ -145,51 +159,55 @@ class SessionRows:
         elif history is not None:
             return None
         if not self._free:
-            self._double()
+            size = self.columns.steps.shape[0]
+            self.columns = self.columns.doubled()
+            self._free.extend(range(2 * size - 1, size - 1, -1))
         row = self._free.pop()
+        columns = self.columns
         self.live += 1
-        self.states[row] = record.state
+        columns.states[row] = record.state
         tracking = record.tracking
         if tracking is None or tracking.shape[0] != self._tracking_size:
             tracking = self.policy.fresh_tracking()  # as session_rules.feed does
-        self.tracking[row] = tracking
+        columns.tracking[row] = tracking
         kept = 0 if history is None else history.shape[0]
         if kept:
-            self.windows[row, :kept] = history
-        self.counts[row] = kept
-        self.heads[row] = kept - 1 if kept else 0
-        self.steps[row] = record.step
-        self.revisions[row] = record.revision
-        self.created[row] = record.created_at
-        self.used[row] = record.last_used_at
+            columns.windows[row, :kept] = history
+        columns.counts[row] = kept
+        columns.heads[row] = kept - 1 if kept else 0
+        columns.steps[row] = record.step
+        columns.revisions[row] = record.revision
+        columns.created[row] = record.created_at
+        columns.used[row] = record.last_used_at
         if record.last_values:
-            self.last_values[row] = record.last_values[-1]
-            self.last_predictions[row] = record.last_predictions[-1]
+            columns.last_values[row] = record.last_values[-1]
+            columns.last_predictions[row] = record.last_predictions[-1]
         else:
-            self.last_values[row] = math.nan
-            self.last_predictions[row] = math.nan
+            columns.last_values[row] = math.nan
+            columns.last_predictions[row] = math.nan
         return row
 
     def record(self, row: int) -> SessionRecord:
         """The record of a stepped row, as the record path would have written it."""
-        count, head = int(self.counts[row]), int(self.heads[row])
+        columns = self.columns
+        count, head = int(columns.counts[row]), int(columns.heads[row])
         window: FloatArray | None = None
         if self.capacity > 0:
             slots = self.capacity + 1
             order = [(head - count + 1 + index) % slots for index in range(count)]
-            window = self.windows[row, order]
+            window = columns.windows[row, order]
         return SessionRecord(
-            self.states[row].copy(),
-            int(self.steps[row]),
-            int(self.revisions[row]),
+            columns.states[row].copy(),
+            int(columns.steps[row]),
+            int(columns.revisions[row]),
             self.forecaster.version,
-            float(self.created[row]),
-            float(self.used[row]),
-            (float(self.last_values[row]),),
-            (float(self.last_predictions[row]),),
-            self.tracking[row].copy(),
-            tuple(self.last_offsets[row].tolist()),
-            (int(self.last_misses[row]),),
+            float(columns.created[row]),
+            float(columns.used[row]),
+            (float(columns.last_values[row]),),
+            (float(columns.last_predictions[row]),),
+            columns.tracking[row].copy(),
+            tuple(columns.last_offsets[row].tolist()),
+            (int(columns.last_misses[row]),),
             window,
         )
 
@@ -203,6 +221,7 @@ class SessionRows:
     ) -> Stepped:
         """Feed each row its value (distinct rows), in place; ``indexes``: their sessions'
         positions in the request."""
+        columns = self.columns
         count = len(rows)
         chosen = np.array(rows, dtype=np.int64)
         predictions = np.empty(count)
@@ -212,28 +231,25 @@ class SessionRows:
         _compiled_step_rows(
             self._packed, self._minimum, self._span, self._shrink, self._difference,
             self.policy.parameters, self._levels, self.capacity, now, chosen,
-            np.array(values, dtype=np.float64), self.states, self.tracking, self.windows,
-            self.heads, self.counts, self.steps, self.used, self.last_values,
-            self.last_predictions, self.last_offsets, self.last_misses, predictions, lower,
+            np.array(values, dtype=np.float64), columns.states, columns.tracking, columns.windows,
+            columns.heads, columns.counts, columns.steps, columns.used, columns.last_values,
+            columns.last_predictions, columns.last_offsets, columns.last_misses, predictions, lower,
             upper, errors,
         )  # fmt: skip
         return Stepped(
             indexes,
             predictions.tolist(),
-            self.steps[chosen].tolist(),
-            self.last_offsets[chosen].tolist(),
+            columns.steps[chosen].tolist(),
+            columns.last_offsets[chosen].tolist(),
             self.policy.intervals_of_bounds(lower, upper),
-            self.last_misses[chosen].tolist(),
+            columns.last_misses[chosen].tolist(),
             errors.tolist(),
         )
 
 
-_Array = TypeVar("_Array", FloatArray, IntArray)
-
-
-def _doubled(array: _Array) -> _Array:
+def _doubled(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """``array`` with twice its rows, the new ones zero."""
-    out: _Array = np.zeros((2 * array.shape[0], *array.shape[1:]), dtype=array.dtype)
+    out = np.zeros((2 * array.shape[0], *array.shape[1:]), dtype=array.dtype)
     out[: array.shape[0]] = array
     return out
 

@@ -207,8 +207,11 @@ async def predict_many(
             now,
         )
         _answer_in_place(services, served, items, levels, singles.positions, stepped, answers)
-        left = set(range(len(singles.keys))).difference(stepped.indexes)
-        for index in sorted(left):  # the record path's: new, retried, another model ...
+        done = set(stepped.indexes)
+        for index in range(len(singles.keys)):
+            if index in done:
+                continue
+            # The record path's: new, retried, another model ...
             value, step = singles.values[index], singles.steps[index]
             compute = _feeder(served, (value,), (step,), now, history, inline)
             work.append((singles.keys[index], compute))

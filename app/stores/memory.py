@@ -85,7 +85,7 @@ class MemoryStore:
         while records:
             key, oldest = next(iter(records.items()))
             used = (
-                float(oldest.rows.used[oldest.row])
+                oldest.rows.last_used(oldest.row)
                 if isinstance(oldest, RowRef)
                 else oldest.last_used_at
             )
@@ -282,7 +282,7 @@ class MemoryStore:
                 step = steps[index]
                 if isinstance(entry, RowRef) and entry.rows is rows:
                     row = entry.row
-                    if step is not None and step != rows.steps[row]:
+                    if step is not None and step != rows.step_of(row):
                         continue
                 else:
                     record = self._record(key)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 from asgi_lifespan import LifespanManager
 
 from app.main import create_app
@@ -19,6 +20,7 @@ from app.services import ModelSlot
 from app.session_history import as_array
 from app.session_rules import SessionRecord
 from app.settings import Settings
+from app.window_ring import RingWindow
 from bench.local import free_port, wait_for_200
 from forecast_core.arrays import FloatArray
 from forecast_core.quiet_tensorflow import QUIET_TENSORFLOW_ENV
@@ -45,6 +47,25 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def assert_same_record(got: SessionRecord | None, expected: SessionRecord | None) -> None:
+    """Field by field, arrays by value (NaN equal to NaN) and type, windows by their ring's
+    bytes and shape, tuples by value and element types."""
+    assert got is not None and expected is not None
+    for name, mine, theirs in zip(SessionRecord._fields, got, expected, strict=True):
+        if isinstance(theirs, np.ndarray):
+            assert isinstance(mine, np.ndarray), name
+            assert mine.dtype == theirs.dtype, name
+            assert np.array_equal(mine, theirs, equal_nan=True), name
+        elif isinstance(theirs, RingWindow):
+            assert isinstance(mine, RingWindow), name
+            assert tuple(mine) == tuple(theirs), name  # base and pieces too: none kept
+        elif isinstance(theirs, tuple):
+            assert mine == theirs and type(mine) is tuple, name
+            assert [type(item) for item in mine] == [type(item) for item in theirs], name
+        else:
+            assert mine == theirs and type(mine) is type(theirs), name
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ from app.settings import Settings
 from app.stores.memory import MemoryStore
 from forecast_core.session_step import SessionStep
 from forecast_core.transform import Transform
+from tests.helpers import assert_same_record
 
 pytestmark = pytest.mark.anyio
 
@@ -40,31 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def same(left: object, right: object) -> bool:
-    """Equal, NaN equal to NaN, arrays by shape and value, tuples element by element and type."""
-    if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
-        return (
-            isinstance(left, np.ndarray)
-            and isinstance(right, np.ndarray)
-            and left.shape == right.shape
-            and bool(np.array_equal(left, right, equal_nan=True))
-        )
-    if isinstance(left, tuple | list):
-        return (
-            type(left) is type(right)
-            and len(left) == len(right)
-            and all(same(a, b) for a, b in zip(left, right, strict=True))
-        )
-    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
-        return math.isnan(right)
-    return type(left) is type(right) and left == right
-
-
-def assert_same_record(left: SessionRecord, right: SessionRecord) -> None:
-    for field in SessionRecord._fields:
-        assert same(getattr(left, field), getattr(right, field)), field
 
 
 def difference_of(forecaster: Forecaster, shrink: float) -> Forecaster:
@@ -154,7 +130,9 @@ async def test_rows_step_as_records_do(
             assert stepped.steps[position] == outcome.step
             assert tuple(stepped.offsets[position]) == outcome.offsets
             assert (stepped.misses[position],) == outcome.misses
-            assert same((stepped.errors[position],), outcome.errors)
+            (error,) = outcome.errors  # NaN where no forecast preceded
+            in_place = stepped.errors[position]
+            assert in_place == error or (math.isnan(in_place) and math.isnan(error))
             assert stepped.intervals[position] == policy.intervals(
                 outcome.predictions[0], outcome.offsets
             )

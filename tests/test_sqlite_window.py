@@ -16,8 +16,8 @@ from app.intervals import IntervalPolicy
 from app.session_rules import SessionRecord
 from app.stores.record_codec import FORMAT, decode_record, encode_record
 from app.stores.sqlite import SqliteStore
-from app.window_ring import RingWindow, row_size
-from tests.helpers import window_rows
+from app.window_ring import row_size
+from tests.helpers import assert_same_record, window_rows
 from tests.test_redis_window import (
     HISTORY,
     NOW,
@@ -188,23 +188,6 @@ async def test_a_file_from_before_the_rowid_is_rebuilt_with_every_session_carrie
     assert columns == ["id", "key", "record", "last_used_at", "ring"]
     assert "sessions_by_last_use" in indexes  # the expiry's search, rebuilt with the table
     assert counted == 2
-
-
-def assert_same_record(got: SessionRecord | None, expected: SessionRecord | None) -> None:
-    """Field by field, arrays by value and type, windows by their ring's bytes and shape."""
-    assert got is not None and expected is not None
-    for name, mine, theirs in zip(SessionRecord._fields, got, expected, strict=True):
-        if isinstance(theirs, np.ndarray):
-            assert isinstance(mine, np.ndarray), name
-            assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), name
-        elif isinstance(theirs, RingWindow):
-            assert isinstance(mine, RingWindow), name
-            assert tuple(mine) == tuple(theirs), name  # base and pieces too: none kept
-        elif isinstance(theirs, tuple):
-            assert mine == theirs and type(mine) is tuple, name
-            assert [type(item) for item in mine] == [type(item) for item in theirs], name
-        else:
-            assert mine == theirs and type(mine) is type(theirs), name
 
 
 async def test_each_step_remembers_its_record_as_a_fresh_read_decodes_it(

@@ -16,7 +16,9 @@ tracking array, the history window as a ring, and the last value, forecast, offs
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -35,6 +37,8 @@ from forecast_core.lstm_step import compiled_finite
 from forecast_core.session_step import compiled_session_step
 
 IntArray = npt.NDArray[np.int64]
+
+logger = logging.getLogger(__name__)
 
 # Rows allocated at first: the store's cap, or as many as this many bytes hold (at least
 # _FIRST_ROWS); past them the arrays double when they fill.
@@ -368,3 +372,38 @@ def step_rows_signatures() -> int:
     """How many argument-type variants of the in-place step are compiled (one, when serving
     passes the types compile_step_rows compiled)."""
     return len(_compiled_step_rows.signatures)
+
+
+def _compile_step_rows_logged() -> None:
+    try:
+        compile_step_rows()
+    except Exception:  # a bug: serving goes on, every session on the record path
+        logger.exception("compiling the in-place step failed: /predict/many keeps to records")
+
+
+class StepRowsCompiling:
+    """A store's start of the in-place step's compilation: in a thread of its own, the first
+    time the store wants the step; until it is done, the store's requests take the record path."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._compiled = False  # asked once per request: numba's own answer costs more
+
+    def ready(self) -> bool:
+        """Whether the step is compiled; starts compiling it if not."""
+        if self._compiled:
+            return True
+        if step_rows_compiled():
+            self._compiled = True
+            return True
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=_compile_step_rows_logged, name="compile-step-rows", daemon=True
+            )
+            self._thread.start()
+        return False
+
+    def join(self) -> None:
+        """Wait for a compilation started here to end."""
+        if self._thread is not None:
+            self._thread.join()

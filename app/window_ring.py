@@ -91,6 +91,19 @@ def ring_bytes(history: FloatArray, step: int, slots: int) -> bytes:
     return ring.tobytes()
 
 
+def rings_bytes(windows: FloatArray) -> list[bytes]:
+    """The rings of many sessions at once: ``windows`` holds each one's slots in slot order
+    (sessions, slots, columns); one ring's bytes per session, as :func:`ring_bytes` lays out."""
+    count, slots, columns = windows.shape
+    rings = np.empty((count, slots), dtype=_row_type(columns))
+    rings["vf"] = windows[:, :, :2]
+    if columns > 2:
+        rings["radii"] = windows[:, :, 2:]
+    data = rings.tobytes()
+    size = slots * rings.dtype.itemsize
+    return [data[start : start + size] for start in range(0, count * size, size)]
+
+
 def _check_holds(ring: bytes, rows: int, columns: int) -> None:
     """ValueError unless ``ring`` is a whole number of rows of ``columns`` and holds ``rows``."""
     if columns < 2 or rows < 1:

@@ -1,4 +1,5 @@
-"""The memory store's in-place rows (app.session_rows) step sessions exactly as the records do."""
+"""The in-place rows (app.session_rows) step sessions exactly as the records do: the memory
+store's, and through the app the SQLite store's too (tests/test_sqlite_rows.py: its own)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import numpy as np
@@ -26,6 +28,7 @@ from app.session_rows import step_rows_signatures
 from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.settings import Settings
 from app.stores.memory import MemoryStore
+from app.stores.sqlite import SqliteStore
 from forecast_core.session_step import SessionStep
 from forecast_core.transform import Transform
 from tests.helpers import assert_same_record
@@ -81,7 +84,9 @@ async def one_row_session(
     store = MemoryStore(ttl_s=10, max_sessions=10, clock=clock or Clock())
     record, _ = await fed_by_records(forecaster, policy, 5, None, 0.3, NOW)
     await put(store, key, record)
-    assert store.feed_in_place([key], [0.1], [None], forecaster, policy, 5, NOW).indexes == [0]
+    assert (
+        await store.feed_in_place([key], [0.1], [None], forecaster, policy, 5, NOW)
+    ).indexes == [0]
     expected, _ = await fed_by_records(forecaster, policy, 5, record, 0.1, NOW)
     return store, expected
 
@@ -117,7 +122,7 @@ async def test_rows_step_as_records_do(
         clock.now += 1.0
         chosen = rng.sample(keys, 100)
         values = [rng.uniform(-0.5, 1.5) for _ in chosen]
-        stepped = store.feed_in_place(
+        stepped = await store.feed_in_place(
             chosen, values, [None] * len(chosen), served, policy, capacity, clock.now
         )
         assert stepped.indexes == list(range(len(chosen)))
@@ -154,7 +159,7 @@ async def test_a_fresh_record_is_adopted_with_no_last_value(
     store = MemoryStore(ttl_s=1e9, max_sessions=10, clock=Clock())
     fresh = SessionRecord(forecaster.zero_state(), 0, 0, forecaster.version, NOW, NOW)
     await put(store, "k", fresh)
-    stepped = store.feed_in_place(["k"], [0.4], [0], forecaster, policy, 5, NOW)
+    stepped = await store.feed_in_place(["k"], [0.4], [0], forecaster, policy, 5, NOW)
     expected, outcome = await fed_by_records(forecaster, policy, 5, fresh, 0.4, NOW)
     assert stepped.predictions == outcome.predictions
     assert math.isnan(stepped.errors[0])
@@ -171,7 +176,7 @@ async def test_sessions_the_rows_cannot_take_are_left_out(
     other_model = record._replace(model_version="another")
     for key, kept in (("current", record), ("other-model", other_model)):
         await put(store, key, kept)
-    stepped = store.feed_in_place(
+    stepped = await store.feed_in_place(
         ["unknown", "other-model", "current"],
         [0.1, 0.2, 0.3],
         [None, None, 1],
@@ -183,7 +188,7 @@ async def test_sessions_the_rows_cannot_take_are_left_out(
     assert stepped.indexes == [2]
     assert await store.get("unknown") is None
     assert await store.get("other-model") == other_model
-    retry = store.feed_in_place(["current"], [0.3], [1], forecaster, policy, 5, NOW)
+    retry = await store.feed_in_place(["current"], [0.3], [1], forecaster, policy, 5, NOW)
     assert retry.indexes == []  # a resend (step 1 again): the record path replays it
 
 
@@ -195,7 +200,9 @@ async def test_a_window_of_other_levels_is_left_to_the_records(
     assert isinstance(record.history, np.ndarray)
     narrow = record.with_history(record.history[:, :2])
     await put(store, "k", narrow)
-    assert store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, NOW).indexes == []
+    assert (
+        await store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, NOW)
+    ).indexes == []
 
 
 async def test_a_row_session_expires(forecaster: Forecaster, policy: IntervalPolicy) -> None:
@@ -237,7 +244,7 @@ async def test_a_new_model_takes_the_sessions_back_to_records(
         forecaster.step,
         forecaster.manifest.model_copy(update={"version": forecaster.version + "-new"}),
     )
-    assert store.feed_in_place(["ns:k"], [0.2], [None], newer, policy, 5, NOW).indexes == []
+    assert (await store.feed_in_place(["ns:k"], [0.2], [None], newer, policy, 5, NOW)).indexes == []
     got = await store.get("ns:k")
     assert got is not None
     assert_same_record(got, expected)
@@ -277,24 +284,44 @@ def test_intervals_from_bounds_are_those_from_offsets(policy: IntervalPolicy) ->
 async def in_place_client(
     tutorial_models_dir: Path,
     tutorial_model: ModelSlot,
-    store: MemoryStore,
+    store: MemoryStore | SqliteStore,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on ``store``, behind httpx's ASGI transport."""
-    settings = Settings(model_dir=tutorial_models_dir, store="memory")
+    """The app on ``store``, behind httpx's ASGI transport; an SQLite store closed after."""
+    kind: Literal["memory", "sqlite"] = "sqlite" if isinstance(store, SqliteStore) else "memory"
+    settings = Settings(model_dir=tutorial_models_dir, store=kind)
     app = create_app(settings, model=tutorial_model, store=store, clock=clock)
-    async with LifespanManager(app, startup_timeout=120) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    try:
+        async with LifespanManager(app, startup_timeout=120) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client
+    finally:
+        if isinstance(store, SqliteStore):
+            await store.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 @pytest.mark.parametrize("levels", [None, [50, 99]], ids=["adapted-levels", "asked-levels"])
 async def test_in_place_answers_are_those_of_predict(
-    tutorial_models_dir: Path, tutorial_model: ModelSlot, levels: list[int] | None
+    tutorial_models_dir: Path,
+    tutorial_model: ModelSlot,
+    levels: list[int] | None,
+    kind: str,
+    tmp_path: Path,
 ) -> None:
     clock = Clock()
-    store = MemoryStore(ttl_s=3600, max_sessions=1000, clock=clock)
+    store: MemoryStore | SqliteStore = (
+        MemoryStore(ttl_s=3600, max_sessions=1000, clock=clock)
+        if kind == "memory"
+        else SqliteStore(
+            tmp_path / "sessions.sqlite3",
+            ttl_s=3600,
+            max_sessions=1000,
+            clock=clock,
+            history=Settings.model_fields["session_history"].default,
+        )
+    )
     asked = {"levels": levels} if levels else {}
     rng = random.Random(11)
     sessions = [f"s{index}" for index in range(20)]
@@ -333,6 +360,7 @@ from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.session_rules import feed
 from app.stores.memory import MemoryStore
+from app.stores.sqlite import SqliteStore
 
 artifact = load_artifact(Path({str(tutorial_models_dir)!r}))
 forecaster = Forecaster(artifact.session_step(), artifact.manifest)
@@ -340,9 +368,9 @@ policy = IntervalPolicy.build(forecaster.calibration, (80, 95), rate=0.05, windo
 store = MemoryStore(ttl_s=60, max_sessions=10, clock=lambda: 0.0)
 record, _ = feed(None, forecaster, policy, [0.3], None, 0.0, history=5)
 asyncio.run(store.apply("k", lambda _old: (record, None)))
-before = store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, 0.0)
+before = asyncio.run(store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, 0.0))
 store._compiling.join()
-after = store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, 0.0)
+after = asyncio.run(store.feed_in_place(["k"], [0.1], [None], forecaster, policy, 5, 0.0))
 print(before.indexes, after.indexes)
 """
     done = subprocess.run(

@@ -34,7 +34,7 @@ class RecordingStore(MemoryStore):
     session in place, so that every batch is one ``apply_many`` call (tests/test_session_rows
     covers the in-place path)."""
 
-    def feed_in_place(self, keys: Sequence[str], *_args: Any) -> Stepped:
+    async def feed_in_place(self, keys: Sequence[str], *_args: Any) -> Stepped:
         return Stepped.nothing()
 
     def __init__(self) -> None:

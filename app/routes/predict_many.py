@@ -197,7 +197,7 @@ async def predict_many(
     for singles in by_model.values():
         assert in_place is not None
         served = singles.served
-        stepped = in_place.feed_in_place(
+        stepped = await in_place.feed_in_place(
             singles.keys,
             singles.values,
             singles.steps,

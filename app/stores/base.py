@@ -84,9 +84,9 @@ class SessionStore(Protocol):
 
 @runtime_checkable
 class FeedsInPlace(Protocol):
-    """A store that can step many of its sessions at once without records (the memory store)."""
+    """A store that can step many of its sessions at once without records (memory, SQLite)."""
 
-    def feed_in_place(
+    async def feed_in_place(
         self,
         keys: Sequence[str],
         values: Sequence[float],

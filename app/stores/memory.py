@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import logging
 import math
 import threading
 import time
@@ -16,25 +15,10 @@ from app.auth import namespace_of
 from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
-from app.session_rows import (
-    RowRef,
-    SessionRows,
-    Stepped,
-    compile_step_rows,
-    step_rows_compiled,
-)
+from app.session_rows import RowRef, SessionRows, Stepped, StepRowsCompiling
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import Compute, Quotas, T, apply_optimistically, compute_each, no_quotas
-
-logger = logging.getLogger(__name__)
-
-
-def _compile_step_rows_logged() -> None:
-    try:
-        compile_step_rows()
-    except Exception:  # a bug: serving goes on, every session on the record path
-        logger.exception("compiling the in-place step failed: /predict/many keeps to records")
 
 
 class MemoryStore:
@@ -73,9 +57,8 @@ class MemoryStore:
         self._next_expiry = math.inf
         # Routes run on the event loop, but offloaded computes finish in worker threads.
         self._lock = threading.Lock()
-        # Compiles the in-place step when a request first wants it; until it is done, such
-        # requests take the record path.
-        self._compiling: threading.Thread | None = None
+        # Compiles the in-place step when a request first wants it.
+        self._compiling = StepRowsCompiling()
 
     def _purge_expired(self, now: float) -> None:
         if now < self._next_expiry:
@@ -244,7 +227,7 @@ class MemoryStore:
                 results[index] = error
         return results
 
-    def feed_in_place(
+    async def feed_in_place(
         self,
         keys: Sequence[str],
         values: Sequence[float],
@@ -259,12 +242,7 @@ class MemoryStore:
         unknown (a new one counts against the cap and quota), under another model version or
         other settings, or sent a step that is not their own (a retry or a conflict).
         ``capacity``: the history window's (FORECAST_SESSION_HISTORY)."""
-        if not step_rows_compiled():
-            if self._compiling is None:
-                self._compiling = threading.Thread(
-                    target=_compile_step_rows_logged, name="compile-step-rows", daemon=True
-                )
-                self._compiling.start()
+        if not self._compiling.ready():
             return Stepped.nothing()
         chosen: list[int] = []
         chosen_rows: list[int] = []

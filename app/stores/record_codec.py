@@ -153,6 +153,46 @@ def encode_record(record: SessionRecord, *, window_apart: bool = False) -> bytes
     return b"".join(parts)
 
 
+# The header's fields, in _HEADER's order, and numpy's type of each of its struct codes.
+_HEADER_FIELDS = (
+    "format", "step", "revision", "created", "used", "version_size", "state_size", "values",
+    "tracking_size", "per_value", "rows", "columns",
+)  # fmt: skip
+_NUMPY_OF_STRUCT = {"B": "u1", "q": "<i8", "d": "<f8", "H": "<u2", "I": "<u4"}
+
+
+@functools.lru_cache(maxsize=16)
+def one_value_records_type(
+    version_size: int, state_size: int, tracking_size: int, per_value: int
+) -> np.dtype[np.void]:
+    """The layout of a format 5 record of one value (what :func:`encode_record` writes for a
+    record whose last request had one value and whose window is kept apart), as a numpy type:
+    an array of it encodes many such records at once. Its fields: the header's (``format`` to
+    ``columns``), then ``version``, ``state``, ``value``, ``prediction``, ``tracking``,
+    ``offsets`` and ``missed``."""
+    header = [
+        (name, _NUMPY_OF_STRUCT[code])
+        for name, code in zip(_HEADER_FIELDS, _HEADER.format.lstrip("<"), strict=True)
+    ]
+    kind = np.dtype(
+        [
+            *header,
+            ("version", f"S{version_size}"),
+            ("state", "<f8", (state_size,)),
+            ("value", "<f8"),
+            ("prediction", "<f8"),
+            ("tracking", "<f8", (tracking_size,)),
+            ("offsets", "<f8", (per_value,)),
+            ("missed", "<u4"),
+        ]
+    )
+    assert (
+        kind.itemsize
+        == _HEADER.size + version_size + 8 * (state_size + 2 + tracking_size + per_value) + 4
+    )
+    return kind
+
+
 def decode_record(data: bytes, ring: bytes | None = None) -> SessionRecord:
     """The record ``data`` holds; RecordFormatError if it is not one. ``ring``: the window of a
     format 5 record (None: such a record is read without its window)."""

@@ -10,6 +10,11 @@ in a column of the same row: a step rewrites the ring's two changed rows in a co
 it read, so the row keeps its size and SQLite overwrites it in place, writing only the pages
 whose bytes changed (the record's page and the ring's rows') instead of a whole new record.
 
+Sessions that ``/predict/many`` (or a ``/stream`` batch) steps with one value each are also kept
+in the writer thread as rows of arrays (app.stores.sqlite_rows), stepped by one compiled call
+and written back by one statement (app.stores.row_codec), in the same transaction as ever: the
+file is written as by the record path, without reading and decoding the rows again.
+
 Expired sessions are deleted a bounded batch per transaction (oldest first, by the index on last
 use), so the file stops growing at its peak of live sessions (SQLite reuses the freed pages) and
 no single request pays for a mass expiry. The number of rows is kept in ``meta``, so the cap and
@@ -28,15 +33,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from app.auth import namespace_of
 from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached, StoreUnavailable
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
 from app.session_history import as_array
+from app.session_rows import SessionRows, Stepped, StepRowsCompiling
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, Quotas, T, no_quotas
 from app.stores.record_codec import decode_stored_record, encode_record
+from app.stores.row_codec import rows_records, rows_rings
 from app.stores.sqlite_decoded import DECODED_ROWS_LIMIT, DecodedRows
+from app.stores.sqlite_rows import CACHED_ROWS_LIMIT, CachedRows
 from app.window_ring import RingWindow, updated_ring
 
 logger = logging.getLogger(__name__)
@@ -91,7 +103,21 @@ _KEYS_PER_READ = 500
 # An existing session's step: an UPDATE, not a REPLACE, so that a row of the same size is
 # overwritten in place. Its parameters: record, last use, ring, key.
 _UPDATE = "UPDATE sessions SET record = ?, last_used_at = ?, ring = ? WHERE key = ?"
+# The same by row id, for sessions stepped in place (their row ids known).
+_UPDATE_BY_ID = "UPDATE sessions SET record = ?, last_used_at = ?, ring = ? WHERE id = ?"
 _Row = tuple[bytes, float, bytes | None, str]
+
+
+class _Stored(NamedTuple):
+    """A session's row as read, undecoded."""
+
+    rowid: int
+    record: bytes
+    ring: bytes | None
+
+
+class _InPlaceRowLost(sqlite3.DatabaseError):
+    """A session stepped in place had no row to write to: the transaction must not commit."""
 
 
 def prefix_end(prefix: str) -> str:
@@ -139,6 +165,9 @@ class SqliteStore:
         self._revision: int | None = None
         # The writer thread's: the records it last wrote or read, by their bytes.
         self._decoded = DecodedRows(min(max_sessions, DECODED_ROWS_LIMIT))
+        # The writer thread's: sessions stepped in place, as rows (see feed_in_place).
+        self._cached = CachedRows(CACHED_ROWS_LIMIT)
+        self._compiling = StepRowsCompiling()
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
         self._thread.start()
 
@@ -231,6 +260,7 @@ class SqliteStore:
                 self._purge_expired(connection, now)
                 self._save_revision(connection)
         except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
+            self._cached.clear()  # rows stepped in this transaction: not in the file
             self._drop_connection()
             failure = StoreUnavailable(
                 f"SQLite session file {self.path}",
@@ -243,6 +273,7 @@ class SqliteStore:
             job.loop.call_soon_threadsafe(_settle, job)
 
     def _drop_connection(self) -> None:
+        self._cached.clear()
         if self._connection is not None:
             try:
                 self._connection.close()
@@ -265,25 +296,24 @@ class SqliteStore:
         row = self._read_rows(connection, [key], now).get(key)
         if row is None:
             return None
-        data, ring = row
-        return self._decoded.record(key, data, ring), ring
+        return self._decoded.record(key, row.record, row.ring), row.ring
 
     def _read_rows(
         self, connection: sqlite3.Connection, keys: list[str], now: float
-    ) -> dict[str, tuple[bytes, bytes | None]]:
-        """The live sessions among ``keys``, undecoded (record, ring): one statement for a
-        chunk of keys instead of one each."""
-        found: dict[str, tuple[bytes, bytes | None]] = {}
+    ) -> dict[str, _Stored]:
+        """The live sessions among ``keys``, undecoded: one statement for a chunk of keys
+        instead of one each."""
+        found: dict[str, _Stored] = {}
         for start in range(0, len(keys), _KEYS_PER_READ):
             chunk = keys[start : start + _KEYS_PER_READ]
             marks = ",".join("?" * len(chunk))
             rows = connection.execute(
-                f"SELECT key, record, ring FROM sessions WHERE key IN ({marks})"
+                f"SELECT key, id, record, ring FROM sessions WHERE key IN ({marks})"
                 " AND last_used_at > ?",
                 (*chunk, now - self._ttl_s),
             )
-            for key, data, ring in rows:
-                found[key] = (data, ring)
+            for key, rowid, data, ring in rows:
+                found[key] = _Stored(rowid, data, ring)
         return found
 
     def _read(self, connection: sqlite3.Connection, key: str, now: float) -> SessionRecord | None:
@@ -318,6 +348,12 @@ class SqliteStore:
         self._revision += 1
         return self._revision
 
+    def _next_revisions(self, connection: sqlite3.Connection, count: int) -> int:
+        """The first of ``count`` consecutive revisions above every one written."""
+        first = self._next_revision(connection)
+        self._revision = first + count - 1
+        return first
+
     def _save_revision(self, connection: sqlite3.Connection) -> None:
         if self._revision is not None:
             connection.execute(
@@ -341,6 +377,7 @@ class SqliteStore:
             return
         for key in keys:
             self._decoded.forget(key)
+            self._cached.forget(key)
         self._add_rows(connection, -len(keys))
         per_namespace: dict[str, int] = {}
         for key in keys:
@@ -419,8 +456,9 @@ class SqliteStore:
         updates: list[_Row] = []
         results: list[T | ServiceError] = []
         for key, compute in items:
-            data, ring = found.get(key, (None, None))
-            record = self._decoded.record(key, data, ring) if data is not None else None
+            stored = found.get(key)
+            ring = stored.ring if stored is not None else None
+            record = self._decoded.record(key, stored.record, ring) if stored is not None else None
             try:
                 new, answer = compute(record)
                 if new is not None:
@@ -459,6 +497,7 @@ class SqliteStore:
         data = encode_record(stored, window_apart=True)
         new_ring = self._ring_of(stored, record, ring)
         self._decoded.written(key, data, stored)
+        self._cached.forget(key)
         row = (data, stored.last_used_at, new_ring, key)
         if record is not None:
             return row
@@ -483,6 +522,133 @@ class SqliteStore:
             lambda connection, now: self._apply_all_in(connection, now, items)
         )
         return results
+
+    async def feed_in_place(
+        self,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        capacity: int,
+        now: float,
+    ) -> Stepped:
+        """Feed one value to each of these sessions (distinct keys) of ``forecaster`` in one
+        compiled call and one UPDATE statement, as session_rules.feed and ``apply`` would, in
+        one transaction. Left out, for the record path: sessions not in the file (a new one
+        counts against the cap and quota), under another model version or other settings, or
+        sent a step that is not their own (a retry or a conflict). ``capacity``: the history
+        window's (FORECAST_SESSION_HISTORY), the store's own."""
+        if capacity != self._history or not self._compiling.ready():
+            return Stepped.nothing()
+        stepped: Stepped = await self._submit(
+            lambda connection, store_now: self._feed_in_place_in(
+                connection, store_now, keys, values, steps, forecaster, policy, now
+            )
+        )
+        return stepped
+
+    def _feed_in_place_in(
+        self,
+        connection: sqlite3.Connection,
+        store_now: float,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        now: float,
+    ) -> Stepped:
+        cached = self._cached
+        try:
+            (data_version,) = connection.execute("PRAGMA data_version").fetchone()
+            cached.check(data_version)
+            rows = cached.rows_of(forecaster, policy, self._history, self._max_sessions)
+            chosen = self._rows_to_step(connection, store_now, keys, steps, rows)
+            if not chosen:
+                return Stepped.nothing()
+            indexes = [index for index, _, _ in chosen]
+            stepped = rows.step(
+                indexes, [row for _, row, _ in chosen], [values[index] for index in indexes], now
+            )
+            self._write_rows(connection, rows, chosen)
+            return stepped
+        except BaseException:  # stepped rows may not be written: none trusted any more
+            cached.clear()
+            raise
+
+    def _rows_to_step(
+        self,
+        connection: sqlite3.Connection,
+        now: float,
+        keys: Sequence[str],
+        steps: Sequence[int | None],
+        rows: SessionRows,
+    ) -> list[tuple[int, int, int]]:
+        """The sessions among ``keys`` to step in place, as (position in ``keys``, row, row
+        id), in ``keys``' order; sessions not yet rows read from the file and adopted."""
+        cached = self._cached
+        chosen: list[tuple[int, int, int]] = []
+        unknown: list[int] = []
+        for index, key in enumerate(keys):
+            entry = cached.get(key)
+            if entry is None:
+                unknown.append(index)
+                continue
+            if entry.rows is not rows or entry.rows.last_used(entry.row) <= now - self._ttl_s:
+                # Another model (the record path replays the window) or expired (made anew).
+                cached.forget(key)
+                continue
+            step = steps[index]
+            if step is None or step == rows.step_of(entry.row):
+                chosen.append((index, entry.row, entry.rowid))
+        if not unknown:
+            return chosen
+        found = self._read_rows(connection, [keys[index] for index in unknown], now)
+        stepping = set(keys)
+        for index in unknown:
+            key = keys[index]
+            stored = found.get(key)
+            if stored is None:  # a new session: the record path counts it against the caps
+                continue
+            record = self._decoded.record(key, stored.record, stored.ring)
+            self._decoded.forget(key)  # its bytes change with this step
+            step = steps[index]
+            if step is not None and step != record.step:
+                continue
+            window = record.history
+            if isinstance(window, RingWindow):
+                record = record.with_history(window.array())
+            row = cached.adopt(key, stored.rowid, record, rows, stepping)
+            if row is not None:
+                chosen.append((index, row, stored.rowid))
+        chosen.sort()
+        return chosen
+
+    def _write_rows(
+        self, connection: sqlite3.Connection, rows: SessionRows, chosen: list[tuple[int, int, int]]
+    ) -> None:
+        """Write the stepped rows back to the file, each under a new revision."""
+        which = np.array([row for _, row, _ in chosen], dtype=np.int64)
+        first = self._next_revisions(connection, len(chosen))
+        revisions = np.arange(first, first + len(chosen), dtype=np.int64)
+        rows.columns.revisions[which] = revisions
+        written = connection.executemany(
+            _UPDATE_BY_ID,
+            zip(
+                rows_records(rows, which, revisions),
+                rows.columns.used[which].tolist(),
+                rows_rings(rows, which),
+                [rowid for _, _, rowid in chosen],
+                strict=True,
+            ),
+        ).rowcount
+        if written != len(chosen):
+            raise _InPlaceRowLost(f"{len(chosen) - written} sessions stepped in place had no row")
+
+    def rows_in_use(self) -> int:
+        """Sessions kept as rows now (stepped in place while nothing else changed them)."""
+        return len(self._cached)
 
     async def get(self, key: str) -> SessionRecord | None:
         record: SessionRecord | None = await self._submit(

@@ -1,0 +1,82 @@
+"""Many session rows written at once in a durable store's form: their format 5 records and rings.
+
+The SQLite store steps sessions it keeps as rows (app.session_rows) and writes them back in one
+statement: each row's record as the bytes ``encode_record(record, window_apart=True)`` gives its
+record, and its window as a ring that ``RingWindow.read`` reads back as that window, with every
+row of the window in the slot of its step (app.window_ring), so that a ring written over the one
+a step started from differs from it in the step's two rows only. Built as numpy arrays for all
+the rows together: the per-record encoders cost more than the rest of such a step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.session_rows import IntArray, SessionRows
+from app.stores.record_codec import FORMAT_WINDOW_APART, one_value_records_type
+from app.window_ring import ring_slots, rings_bytes
+
+
+def rows_records(rows: SessionRows, chosen: IntArray, revisions: IntArray) -> list[bytes]:
+    """The record of each row in ``chosen`` (stepped, so one last value each), written with
+    the revision at the same place in ``revisions``."""
+    columns = rows.columns
+    version = rows.forecaster.version.encode()
+    state_size = columns.states.shape[1]
+    tracking_size = columns.tracking.shape[1]
+    levels = columns.last_offsets.shape[1]
+    kind = one_value_records_type(len(version), state_size, tracking_size, levels)
+    records = np.empty(len(chosen), kind)
+    records["format"] = FORMAT_WINDOW_APART
+    records["step"] = columns.steps[chosen]
+    records["revision"] = revisions
+    records["created"] = columns.created[chosen]
+    records["used"] = columns.used[chosen]
+    records["version_size"] = len(version)
+    records["state_size"] = state_size
+    records["values"] = 1
+    records["tracking_size"] = tracking_size
+    records["per_value"] = levels
+    if rows.capacity > 0:
+        records["rows"] = columns.counts[chosen]
+        records["columns"] = columns.windows.shape[2]
+    else:
+        records["rows"] = records["columns"] = 0
+    records["version"] = version
+    records["state"] = columns.states[chosen]
+    records["value"] = columns.last_values[chosen]
+    records["prediction"] = columns.last_predictions[chosen]
+    records["tracking"] = columns.tracking[chosen]
+    records["offsets"] = columns.last_offsets[chosen]
+    records["missed"] = columns.last_misses[chosen]
+    data = records.tobytes()
+    size = kind.itemsize
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def rows_rings(rows: SessionRows, chosen: IntArray) -> list[bytes | None]:
+    """The ring of each row in ``chosen`` (None without a window), sized as a store keeping
+    ``rows.capacity`` values sizes it for the window's rows (app.window_ring.ring_slots)."""
+    if rows.capacity == 0:
+        return [None] * len(chosen)
+    columns = rows.columns
+    kept = columns.counts[chosen]
+    pending = columns.steps[chosen] + 1  # the step of each window's last row (its pending one)
+    heads = columns.heads[chosen]
+    row_slots = columns.windows.shape[1]
+    rings: list[bytes | None] = [None] * len(chosen)
+    full = rows.capacity + 1
+    if bool((kept == full).all()):  # full windows, the usual case: no size to work out
+        sizes = np.full(len(chosen), full)
+    else:
+        sizes = np.array([ring_slots(rows.capacity, count) for count in kept.tolist()])
+    for slots in np.unique(sizes).tolist():
+        (which,) = np.nonzero(sizes == slots)
+        # Slot k of the ring holds the latest step up to the pending one that is k modulo the
+        # slots: that many steps before the pending one, found that far behind the row's head.
+        behind = (pending[which, None] - np.arange(slots)[None, :]) % slots
+        taken = (heads[which, None] - behind) % row_slots
+        windows = columns.windows[chosen[which, None], taken]
+        for position, ring in zip(which.tolist(), rings_bytes(windows), strict=True):
+            rings[position] = ring
+    return rings

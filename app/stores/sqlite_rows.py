@@ -1,0 +1,113 @@
+"""The SQLite writer thread's sessions kept as rows (app.session_rows), to step many in place.
+
+A write-through cache: a step in place writes every stepped session's row of the file in the
+same transaction (app.stores.row_codec), so the file stays the truth and a row here only saves
+reading, decoding and computing its session one record at a time. A row is trusted while:
+
+- no other connection committed to the file since the last in-place step read its
+  ``PRAGMA data_version`` (another process sharing the file: every row is dropped);
+- this store wrote or deleted nothing under its key by another path (the store forgets it);
+- every transaction since committed (a rolled-back one drops every row: its steps are not in
+  the file).
+
+Rows are kept for the most recently stepped sessions only, least recently used dropped first:
+a bound on memory whatever the number of sessions in the file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Container
+from typing import NamedTuple
+
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rows import SessionRows
+from app.session_rules import SessionRecord
+
+# Sessions kept as rows at most (a row of the default model and window is about 14 KB).
+CACHED_ROWS_LIMIT = 4096
+
+
+class CachedRow(NamedTuple):
+    rows: SessionRows
+    row: int
+    rowid: int  # the session's row id in the file, which the step's UPDATE names
+
+
+class CachedRows:
+    """Sessions as rows, by key; the writer thread's, not thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self._entries: OrderedDict[str, CachedRow] = OrderedDict()
+        self._rows: dict[tuple[str, int, int], SessionRows] = {}
+        self._limit = limit
+        self._data_version: int | None = None
+
+    def check(self, data_version: int) -> None:
+        """Drop every row unless ``data_version`` (the file's, read in this transaction) is
+        the one read last: another connection committed in between."""
+        if data_version != self._data_version:
+            self.clear()
+            self._data_version = data_version
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._rows.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def rows_of(
+        self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int, most: int
+    ) -> SessionRows:
+        """The rows of this model, interval policy and window capacity (``most``: the sessions
+        they may hold)."""
+        # The policy by identity: a reload builds a new one, and the rows keep it alive.
+        key = (forecaster.version, id(policy), capacity)
+        rows = self._rows.get(key)
+        if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
+            rows = SessionRows(forecaster, policy, capacity, min(most, self._limit))
+            self._rows[key] = rows
+        return rows
+
+    def get(self, key: str) -> CachedRow | None:
+        """The session's row, now the most recently used, or None."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def adopt(
+        self,
+        key: str,
+        rowid: int,
+        record: SessionRecord,
+        rows: SessionRows,
+        stepping: Container[str],
+    ) -> int | None:
+        """A row of ``rows`` holding ``record`` (read under ``key`` from row ``rowid``), or
+        None when the rows cannot take it (SessionRows.adopt) or are full of sessions of
+        ``stepping`` (those the request steps)."""
+        self.forget(key)
+        if len(self._entries) >= self._limit:
+            oldest_key = next(iter(self._entries))
+            if oldest_key in stepping:
+                return None
+            self._release(self._entries.pop(oldest_key))
+        row = rows.adopt(record)
+        if row is not None:
+            self._entries[key] = CachedRow(rows, row, rowid)
+        return row
+
+    def forget(self, key: str) -> None:
+        """The session changed in the file by another path, or left it."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._release(entry)
+
+    def _release(self, entry: CachedRow) -> None:
+        rows = entry.rows
+        rows.release(entry.row)
+        if not rows.live:  # no session left in them: their arrays go
+            self._rows = {key: kept for key, kept in self._rows.items() if kept is not rows}

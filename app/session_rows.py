@@ -76,7 +76,9 @@ class _Columns(NamedTuple):
 
     states: FloatArray
     tracking: FloatArray
-    windows: FloatArray  # the history window, a ring: ``heads`` is its pending row
+    # The history window, a ring: each step's row in slot step mod (capacity + 1); ``heads``:
+    # the pending row's slot.
+    windows: FloatArray
     heads: IntArray
     counts: IntArray  # the window's rows (0: none yet)
     steps: IntArray
@@ -175,10 +177,16 @@ class SessionRows:
             tracking = self.policy.fresh_tracking()  # as session_rules.feed does
         columns.tracking[row] = tracking
         kept = 0 if history is None else history.shape[0]
-        if kept:
-            columns.windows[row, :kept] = history
+        head = 0
+        if self.capacity > 0:
+            # Each step's row in the slot of its step (the pending row's: step + 1), as a store
+            # keeps a full window's ring (app.window_ring): such a ring is then the row as is.
+            slots = self.capacity + 1
+            head = (record.step + 1) % slots
+            if kept:
+                columns.windows[row, (np.arange(head - kept + 1, head + 1)) % slots] = history
         columns.counts[row] = kept
-        columns.heads[row] = kept - 1 if kept else 0
+        columns.heads[row] = head
         columns.steps[row] = record.step
         columns.revisions[row] = record.revision
         columns.created[row] = record.created_at
@@ -311,10 +319,10 @@ def _step_rows(
             kept = counts[row]
             head = heads[row]
             window = windows[row]
-            if kept == 0:
-                head = 0
+            if kept == 0:  # the window starts with the row of the value revealed now
+                head = (steps[row] + 1) % slots
                 for column in range(window.shape[1]):
-                    window[0, column] = math.nan
+                    window[head, column] = math.nan
                 kept = 1
             window[head, 0] = value
             head = (head + 1) % slots

@@ -37,7 +37,7 @@ async def test_a_batch_reads_its_sessions_in_one_statement(
     await store._submit(traced)  # the writer thread's own connection
     results = await store.apply_many([(key, feeding(forecaster, policy, 0.1)) for key in keys])
     assert steps(results) == [2, 2, 2]
-    reads = [sql for sql in statements if sql.startswith("SELECT key, record, ring")]
+    reads = [sql for sql in statements if sql.startswith("SELECT key, id, record, ring")]
     assert len(reads) == 1
 
 

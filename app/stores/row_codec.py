@@ -66,10 +66,12 @@ def rows_rings(rows: SessionRows, chosen: IntArray) -> list[bytes | None]:
     row_slots = columns.windows.shape[1]
     rings: list[bytes | None] = [None] * len(chosen)
     full = rows.capacity + 1
-    if bool((kept == full).all()):  # full windows, the usual case: no size to work out
-        sizes = np.full(len(chosen), full)
-    else:
-        sizes = np.array([ring_slots(rows.capacity, count) for count in kept.tolist()])
+    if bool((kept == full).all()):
+        # Full windows, the usual case: a row's ring has the file ring's slots, each step's
+        # row in the same slot (app.session_rows), so it is the file's ring as it is.
+        whole: list[bytes | None] = [*rings_bytes(columns.windows[chosen])]
+        return whole
+    sizes = np.array([ring_slots(rows.capacity, count) for count in kept.tolist()])
     for slots in np.unique(sizes).tolist():
         (which,) = np.nonzero(sizes == slots)
         # Slot k of the ring holds the latest step up to the pending one that is k modulo the

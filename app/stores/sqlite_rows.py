@@ -25,7 +25,7 @@ from app.intervals import IntervalPolicy
 from app.session_rows import SessionRows
 from app.session_rules import SessionRecord
 
-# Sessions kept as rows at most (a row of the default model and window is about 14 KB).
+# Sessions kept as rows at most (a row of the default model and window is about 10 KB).
 CACHED_ROWS_LIMIT = 4096
 
 

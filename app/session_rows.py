@@ -183,6 +183,9 @@ class SessionRows:
             # keeps a full window's ring (app.window_ring): such a ring is then the row as is.
             slots = self.capacity + 1
             head = (record.step + 1) % slots
+            # Slots outside the window are written out as they are (a store's ring holds
+            # whatever there): none may hold a session that had the row before.
+            columns.windows[row] = 0.0
             if kept:
                 columns.windows[row, (np.arange(head - kept + 1, head + 1)) % slots] = history
         columns.counts[row] = kept

@@ -14,15 +14,18 @@ import pytest
 from app.errors import StoreUnavailable
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.services import ModelSlot
 from app.session_rows import SessionRows
 from app.session_rules import SessionRecord, feed
+from app.settings import Settings
 from app.stores import sqlite as sqlite_module
 from app.stores.record_codec import decode_record, encode_record
 from app.stores.row_codec import rows_records, rows_rings
 from app.stores.sqlite import SqliteStore
-from app.window_ring import RingWindow
+from app.stores.sqlite_rows import CachedRows
+from app.window_ring import RingWindow, ring_bytes, ring_slots
 from tests.helpers import Clock, assert_same_record
-from tests.test_session_rows import difference_of
+from tests.test_session_rows import difference_of, in_place_client
 
 pytestmark = pytest.mark.anyio
 
@@ -331,3 +334,69 @@ async def test_rows_beyond_the_limit_leave_the_others_to_the_record_path(
         expected[key] = fed(expected[key], forecaster, policy, 0.2, clock.now)
     for key in keys:
         assert_same_record(await read(store, key), expected[key].with_revision(0))
+
+
+def test_a_reused_row_writes_no_trace_of_its_last_session(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    capacity = 40
+    rows = SessionRows(forecaster, policy, capacity, 10)
+    before = fed(None, forecaster, policy, 0.9, 1.0, capacity)
+    for _ in range(60):  # a full window of values far from the next session's
+        before = fed(before, forecaster, policy, 0.9, 1.0, capacity)
+    row = rows.adopt(before)
+    assert row is not None
+    rows.release(row)
+    after = fed(None, forecaster, policy, 0.1, 1.0, capacity)
+    assert rows.adopt(after) == row  # the same row again
+    rows.step([0], [row], [0.2], 2.0)
+    after = fed(after, forecaster, policy, 0.2, 2.0, capacity)
+    window = after.history
+    assert isinstance(window, np.ndarray)
+    (ring,) = rows_rings(rows, np.array([row]))
+    # Byte for byte the ring a store writes for this window alone (zeros outside it).
+    assert ring == ring_bytes(window, after.step, ring_slots(capacity, window.shape[0]))
+
+
+async def test_a_failed_second_transaction_refuses_only_its_items(
+    tmp_path: Path, tutorial_models_dir: Path, tutorial_model: ModelSlot
+) -> None:
+    """Sessions stepped in place commit before the others' transaction: when that one fails,
+    the answers say which items applied."""
+    store = SqliteStore(
+        tmp_path / "sessions.sqlite3",
+        ttl_s=3600,
+        max_sessions=100,
+        history=Settings.model_fields["session_history"].default,
+    )
+
+    def refuse_inserts(connection: sqlite3.Connection, _now: float) -> None:
+        connection.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON sessions"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+
+    async with in_place_client(tutorial_models_dir, tutorial_model, store) as client:
+        await client.post("/predict/many", json={"items": [{"session_id": "a", "value": 0.1}]})
+        await client.post("/predict/many", json={"items": [{"session_id": "a", "value": 0.2}]})
+        assert store.rows_in_use() == 1
+        await store._submit(refuse_inserts)
+        items = [{"session_id": "a", "value": 0.3}, {"session_id": "b", "value": 0.4}]
+        response = await client.post("/predict/many", json={"items": items})
+        applied, refused = response.json()["results"]
+        assert applied["step"] == 3
+        assert refused["error"]["code"] == "store_unavailable"
+        assert (await client.get("/sessions/a")).json()["step"] == 3
+        assert (await client.get("/sessions/b")).status_code == 404
+
+
+def test_rows_emptied_within_a_request_stay_the_rows_in_use(
+    forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    cached = CachedRows(10)
+    rows = cached.rows_of(forecaster, policy, CAPACITY, 100)
+    record = fed(None, forecaster, policy, 0.3, 1.0)
+    assert cached.adopt("a", 1, record, rows, ()) is not None
+    cached.forget("a")  # say it expired: the rows hold nobody now
+    assert cached.adopt("b", 2, record, rows, ()) is not None
+    assert cached.rows_of(forecaster, policy, CAPACITY, 100) is rows  # "b" is not stranded

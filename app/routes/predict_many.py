@@ -159,6 +159,7 @@ async def predict_many(
     # Sessions with one item each, by model name: stepped in place where the store can.
     by_model: dict[str | None, _Singles] = {}
     common = _one_model_singles(services, keys, items) if in_place is not None else None
+    stepped_in_place = False
     if common is not None:  # the common request: no grouping needed
         by_model[None] = common
     for key, positions in _group(keys).items() if common is None else ():
@@ -207,6 +208,7 @@ async def predict_many(
             now,
         )
         _answer_in_place(services, served, items, levels, singles.positions, stepped, answers)
+        stepped_in_place = stepped_in_place or bool(stepped.indexes)
         done = set(stepped.indexes)
         for index in range(len(singles.keys)):
             if index in done:
@@ -222,7 +224,14 @@ async def predict_many(
         order = sorted(range(len(work)), key=lambda index: groups[index].positions[0])
         work = [work[index] for index in order]
         groups = [groups[index] for index in order]
-    outcomes = await store.apply_many(work, offload=offload)
+    try:
+        outcomes = await store.apply_many(work, offload=offload)
+    except ServiceError as error:
+        if not stepped_in_place:
+            raise  # nothing applied: the whole request is refused, as a /predict would be
+        # The sessions stepped in place are applied (a store of its own transactions, as
+        # SQLite's): the others are refused each, so the answers say which items applied.
+        outcomes = [error] * len(work)
     again = [index for index, result in enumerate(outcomes) if result is None]
     if again:  # long replays after a model change: those sessions again, in worker threads
         redo = [

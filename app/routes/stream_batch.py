@@ -2,9 +2,10 @@
 
 Each socket has one message in flight (it reads the next only after answering this one), so
 what many sockets sent at about the same time is waiting at once: one store call for all of them
-(one SQLite transaction, two Redis round trips) costs far less than one call each. A
-batch is applied while the next one gathers, so nothing waits on a timer: an idle service
-applies a lone message on its next turn, a busy one in batches as large as the sockets keep it.
+(one SQLite transaction, or two: app.routes.predict_many; two Redis round trips) costs far less
+than one call each. A batch is applied while the next one gathers, so nothing waits on a timer:
+an idle service applies a lone message on its next turn, a busy one in batches as large as the
+sockets keep it.
 
 A batch holds at most as many messages as one ``/predict/many`` request may carry, and at most
 one per session, so every message is applied as it would be on its own (its step checked

@@ -63,8 +63,7 @@ class CachedRows:
     ) -> SessionRows:
         """The rows of this model, interval policy and window capacity (``most``: the sessions
         they may hold)."""
-        # The policy by identity: a reload builds a new one, and the rows keep it alive.
-        key = (forecaster.version, id(policy), capacity)
+        key = _rows_key(forecaster, policy, capacity)
         rows = self._rows.get(key)
         if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
             rows = SessionRows(forecaster, policy, capacity, min(most, self._limit))
@@ -98,6 +97,8 @@ class CachedRows:
         row = rows.adopt(record)
         if row is not None:
             self._entries[key] = CachedRow(rows, row, rowid)
+            # Kept again if a row let go of in this request emptied them (and so dropped them).
+            self._rows[_rows_key(rows.forecaster, rows.policy, rows.capacity)] = rows
         return row
 
     def forget(self, key: str) -> None:
@@ -111,3 +112,10 @@ class CachedRows:
         rows.release(entry.row)
         if not rows.live:  # no session left in them: their arrays go
             self._rows = {key: kept for key, kept in self._rows.items() if kept is not rows}
+
+
+def _rows_key(
+    forecaster: Forecaster, policy: IntervalPolicy, capacity: int
+) -> tuple[str, int, int]:
+    # The policy by identity: a reload builds a new one, and the rows keep it alive.
+    return forecaster.version, id(policy), capacity

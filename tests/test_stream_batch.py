@@ -48,10 +48,11 @@ class RecordingStore(MemoryStore):
         self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
     ) -> list[T | ServiceError]:
         self.calls.append([key for key, _ in items])
+        failing = self.failures > 0  # the next calls made fail, in the order they were made
+        self.failures -= failing
         if self.gate is not None:
             await self.gate.wait()
-        if self.failures:
-            self.failures -= 1
+        if failing:
             raise RuntimeError("the store broke")
         if self.outages:
             self.outages -= 1
@@ -184,9 +185,33 @@ async def test_a_failed_store_call_leaves_the_messages_waiting_behind_it_applied
     first = asyncio.ensure_future(send(batcher, "a", 0.1))
     while not store.calls:  # the first message's call is in the store, held there
         await asyncio.sleep(0)
-    behind = asyncio.ensure_future(send(batcher, "b", 0.2))
+    beside = asyncio.ensure_future(send(batcher, "b", 0.2))
+    while len(store.calls) < 2:  # applied beside it, held there too
+        await asyncio.sleep(0)
+    behind = asyncio.ensure_future(send(batcher, "a", 0.3))  # waits for "a"'s batch
     await asyncio.sleep(0)
+    assert len(store.calls) == 2
     store.gate.set()
-    outcomes: tuple[Any, Any] = await asyncio.gather(first, behind, return_exceptions=True)
+    outcomes: tuple[Any, Any, Any] = await asyncio.gather(
+        first, beside, behind, return_exceptions=True
+    )
     assert str(outcomes[0]) == "the store broke"
-    assert outcomes[1]["step"] == 1
+    assert [outcomes[1]["step"], outcomes[2]["step"]] == [1, 1]
+    assert store.calls == [["/a"], ["/b"], ["/a"]]
+
+
+async def test_two_batches_of_other_sessions_are_applied_at_once(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    store.gate = asyncio.Event()
+    first = asyncio.ensure_future(send(batcher, "a", 0.1))
+    while not store.calls:
+        await asyncio.sleep(0)
+    second = asyncio.ensure_future(send(batcher, "b", 0.2))
+    third = asyncio.ensure_future(send(batcher, "c", 0.3))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(store.calls) == 2  # "a" and then "b" in the store, "c" waiting for either
+    store.gate.set()
+    answers = await asyncio.gather(first, second, third)
+    assert [answer["step"] for answer in answers] == [1, 1, 1]

@@ -5,7 +5,8 @@ what many sockets sent at about the same time is waiting at once: one store call
 (one SQLite transaction, or two: app.routes.predict_many; two Redis round trips) costs far less
 than one call each. A batch is applied while the next one gathers, so nothing waits on a timer:
 an idle service applies a lone message on its next turn, a busy one in batches as large as the
-sockets keep it.
+sockets keep it. Two batches may be applied at once, of other sessions each: while one waits on
+the store (a commit, a round trip), the next is parsed and sent.
 
 A batch holds at most as many messages as one ``/predict/many`` request may carry, and at most
 one per session, so every message is applied as it would be on its own (its step checked
@@ -26,6 +27,9 @@ from app.routes.predict_many import Answer, predict_many
 from app.schemas import PredictRequest
 from app.services import ServicesHolder
 
+# Batches applied at once at most (each of sessions the others do not hold).
+_BATCHES_IN_FLIGHT = 2
+
 
 class _Waiting(NamedTuple):
     key: str  # the session's store key (app.auth.session_key)
@@ -45,34 +49,41 @@ class StreamBatcher:
         # bound on one SQLite transaction or one Redis pipeline.
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
-        # The task applying batches while messages wait; None when none do. Kept here also
-        # because the event loop holds only a weak reference to a task.
-        self._applying: asyncio.Task[None] | None = None
+        # The tasks applying batches while messages wait. Kept here also because the event
+        # loop holds only a weak reference to a task.
+        self._applying: set[asyncio.Task[None]] = set()
+        # The sessions of the batches being applied: a message of one waits for the next batch.
+        self._in_flight: set[str] = set()
 
     async def answer(self, key: str, body: PredictRequest) -> Answer:
         """The message's answer (/predict's, or the error in the one shape), once applied."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Answer] = loop.create_future()
         self._waiting.append(_Waiting(key, body, answer))
-        # done(): a task cancelled before its first step never ran its own clean-up.
-        if self._applying is None or self._applying.done():
+        if len(self._applying) < _BATCHES_IN_FLIGHT:
             # Started, not run: the sockets whose messages arrived with this one join first.
-            self._applying = loop.create_task(self._apply_while_waiting())
+            task = loop.create_task(self._apply_while_waiting())
+            self._applying.add(task)
+            # A callback, not the task's own clean-up: a task cancelled before its first step
+            # never runs that.
+            task.add_done_callback(self._applying.discard)
         return await answer
 
     async def stop(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for the batches being applied (at shutdown, before the
         store closes under them)."""
-        if self._applying is not None and not self._applying.done():
-            await asyncio.wait([self._applying], timeout=timeout_s)
+        if self._applying:
+            await asyncio.wait(list(self._applying), timeout=timeout_s)
 
     async def _apply_while_waiting(self) -> None:
         batch: list[_Waiting] = []
         try:
             while self._waiting:
                 batch = self._next_batch()
-                if not batch:
-                    continue
+                if not batch:  # those left wait for sessions in flight: their task takes them
+                    break
+                keys = [waiting.key for waiting in batch]
+                self._in_flight.update(keys)
                 try:
                     answers = await self._apply(batch)
                 except Exception as error:
@@ -82,6 +93,8 @@ class StreamBatcher:
                         if not waiting.answer.done():
                             waiting.answer.set_exception(error)
                     continue
+                finally:
+                    self._in_flight.difference_update(keys)
                 for waiting, answer in zip(batch, answers, strict=True):
                     if not waiting.answer.done():  # a socket gone has cancelled its wait
                         waiting.answer.set_result(answer)
@@ -90,15 +103,14 @@ class StreamBatcher:
                 waiting.answer.cancel()
             self._waiting = []
             raise
-        finally:
-            self._applying = None
 
     def _next_batch(self) -> list[_Waiting]:
         """The waiting messages in order, up to the batch limit, but only the first of each
-        session's (the others keep their order and wait for the next batch)."""
+        session's and none of a session in flight (the others keep their order and wait for
+        the next batch)."""
         batch: list[_Waiting] = []
         later: list[_Waiting] = []
-        taken: set[str] = set()
+        taken = set(self._in_flight)
         for waiting in self._waiting:
             if waiting.answer.done():  # cancelled: the socket went away before its turn
                 continue

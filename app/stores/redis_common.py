@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -24,6 +23,7 @@ from app.errors import (
     SessionQuotaReached,
     StoreUnavailable,
 )
+from app.recently_used import RecentlyUsed
 from app.session_history import Window, as_array
 from app.session_rules import SessionRecord
 from app.settings import REDIS_SOCKET_TIMEOUT_S
@@ -248,8 +248,7 @@ class RecordCache:
     """
 
     def __init__(self, max_sessions: int) -> None:
-        self._records: OrderedDict[str, SessionRecord] = OrderedDict()
-        self._size = min(max_sessions, _CACHE_LIMIT)
+        self._records: RecentlyUsed[SessionRecord] = RecentlyUsed(min(max_sessions, _CACHE_LIMIT))
 
     def get(self, key: str) -> SessionRecord | None:
         return self._records.get(key)
@@ -257,17 +256,13 @@ class RecordCache:
     def remember(self, key: str, record: SessionRecord | None) -> SessionRecord | None:
         """Keep ``record`` (None forgets the key) and hand it back."""
         if record is None:
-            self._records.pop(key, None)
+            self._records.pop(key)
             return None
-        records = self._records
-        records[key] = record
-        records.move_to_end(key)
-        if len(records) > self._size:
-            records.popitem(last=False)
+        self._records.keep(key, record)
         return record
 
     def forget(self, key: str) -> None:
-        self._records.pop(key, None)
+        self._records.pop(key)
 
 
 # What a confirmed operation acknowledged, and so what WAIT must have confirmed.

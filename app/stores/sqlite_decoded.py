@@ -10,11 +10,11 @@ it, at the shape the record's bytes give. So this only saves work; the file stay
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
 
+from app.recently_used import RecentlyUsed
 from app.session_rules import SessionRecord
 from app.stores.record_codec import (
     RecordFormatError,
@@ -40,8 +40,7 @@ class DecodedRows:
     not thread-safe."""
 
     def __init__(self, limit: int = DECODED_ROWS_LIMIT) -> None:
-        self._remembered: OrderedDict[str, _Remembered] = OrderedDict()
-        self._limit = limit
+        self._remembered: RecentlyUsed[_Remembered] = RecentlyUsed(limit)
 
     def record(self, key: str, data: bytes, ring: bytes | None) -> SessionRecord:
         """The record of the row read under ``key``, as ``decode_stored_record`` gives it;
@@ -50,16 +49,16 @@ class DecodedRows:
         if remembered is not None and remembered.data == data:
             record = _with_window(remembered, ring)
             if record is not None:
-                self._remembered.move_to_end(key)
+                self._remembered.use(key)
                 return record
         try:
             record = decode_record(data, ring)
         except RecordFormatError:  # the session restarts, and says why: nothing to remember
-            self._remembered.pop(key, None)
+            self._remembered.pop(key)
             return decode_stored_record(data, ring)
         shape = ring_window_shape(data)
         # A window inline in the bytes (an older format) is the record's own: kept with it.
-        self._keep(
+        self._remembered.keep(
             key, _Remembered(data, record if shape is None else record.with_history(None), shape)
         )
         return record
@@ -70,21 +69,14 @@ class DecodedRows:
             record.tracking is not None and record.tracking.dtype != np.float64
         ):
             # Decoding gives float64 arrays: only a decode gives back what it would read.
-            self._remembered.pop(key, None)
+            self._remembered.pop(key)
             return
         # Written with its window apart: decoding reads the window from the ring alone.
         windowless = record if record.history is None else record.with_history(None)
-        self._keep(key, _Remembered(data, windowless, ring_window_shape(data)))
+        self._remembered.keep(key, _Remembered(data, windowless, ring_window_shape(data)))
 
     def forget(self, key: str) -> None:
-        self._remembered.pop(key, None)
-
-    def _keep(self, key: str, remembered_row: _Remembered) -> None:
-        remembered = self._remembered
-        remembered[key] = remembered_row
-        remembered.move_to_end(key)
-        if len(remembered) > self._limit:
-            remembered.popitem(last=False)
+        self._remembered.pop(key)
 
 
 def _with_window(remembered: _Remembered, ring: bytes | None) -> SessionRecord | None:

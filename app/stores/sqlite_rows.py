@@ -16,12 +16,12 @@ a bound on memory whatever the number of sessions in the file.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Container
 from typing import NamedTuple
 
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.recently_used import RecentlyUsed
 from app.session_rows import SessionRows
 from app.session_rules import SessionRecord
 
@@ -39,7 +39,7 @@ class CachedRows:
     """Sessions as rows, by key; the writer thread's, not thread-safe."""
 
     def __init__(self, limit: int) -> None:
-        self._entries: OrderedDict[str, CachedRow] = OrderedDict()
+        self._entries: RecentlyUsed[CachedRow] = RecentlyUsed(limit)
         self._rows: dict[tuple[str, int, int], SessionRows] = {}
         self._limit = limit
         self._data_version: int | None = None
@@ -72,10 +72,7 @@ class CachedRows:
 
     def get(self, key: str) -> CachedRow | None:
         """The session's row, now the most recently used, or None."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+        return self._entries.use(key)
 
     def adopt(
         self,
@@ -89,29 +86,32 @@ class CachedRows:
         None when the rows cannot take it (SessionRows.adopt) or are full of sessions of
         ``stepping`` (those the request steps)."""
         self.forget(key)
-        if len(self._entries) >= self._limit:
-            oldest_key = next(iter(self._entries))
-            if oldest_key in stepping:
+        entries = self._entries
+        if entries.full:
+            oldest = entries.oldest()
+            if oldest in stepping:
                 return None
-            self._release(self._entries.pop(oldest_key))
+            if oldest is not None:
+                self._release_entry(oldest)
         row = rows.adopt(record)
         if row is not None:
-            self._entries[key] = CachedRow(rows, row, rowid)
+            entries.keep(key, CachedRow(rows, row, rowid))
             # Kept again if a row let go of in this request emptied them (and so dropped them).
             self._rows[_rows_key(rows.forecaster, rows.policy, rows.capacity)] = rows
         return row
 
     def forget(self, key: str) -> None:
         """The session changed in the file by another path, or left it."""
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._release(entry)
+        self._release_entry(key)
 
-    def _release(self, entry: CachedRow) -> None:
+    def _release_entry(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        if entry is None:
+            return
         rows = entry.rows
         rows.release(entry.row)
         if not rows.live:  # no session left in them: their arrays go
-            self._rows = {key: kept for key, kept in self._rows.items() if kept is not rows}
+            self._rows = {name: kept for name, kept in self._rows.items() if kept is not rows}
 
 
 def _rows_key(

@@ -215,3 +215,28 @@ async def test_two_batches_of_other_sessions_are_applied_at_once(
     store.gate.set()
     answers = await asyncio.gather(first, second, third)
     assert [answer["step"] for answer in answers] == [1, 1, 1]
+
+
+async def test_a_message_sent_as_both_batches_end_is_applied(
+    batcher: StreamBatcher, store: RecordingStore
+) -> None:
+    """Both batches end in one turn of the event loop; a socket answered there sends its next
+    message at once, before the loop has run the ended tasks' callbacks."""
+
+    async def pipelining_socket() -> list[Any]:
+        first = await send(batcher, "a", 0.1)
+        return [first, await send(batcher, "a", 0.2)]
+
+    store.gate = asyncio.Event()
+    socket = asyncio.ensure_future(pipelining_socket())
+    while not store.calls:
+        await asyncio.sleep(0)
+    beside = asyncio.ensure_future(send(batcher, "b", 0.3))
+    while len(store.calls) < 2:
+        await asyncio.sleep(0)
+    store.gate.set()
+    await beside
+    for _ in range(20):  # turns of the loop, not time: the second message is applied or never
+        await asyncio.sleep(0)
+    assert socket.done()
+    assert [answer["step"] for answer in socket.result()] == [1, 2]

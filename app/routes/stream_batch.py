@@ -60,7 +60,9 @@ class StreamBatcher:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Answer] = loop.create_future()
         self._waiting.append(_Waiting(key, body, answer))
-        if len(self._applying) < _BATCHES_IN_FLIGHT:
+        # Tasks still running: one that ended this turn stays in the set until its callback
+        # runs, a turn later, but will take no more messages.
+        if sum(not task.done() for task in self._applying) < _BATCHES_IN_FLIGHT:
             # Started, not run: the sockets whose messages arrived with this one join first.
             task = loop.create_task(self._apply_while_waiting())
             self._applying.add(task)

@@ -95,7 +95,9 @@ class CachedRows:
                 self._release_entry(oldest)
         row = rows.adopt(record)
         if row is not None:
-            entries.keep(key, CachedRow(rows, row, rowid))
+            dropped = entries.keep(key, CachedRow(rows, row, rowid))
+            if dropped is not None:  # none while the limit is above zero: room was made
+                self._release(dropped)
             # Kept again if a row let go of in this request emptied them (and so dropped them).
             self._rows[_rows_key(rows.forecaster, rows.policy, rows.capacity)] = rows
         return row
@@ -106,8 +108,10 @@ class CachedRows:
 
     def _release_entry(self, key: str) -> None:
         entry = self._entries.pop(key)
-        if entry is None:
-            return
+        if entry is not None:
+            self._release(entry)
+
+    def _release(self, entry: CachedRow) -> None:
         rows = entry.rows
         rows.release(entry.row)
         if not rows.live:  # no session left in them: their arrays go

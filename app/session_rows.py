@@ -262,6 +262,53 @@ class SessionRows:
         )
 
 
+class RowsByModel:
+    """A store's rows, one :class:`SessionRows` per model version, interval policy and window
+    capacity; rows that hold no session any more are let go of (their arrays with them)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int, int], SessionRows] = {}
+
+    def of(
+        self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int, most: int
+    ) -> SessionRows:
+        """The rows of this model, policy and capacity, made if need be (``most``: the sessions
+        they may ever hold)."""
+        key = _rows_key(forecaster, policy, capacity)
+        rows = self._rows.get(key)
+        if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
+            rows = SessionRows(forecaster, policy, capacity, most)
+            self._rows[key] = rows
+        return rows
+
+    def keep(self, rows: SessionRows) -> None:
+        """Keep ``rows`` as their model's, policy's and capacity's (again, if let go of)."""
+        self._rows[_rows_key(rows.forecaster, rows.policy, rows.capacity)] = rows
+
+    def release(self, rows: SessionRows, row: int) -> None:
+        """Free ``row`` of ``rows``; the rows go if it was their last session."""
+        rows.release(row)
+        if not rows.live:
+            self.drop(rows)
+
+    def drop(self, rows: SessionRows) -> None:
+        self._rows = {key: kept for key, kept in self._rows.items() if kept is not rows}
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def live(self) -> int:
+        """Sessions held in all the rows."""
+        return sum(rows.live for rows in self._rows.values())
+
+
+def _rows_key(
+    forecaster: Forecaster, policy: IntervalPolicy, capacity: int
+) -> tuple[str, int, int]:
+    # The policy by identity: a reload builds a new one, and the rows keep it alive.
+    return forecaster.version, id(policy), capacity
+
+
 def _doubled(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """``array`` with twice its rows, the new ones zero."""
     out = np.zeros((2 * array.shape[0], *array.shape[1:]), dtype=array.dtype)

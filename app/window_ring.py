@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from forecast_core.arrays import FloatArray
 
@@ -53,16 +54,22 @@ def _row_struct(columns: int) -> struct.Struct:
     return struct.Struct(f"<2d{columns - 2}f" if columns > 2 else "<2d")
 
 
+def _packed(rows: FloatArray) -> npt.NDArray[np.void]:
+    """Rows of value, forecast and radii (along the last axis) in the ring's row layout."""
+    columns = rows.shape[-1]
+    packed = np.empty(rows.shape[:-1], dtype=_row_type(columns))
+    packed["vf"] = rows[..., :2]
+    if columns > 2:
+        packed["radii"] = rows[..., 2:]
+    return packed
+
+
 def _rows_bytes(rows: FloatArray) -> bytes:
     count, columns = rows.shape
     if count <= _FEW_ROWS:  # a step's rows: struct is cheaper than a structured array here
         row = f"2d{columns - 2}f" if columns > 2 else "2d"
         return struct.pack(f"<{row * count}", *rows.ravel().tolist())
-    packed = np.empty(count, dtype=_row_type(columns))
-    packed["vf"] = rows[:, :2]
-    if rows.shape[1] > 2:
-        packed["radii"] = rows[:, 2:]
-    return packed.tobytes()
+    return _packed(rows).tobytes()
 
 
 def _first_step(rows: int, step: int) -> int:
@@ -84,10 +91,7 @@ def ring_bytes(history: FloatArray, step: int, slots: int) -> bytes:
     rows, columns = history.shape
     slots = max(slots, rows)
     ring = np.zeros(slots, dtype=_row_type(columns))
-    positions = np.arange(_first_step(rows, step), step + 2) % slots
-    ring["vf"][positions] = history[:, :2]
-    if columns > 2:
-        ring["radii"][positions] = history[:, 2:]
+    ring[np.arange(_first_step(rows, step), step + 2) % slots] = _packed(history)
     return ring.tobytes()
 
 
@@ -95,12 +99,8 @@ def rings_bytes(windows: FloatArray) -> list[bytes]:
     """The rings of many sessions at once: ``windows`` holds each one's slots in slot order
     (sessions, slots, columns); one ring's bytes per session, as :func:`ring_bytes` lays out."""
     count, slots, columns = windows.shape
-    rings = np.empty((count, slots), dtype=_row_type(columns))
-    rings["vf"] = windows[:, :, :2]
-    if columns > 2:
-        rings["radii"] = windows[:, :, 2:]
-    data = rings.tobytes()
-    size = slots * rings.dtype.itemsize
+    data = _packed(windows).tobytes()
+    size = slots * row_size(columns)
     return [data[start : start + size] for start in range(0, count * size, size)]
 
 

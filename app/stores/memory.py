@@ -15,7 +15,7 @@ from app.auth import namespace_of
 from app.errors import ServiceError, SessionLimitReached, SessionQuotaReached
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
-from app.session_rows import RowRef, SessionRows, Stepped, StepRowsCompiling
+from app.session_rows import RowRef, RowsByModel, SessionRows, Stepped, StepRowsCompiling
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import Compute, Quotas, T, apply_optimistically, compute_each, no_quotas
@@ -52,7 +52,7 @@ class MemoryStore:
         self._clock = clock
         self._records: OrderedDict[str, SessionRecord | RowRef] = OrderedDict()
         # The rows of each (model version, interval policy, window capacity) in use.
-        self._rows: dict[tuple[str, int, int], SessionRows] = {}
+        self._rows = RowsByModel()
         # No record expires before this time; checked per request instead of the oldest record.
         self._next_expiry = math.inf
         # Routes run on the event loop, but offloaded computes finish in worker threads.
@@ -91,13 +91,7 @@ class MemoryStore:
 
     def _release(self, entry: SessionRecord | RowRef) -> None:
         if isinstance(entry, RowRef):
-            rows = entry.rows
-            rows.release(entry.row)
-            if not rows.live:  # no session left in them: their arrays go
-                self._forget_rows(rows)
-
-    def _forget_rows(self, rows: SessionRows) -> None:
-        self._rows = {key: kept for key, kept in self._rows.items() if kept is not rows}
+            self._rows.release(entry.rows, entry.row)
 
     def _left(self, key: str) -> None:
         namespace = namespace_of(key)
@@ -256,7 +250,7 @@ class MemoryStore:
                 if entry is None:
                     continue
                 if rows is None:  # not before: no arrays for a request of new sessions only
-                    rows = self._rows_of(forecaster, policy, capacity)
+                    rows = self._rows.of(forecaster, policy, capacity, self._max_sessions)
                 step = steps[index]
                 if isinstance(entry, RowRef) and entry.rows is rows:
                     row = entry.row
@@ -279,24 +273,13 @@ class MemoryStore:
             if rows is not None and chosen:
                 return rows.step(chosen, chosen_rows, fed, now)
             if rows is not None and not rows.live:
-                self._forget_rows(rows)
+                self._rows.drop(rows)
         return Stepped.nothing()
-
-    def _rows_of(
-        self, forecaster: Forecaster, policy: IntervalPolicy, capacity: int
-    ) -> SessionRows:
-        # The policy by identity: a reload builds a new one, and the rows keep it alive.
-        key = (forecaster.version, id(policy), capacity)
-        rows = self._rows.get(key)
-        if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
-            rows = SessionRows(forecaster, policy, capacity, self._max_sessions)
-            self._rows[key] = rows
-        return rows
 
     def rows_in_use(self) -> int:
         """Sessions kept as rows now (the others are records)."""
         with self._lock:
-            return sum(rows.live for rows in self._rows.values())
+            return self._rows.live()
 
     async def get(self, key: str) -> SessionRecord | None:
         return self._read(key)

@@ -61,16 +61,15 @@ def rows_rings(rows: SessionRows, chosen: IntArray) -> list[bytes | None]:
         return [None] * len(chosen)
     columns = rows.columns
     kept = columns.counts[chosen]
-    pending = columns.steps[chosen] + 1  # the step of each window's last row (its pending one)
-    heads = columns.heads[chosen]
-    row_slots = columns.windows.shape[1]
-    rings: list[bytes | None] = [None] * len(chosen)
-    full = rows.capacity + 1
-    if bool((kept == full).all()):
+    if bool((kept == rows.capacity + 1).all()):
         # Full windows, the usual case: a row's ring has the file ring's slots, each step's
         # row in the same slot (app.session_rows), so it is the file's ring as it is.
         whole: list[bytes | None] = [*rings_bytes(columns.windows[chosen])]
         return whole
+    pending = columns.steps[chosen] + 1  # the step of each window's last row (its pending one)
+    heads = columns.heads[chosen]
+    row_slots = columns.windows.shape[1]
+    rings: list[bytes | None] = [None] * len(chosen)
     sizes = np.array([ring_slots(rows.capacity, count) for count in kept.tolist()])
     for slots in np.unique(sizes).tolist():
         (which,) = np.nonzero(sizes == slots)

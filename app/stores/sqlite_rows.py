@@ -22,7 +22,7 @@ from typing import NamedTuple
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.recently_used import RecentlyUsed
-from app.session_rows import SessionRows
+from app.session_rows import RowsByModel, SessionRows
 from app.session_rules import SessionRecord
 
 # Sessions kept as rows at most (a row of the default model and window is about 10 KB).
@@ -40,7 +40,7 @@ class CachedRows:
 
     def __init__(self, limit: int) -> None:
         self._entries: RecentlyUsed[CachedRow] = RecentlyUsed(limit)
-        self._rows: dict[tuple[str, int, int], SessionRows] = {}
+        self._rows = RowsByModel()
         self._limit = limit
         self._data_version: int | None = None
 
@@ -63,12 +63,7 @@ class CachedRows:
     ) -> SessionRows:
         """The rows of this model, interval policy and window capacity (``most``: the sessions
         they may hold)."""
-        key = _rows_key(forecaster, policy, capacity)
-        rows = self._rows.get(key)
-        if rows is None or rows.forecaster is not forecaster or rows.policy is not policy:
-            rows = SessionRows(forecaster, policy, capacity, min(most, self._limit))
-            self._rows[key] = rows
-        return rows
+        return self._rows.of(forecaster, policy, capacity, min(most, self._limit))
 
     def get(self, key: str) -> CachedRow | None:
         """The session's row, now the most recently used, or None."""
@@ -99,7 +94,7 @@ class CachedRows:
             if dropped is not None:  # none while the limit is above zero: room was made
                 self._release(dropped)
             # Kept again if a row let go of in this request emptied them (and so dropped them).
-            self._rows[_rows_key(rows.forecaster, rows.policy, rows.capacity)] = rows
+            self._rows.keep(rows)
         return row
 
     def forget(self, key: str) -> None:
@@ -112,14 +107,4 @@ class CachedRows:
             self._release(entry)
 
     def _release(self, entry: CachedRow) -> None:
-        rows = entry.rows
-        rows.release(entry.row)
-        if not rows.live:  # no session left in them: their arrays go
-            self._rows = {name: kept for name, kept in self._rows.items() if kept is not rows}
-
-
-def _rows_key(
-    forecaster: Forecaster, policy: IntervalPolicy, capacity: int
-) -> tuple[str, int, int]:
-    # The policy by identity: a reload builds a new one, and the rows keep it alive.
-    return forecaster.version, id(policy), capacity
+        self._rows.release(entry.rows, entry.row)

@@ -63,6 +63,19 @@ class Stepped(NamedTuple):
         """No session stepped: all take the record path."""
         return cls([], [], [], [], [], [], [])
 
+    def only(self, kept: Sequence[int]) -> Stepped:
+        """These sessions only (``kept``: their places in these lists, in order), for a store
+        whose write of the others failed (they take the record path)."""
+        return Stepped(
+            [self.indexes[i] for i in kept],
+            [self.predictions[i] for i in kept],
+            [self.steps[i] for i in kept],
+            [self.offsets[i] for i in kept],
+            [self.intervals[i] for i in kept],
+            [self.misses[i] for i in kept],
+            [self.errors[i] for i in kept],
+        )
+
 
 class RowRef(NamedTuple):
     """Where a session lives while it is a row."""

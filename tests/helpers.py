@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from asgi_lifespan import LifespanManager
+from redis.asyncio import Redis
 
 from app.main import create_app
 from app.services import ModelSlot
@@ -66,6 +67,26 @@ def assert_same_record(got: SessionRecord | None, expected: SessionRecord | None
             assert [type(item) for item in mine] == [type(item) for item in theirs], name
         else:
             assert mine == theirs and type(mine) is type(theirs), name
+
+
+def comparable_record(record: SessionRecord | None) -> SessionRecord:
+    """A store's record with its window as rows and its revision 0 (the record path's
+    revisions are the store's, not the rules'), to compare with the rules' own."""
+    assert record is not None
+    window = record.history
+    if isinstance(window, RingWindow):
+        record = record.with_history(window.array())
+    return record.with_revision(0)
+
+
+async def redis_command_calls(url: str, command: str) -> int:
+    """How many times Redis at ``url`` ran ``command`` (scripts' calls too)."""
+    client = Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from app.session_rules import SessionRecord, feed
 from app.stores.redis import RedisStore
 from app.stores.redis_packing import JOINED_ABOVE, HiredisPacking, packing_in_c
 from bench.local import RedisServer
-from tests.helpers import window_rows
+from tests.helpers import redis_command_calls, window_rows
 from tests.test_apply_many import feeding, steps
 from tests.test_redis_window import HISTORY, NOW, REQUESTS
 from tests.test_redis_window import feeding as windowed
@@ -53,12 +53,7 @@ async def feed_all(
 
 
 async def evalsha_calls(url: str) -> int:
-    client = Redis.from_url(url)
-    try:
-        stats = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return await redis_command_calls(url, "evalsha")
 
 
 async def test_the_sessions_of_a_batch_are_written_in_one_call(

@@ -1,5 +1,6 @@
 """The in-place rows (app.session_rows) step sessions exactly as the records do: the memory
-store's, and through the app the SQLite store's too (tests/test_sqlite_rows.py: its own)."""
+store's, and through the app the SQLite and Redis stores' too (tests/test_sqlite_rows.py,
+tests/test_redis_rows.py: their own)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from app.session_rows import step_rows_signatures
 from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.settings import Settings
 from app.stores.memory import MemoryStore
+from app.stores.redis import RedisStore
 from app.stores.sqlite import SqliteStore
 from forecast_core.session_step import SessionStep
 from forecast_core.transform import Transform
@@ -284,11 +286,18 @@ def test_intervals_from_bounds_are_those_from_offsets(policy: IntervalPolicy) ->
 async def in_place_client(
     tutorial_models_dir: Path,
     tutorial_model: ModelSlot,
-    store: MemoryStore | SqliteStore,
+    store: MemoryStore | SqliteStore | RedisStore,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on ``store``, behind httpx's ASGI transport; an SQLite store closed after."""
-    kind: Literal["memory", "sqlite"] = "sqlite" if isinstance(store, SqliteStore) else "memory"
+    """The app on ``store``, behind httpx's ASGI transport; an SQLite or Redis store closed
+    after."""
+    kind: Literal["memory", "sqlite", "redis"] = (
+        "sqlite"
+        if isinstance(store, SqliteStore)
+        else "redis"
+        if isinstance(store, RedisStore)
+        else "memory"
+    )
     settings = Settings(model_dir=tutorial_models_dir, store=kind)
     app = create_app(settings, model=tutorial_model, store=store, clock=clock)
     try:
@@ -297,11 +306,11 @@ async def in_place_client(
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 yield client
     finally:
-        if isinstance(store, SqliteStore):
+        if isinstance(store, SqliteStore | RedisStore):
             await store.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 @pytest.mark.parametrize("levels", [None, [50, 99]], ids=["adapted-levels", "asked-levels"])
 async def test_in_place_answers_are_those_of_predict(
     tutorial_models_dir: Path,
@@ -309,19 +318,27 @@ async def test_in_place_answers_are_those_of_predict(
     levels: list[int] | None,
     kind: str,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     clock = Clock()
-    store: MemoryStore | SqliteStore = (
-        MemoryStore(ttl_s=3600, max_sessions=1000, clock=clock)
-        if kind == "memory"
-        else SqliteStore(
+    history = Settings.model_fields["session_history"].default
+    store: MemoryStore | SqliteStore | RedisStore
+    if kind == "memory":
+        store = MemoryStore(ttl_s=3600, max_sessions=1000, clock=clock)
+    elif kind == "sqlite":
+        store = SqliteStore(
             tmp_path / "sessions.sqlite3",
             ttl_s=3600,
             max_sessions=1000,
             clock=clock,
-            history=Settings.model_fields["session_history"].default,
+            history=history,
         )
-    )
+    else:
+        redis = request.getfixturevalue("redis_server")
+        prefix = f"twins-{tmp_path.name}"
+        store = RedisStore(
+            redis.url, prefix=prefix, ttl_s=3600, max_sessions=1000, clock=clock, history=history
+        )
     asked = {"levels": levels} if levels else {}
     rng = random.Random(11)
     sessions = [f"s{index}" for index in range(20)]
@@ -360,6 +377,7 @@ from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.session_rules import feed
 from app.stores.memory import MemoryStore
+from app.stores.redis import RedisStore
 from app.stores.sqlite import SqliteStore
 
 artifact = load_artifact(Path({str(tutorial_models_dir)!r}))

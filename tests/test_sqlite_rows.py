@@ -1,4 +1,4 @@
-"""The SQLite store's sessions stepped in place (app.stores.sqlite_rows, app.stores.row_codec)
+"""The SQLite store's sessions stepped in place (app.stores.cached_rows, app.stores.row_codec)
 write the file exactly as the record path does, and trust a row only while the file agrees."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from app.session_rows import SessionRows
 from app.session_rules import SessionRecord, feed
 from app.settings import Settings
 from app.stores import sqlite as sqlite_module
+from app.stores.cached_rows import CachedRows
 from app.stores.record_codec import decode_record, encode_record
 from app.stores.row_codec import rows_records, rows_rings
 from app.stores.sqlite import SqliteStore
-from app.stores.sqlite_rows import CachedRows
 from app.window_ring import RingWindow, ring_bytes, ring_slots
-from tests.helpers import Clock, assert_same_record
+from tests.helpers import Clock, assert_same_record, comparable_record
 from tests.test_session_rows import difference_of, in_place_client
 
 pytestmark = pytest.mark.anyio
@@ -80,12 +80,7 @@ async def put(store: SqliteStore, key: str, record: SessionRecord) -> None:
 async def read(store: SqliteStore, key: str) -> SessionRecord:
     """The session's record as the file holds it, its window as rows and its revision 0 (the
     record path's revisions are the store's, not the rules')."""
-    record = await store.get(key)
-    assert record is not None
-    window = record.history
-    if isinstance(window, RingWindow):
-        record = record.with_history(window.array())
-    return record.with_revision(0)
+    return comparable_record(await store.get(key))
 
 
 async def in_place(

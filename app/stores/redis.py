@@ -18,9 +18,11 @@ that changes nothing), so its ``WAIT`` covers what was written to the session be
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
@@ -28,9 +30,13 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
 from app.auth import namespace_of
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rows import IntArray, SessionRows, Stepped, StepRowsCompiling
 from app.session_rules import SessionRecord
 from app.settings import DEFAULT_CAS_ATTEMPTS
 from app.stores.base import KeyedLocks, Quotas, no_quotas
+from app.stores.cached_rows import CACHED_ROWS_LIMIT, CachedRows
 from app.stores.record_codec import encode_record
 from app.stores.redis_common import (
     CONFIRMABLE_READ,
@@ -53,6 +59,8 @@ from app.stores.redis_common import (
     window_write,
 )
 from app.stores.redis_packing import pack_in_c
+from app.stores.row_codec import rows_records, rows_rings, rows_step_pieces
+from app.window_ring import RingWindow, row_size
 
 # KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
 # session's window (app.window_ring).
@@ -172,10 +180,159 @@ class RedisStore(OptimisticRedisStore):
         self._read_script = self._client.register_script(READ)
         self._history = history
         # This replica's last view of sessions it served: one round trip per step instead of
-        # two while no other replica touches the session.
-        self._cache = RecordCache(max_sessions)
+        # two while no other replica touches the session; a record, or a row for those
+        # stepped in place (feed_in_place).
+        self._rows = CachedRows(CACHED_ROWS_LIMIT)
+        self._cache = RecordCache(max_sessions, self._rows)
+        self._compiling = StepRowsCompiling()
+        self._stepping: set[str] = set()  # the sessions being stepped in place
         self._local_queue = KeyedLocks()
         self._delete = self._client.register_script(_DELETE)
+
+    async def feed_in_place(
+        self,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        capacity: int,
+        now: float,
+    ) -> Stepped:
+        """Feed one value to each of these sessions (distinct keys) of ``forecaster`` in one
+        compiled call and one pipeline of compare-and-sets, as session_rules.feed and
+        ``apply`` would. Left out, for the record path: sessions this replica has no view of
+        (neither a row nor a cached record: the record path reads them, and the next request
+        finds them cached), new ones (the cap and quotas), under another model version or
+        other settings, sent a step that is not their own (a retry or a conflict), and those
+        another replica changed since (their compare-and-set fails: the row is dropped, and
+        the record path starts from what Redis answered). Off with ``min_replicas``: each write
+        then waits for its own confirmation. ``capacity``: the history window's
+        (FORECAST_SESSION_HISTORY), the store's own."""
+        if self._min_replicas or capacity != self._history or not self._compiling.ready():
+            return Stepped.nothing()
+        async with self._local_queue.hold_all(keys):
+            self._stepping.update(keys)
+            try:
+                return await self._feed_in_place_held(keys, values, steps, forecaster, policy, now)
+            finally:
+                self._stepping.difference_update(keys)
+
+    async def _feed_in_place_held(
+        self,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        now: float,
+    ) -> Stepped:
+        cached = self._rows
+        rows = cached.rows_of(forecaster, policy, self._history, self._max_sessions)
+        chosen = self._rows_to_step(keys, steps, rows, now)
+        if not chosen:
+            return Stepped.nothing()
+        indexes = [index for index, _ in chosen]
+        which = np.array([row for _, row in chosen], dtype=np.int64)
+        # A window not full before the step has a ring of another size in Redis: written whole.
+        whole = rows.columns.counts[which] != self._history + 1
+        stepped = rows.step(indexes, which.tolist(), [values[index] for index in indexes], now)
+        stepped_keys = [keys[index] for index in indexes]
+        calls = [
+            (self._session_keys(key), args)
+            for key, args in zip(
+                stepped_keys, self._rows_args(rows, which, whole, stepped_keys), strict=True
+            )
+        ]
+        try:
+            replies = await self._send_scripted(calls)
+        except BaseException as error:  # written or not, unknown: Redis keeps the truth
+            for index in indexes:
+                cached.forget(keys[index])
+            if isinstance(error, self._failures):
+                raise unavailable(self._url, str(error)) from None
+            raise
+        kept: list[int] = []
+        revisions = rows.columns.revisions
+        for position, ((index, row), reply) in enumerate(zip(chosen, replies, strict=True)):
+            key = keys[index]
+            if reply[0] == 1:  # written: the step is applied, whatever became of the row since
+                kept.append(position)
+                entry = cached.peek(key)
+                if entry is not None and entry.rows is rows and entry.row == row:
+                    revisions[row] = int(reply[1])
+                continue
+            cached.forget(key)
+            if reply[0] == 0:  # another replica's write won: the record path goes on from it
+                self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
+        return stepped if len(kept) == len(chosen) else stepped.only(kept)
+
+    def _rows_to_step(
+        self, keys: Sequence[str], steps: Sequence[int | None], rows: SessionRows, now: float
+    ) -> list[tuple[int, int]]:
+        """The sessions among ``keys`` to step in place, as (position in ``keys``, row), in
+        ``keys``' order; sessions with a cached record made rows."""
+        cached = self._rows
+        oldest = now - self._ttl_ms / 1000
+        chosen: list[tuple[int, int]] = []
+        for index, key in enumerate(keys):
+            step = steps[index]
+            entry = cached.get(key)
+            if entry is not None:
+                if entry.rows is not rows or entry.rows.last_used(entry.row) <= oldest:
+                    # Another model (the record path replays the window) or expired.
+                    cached.forget(key)
+                elif step is None or step == rows.step_of(entry.row):
+                    chosen.append((index, entry.row))
+                continue
+            record = self._cache.get(key)
+            if record is None or record.last_used_at <= oldest:
+                continue
+            if step is not None and step != record.step:
+                continue
+            window = record.history
+            if isinstance(window, RingWindow):
+                record = record.with_history(window.array())
+            row = cached.adopt(key, 0, record, rows, self._stepping)
+            if row is not None:
+                self._cache.take(key)
+                chosen.append((index, row))
+        return chosen
+
+    def _rows_args(
+        self, rows: SessionRows, which: IntArray, whole: npt.NDArray[np.bool_], keys: list[str]
+    ) -> list[list[EncodableT]]:
+        """The compare-and-set script's arguments for each stepped row in ``which``, the
+        session ``keys`` at the same place (its window written ``whole``, or its step's two
+        rows), as ``_call`` builds them for a record."""
+        records = rows_records(rows, which, rows.columns.revisions[which])
+        count = len(records)
+        windows: list[list[EncodableT]] = [["N"]] * count
+        if self._history > 0:
+            ring_size = (self._history + 1) * row_size(rows.columns.windows.shape[2])
+            (rewritten,) = np.nonzero(whole)
+            for position, ring in zip(
+                rewritten.tolist(), rows_rings(rows, which[rewritten]), strict=True
+            ):
+                assert ring is not None  # a window is kept
+                windows[position] = ["F", ring]
+            (moved,) = np.nonzero(~whole)
+            for position, pieces in zip(
+                moved.tolist(), rows_step_pieces(rows, which[moved]), strict=True
+            ):
+                windows[position] = ["R", ring_size, *pieces]
+        used = rows.columns.used[which].tolist()
+        previous = rows.columns.revisions[which].tolist()
+        return [
+            [revision, record, repr(last_used), self._ttl_ms, self._max_sessions, key, 0, *window]
+            for revision, record, last_used, window, key in zip(
+                previous, records, used, windows, keys, strict=True
+            )
+        ]
+
+    def rows_in_use(self) -> int:
+        """Sessions kept as rows now (stepped in place while no other path changed them)."""
+        return len(self._rows)
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:s:{key}"
@@ -201,6 +358,16 @@ class RedisStore(OptimisticRedisStore):
         quota = self._quotas(namespace_of(key)) if expected is None else None
         return self._call(key, expected, new, quota, whole_window)
 
+    def _session_keys(self, key: str) -> list[str]:
+        """The compare-and-set script's keys for the session ``key``."""
+        return [
+            self._key(key),
+            self._revision_key,
+            self._live_key,
+            self._namespace_key(namespace_of(key)),
+            self._window_key(key),
+        ]
+
     def _call(
         self,
         key: str,
@@ -209,13 +376,7 @@ class RedisStore(OptimisticRedisStore):
         quota: int | None = None,
         whole_window: bool = False,
     ) -> CompareAndSet:
-        keys = [
-            self._key(key),
-            self._revision_key,
-            self._live_key,
-            self._namespace_key(namespace_of(key)),
-            self._window_key(key),
-        ]
+        keys = self._session_keys(key)
         window = window_write(expected, new, self._history, whole=whole_window)
         args: list[EncodableT] = [
             expected.revision if expected is not None else 0,
@@ -233,18 +394,22 @@ class RedisStore(OptimisticRedisStore):
         return self._client.pipeline(transaction=False)
 
     async def _send_compare_and_sets(self, calls: list[CompareAndSet]) -> list[Any]:
-        """The calls as script calls of up to ``_SESSIONS_PER_SCRIPT`` sessions each, in one
-        pipeline: a command to pack and a reply to parse per chunk, not per session (each
-        session's keys are on this one node)."""
+        return await self._send_scripted([(call.keys, call.args) for call in calls])
+
+    async def _send_scripted(self, calls: list[tuple[list[str], list[EncodableT]]]) -> list[Any]:
+        """Each call's reply, in order: the compare-and-sets (keys, arguments) as script calls
+        of up to ``_SESSIONS_PER_SCRIPT`` sessions each, in one pipeline: a command to pack and
+        a reply to parse per chunk, not per session (each session's keys are on this one
+        node)."""
         script = self._compare_and_set_many
         commands: list[list[EncodableT]] = []
         for start in range(0, len(calls), _SESSIONS_PER_SCRIPT):
             keys: list[EncodableT] = []
             args: list[EncodableT] = []
-            for call in calls[start : start + _SESSIONS_PER_SCRIPT]:
-                keys += call.keys
-                args.append(len(call.args))
-                args += call.args
+            for call_keys, call_args in calls[start : start + _SESSIONS_PER_SCRIPT]:
+                keys += call_keys
+                args.append(len(call_args))
+                args += call_args
             commands.append([len(keys), *keys, *args])
         replies = await self._evalsha_each(script, commands)
         unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]

@@ -35,6 +35,7 @@ from app.stores.base import (
     apply_optimistically,
     compute_each,
 )
+from app.stores.cached_rows import CachedRows
 from app.stores.record_codec import decode_stored_record
 from app.window_ring import RingWindow, changed_pieces, ring_bytes, ring_slots, row_size
 
@@ -244,17 +245,22 @@ _CACHE_LIMIT = 100_000
 class RecordCache:
     """This replica's last view of the sessions it served, least recently used dropped first.
 
-    It only saves a read: Redis stays the truth, as every write is a compare-and-set.
+    It only saves a read: Redis stays the truth, as every write is a compare-and-set. A session
+    this replica steps in place is a row of ``rows`` instead (app.stores.cached_rows), never
+    both: whatever the record path reads or writes of a session ends its row.
     """
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, rows: CachedRows | None = None) -> None:
         self._records: RecentlyUsed[SessionRecord] = RecentlyUsed(min(max_sessions, _CACHE_LIMIT))
+        self._rows = rows
 
     def get(self, key: str) -> SessionRecord | None:
         return self._records.get(key)
 
     def remember(self, key: str, record: SessionRecord | None) -> SessionRecord | None:
         """Keep ``record`` (None forgets the key) and hand it back."""
+        if self._rows is not None:
+            self._rows.forget(key)
         if record is None:
             self._records.pop(key)
             return None
@@ -262,7 +268,13 @@ class RecordCache:
         return record
 
     def forget(self, key: str) -> None:
+        if self._rows is not None:
+            self._rows.forget(key)
         self._records.pop(key)
+
+    def take(self, key: str) -> SessionRecord | None:
+        """The record, no longer kept (its session becomes a row), or None."""
+        return self._records.pop(key)
 
 
 # What a confirmed operation acknowledged, and so what WAIT must have confirmed.

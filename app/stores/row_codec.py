@@ -1,11 +1,12 @@
 """Many session rows written at once in a durable store's form: their format 5 records and rings.
 
-The SQLite store steps sessions it keeps as rows (app.session_rows) and writes them back in one
-statement: each row's record as the bytes ``encode_record(record, window_apart=True)`` gives its
-record, and its window as a ring that ``RingWindow.read`` reads back as that window, with every
-row of the window in the slot of its step (app.window_ring), so that a ring written over the one
-a step started from differs from it in the step's two rows only. Built as numpy arrays for all
-the rows together: the per-record encoders cost more than the rest of such a step.
+The SQLite and Redis stores step sessions they keep as rows (app.session_rows) and write them
+back at once (one statement; one pipeline): each row's record as the bytes
+``encode_record(record, window_apart=True)`` gives its record, and its window as a ring that
+``RingWindow.read`` reads back as that window, with every row of the window in the slot of its
+step (app.window_ring), so that a ring written over the one a step started from differs from it
+in the step's two rows only (which Redis writes alone: :func:`rows_step_pieces`). Built as numpy
+arrays for all the rows together: the per-record encoders cost more than the rest of such a step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from app.session_rows import IntArray, SessionRows
 from app.stores.record_codec import FORMAT_WINDOW_APART, one_value_records_type
-from app.window_ring import ring_slots, rings_bytes
+from app.window_ring import ring_slots, rings_bytes, row_size
 
 
 def rows_records(rows: SessionRows, chosen: IntArray, revisions: IntArray) -> list[bytes]:
@@ -81,3 +82,21 @@ def rows_rings(rows: SessionRows, chosen: IntArray) -> list[bytes | None]:
         for position, ring in zip(which.tolist(), rings_bytes(windows), strict=True):
             rings[position] = ring
     return rings
+
+
+def rows_step_pieces(rows: SessionRows, chosen: IntArray) -> list[tuple[int, bytes, int, bytes]]:
+    """What one step changed in the ring of each row in ``chosen`` (each with a full window
+    before and after the step, so a ring of ``rows.capacity + 1`` slots, one step's row in each):
+    the row of the value just fed and the new pending row, each as (byte offset, bytes)."""
+    columns = rows.columns
+    slots = rows.capacity + 1
+    fed = columns.steps[chosen] % slots
+    pending = (fed + 1) % slots
+    changed = columns.windows[chosen[:, None], np.stack([fed, pending], axis=1)]
+    size = row_size(changed.shape[2])
+    pieces: list[tuple[int, bytes, int, bytes]] = []
+    for data, fed_slot, pending_slot in zip(
+        rings_bytes(changed), fed.tolist(), pending.tolist(), strict=True
+    ):
+        pieces.append((fed_slot * size, data[:size], pending_slot * size, data[size:]))
+    return pieces

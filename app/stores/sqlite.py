@@ -11,7 +11,7 @@ it read, so the row keeps its size and SQLite overwrites it in place, writing on
 whose bytes changed (the record's page and the ring's rows') instead of a whole new record.
 
 Sessions that ``/predict/many`` (or a ``/stream`` batch) steps with one value each are also kept
-in the writer thread as rows of arrays (app.stores.sqlite_rows), stepped by one compiled call
+in the writer thread as rows of arrays (app.stores.cached_rows), stepped by one compiled call
 and written back by one statement (app.stores.row_codec), in the same transaction as ever: the
 file is written as by the record path, without reading and decoding the rows again.
 
@@ -45,10 +45,10 @@ from app.session_history import as_array
 from app.session_rows import SessionRows, Stepped, StepRowsCompiling
 from app.session_rules import SessionRecord
 from app.stores.base import Compute, Quotas, T, no_quotas
+from app.stores.cached_rows import CACHED_ROWS_LIMIT, CachedRows
 from app.stores.record_codec import decode_stored_record, encode_record
 from app.stores.row_codec import rows_records, rows_rings
 from app.stores.sqlite_decoded import DECODED_ROWS_LIMIT, DecodedRows
-from app.stores.sqlite_rows import CACHED_ROWS_LIMIT, CachedRows
 from app.window_ring import RingWindow, updated_ring
 
 logger = logging.getLogger(__name__)

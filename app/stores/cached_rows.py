@@ -1,17 +1,19 @@
-"""The SQLite writer thread's sessions kept as rows (app.session_rows), to step many in place.
+"""A durable or shared store's sessions kept as rows (app.session_rows), to step many in place.
 
-A write-through cache: a step in place writes every stepped session's row of the file in the
-same transaction (app.stores.row_codec), so the file stays the truth and a row here only saves
-reading, decoding and computing its session one record at a time. A row is trusted while:
+A write-through cache: a step in place writes every stepped session back to the store in the
+same request (app.stores.row_codec), so the store stays the truth and a row here only saves
+reading, decoding and computing its session one record at a time.
 
-- no other connection committed to the file since the last in-place step read its
-  ``PRAGMA data_version`` (another process sharing the file: every row is dropped);
-- this store wrote or deleted nothing under its key by another path (the store forgets it);
-- every transaction since committed (a rolled-back one drops every row: its steps are not in
-  the file).
+- SQLite (its writer thread): a row is trusted while no other connection committed to the file
+  since the last in-place step read its ``PRAGMA data_version`` (:meth:`CachedRows.check`: every
+  row is dropped), this store wrote or deleted nothing under its key by another path (the store
+  forgets it), and every transaction since committed (a rolled-back one drops every row).
+- Redis (this replica's event loop): a row is this replica's last view of its session, as the
+  record cache is for the record path; each write is a compare-and-set on the row's revision,
+  so a session another replica changed fails it and takes the record path (the row is dropped).
 
 Rows are kept for the most recently stepped sessions only, least recently used dropped first:
-a bound on memory whatever the number of sessions in the file.
+a bound on memory whatever the number of sessions in the store.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ CACHED_ROWS_LIMIT = 4096
 class CachedRow(NamedTuple):
     rows: SessionRows
     row: int
-    rowid: int  # the session's row id in the file, which the step's UPDATE names
+    rowid: int  # SQLite: the session's row id in the file, which the step's UPDATE names
 
 
 class CachedRows:
-    """Sessions as rows, by key; the writer thread's, not thread-safe."""
+    """Sessions as rows, by key; not thread-safe (one thread or event loop uses them)."""
 
     def __init__(self, limit: int) -> None:
         self._entries: RecentlyUsed[CachedRow] = RecentlyUsed(limit)
@@ -69,6 +71,10 @@ class CachedRows:
         """The session's row, now the most recently used, or None."""
         return self._entries.use(key)
 
+    def peek(self, key: str) -> CachedRow | None:
+        """The session's row, or None, its place in the order unchanged."""
+        return self._entries.get(key)
+
     def adopt(
         self,
         key: str,
@@ -77,9 +83,9 @@ class CachedRows:
         rows: SessionRows,
         stepping: Container[str],
     ) -> int | None:
-        """A row of ``rows`` holding ``record`` (read under ``key`` from row ``rowid``), or
-        None when the rows cannot take it (SessionRows.adopt) or are full of sessions of
-        ``stepping`` (those the request steps)."""
+        """A row of ``rows`` holding ``record`` (read under ``key``; from row ``rowid`` of an
+        SQLite file, 0 for Redis), or None when the rows cannot take it (SessionRows.adopt) or
+        are full of sessions of ``stepping`` (those being stepped)."""
         self.forget(key)
         entries = self._entries
         if entries.full:

@@ -1,0 +1,204 @@
+"""The Redis store's sessions stepped in place (RedisStore.feed_in_place): rows of this replica,
+each step written by the compare-and-set script; Redis stays the truth another replica reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import StoreUnavailable
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rules import FeedOutcome, SessionRecord, feed
+from app.stores.redis import RedisStore
+from bench.local import RedisServer
+from tests.helpers import assert_same_record, comparable_record, redis_command_calls
+
+pytestmark = pytest.mark.anyio
+
+HISTORY = 5
+NOW = 1_000.0
+KEY = "ns/k"
+
+MakeStore = Callable[..., RedisStore]
+
+
+@pytest.fixture
+async def make_store(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """Stores over one key prefix of the test session's Redis (two of them: two replicas)."""
+    opened: list[RedisStore] = []
+
+    def make(url: str = redis_server.url, **options: Any) -> RedisStore:
+        options = {"ttl_s": 60, "max_sessions": 100, "history": HISTORY, **options}
+        store = RedisStore(url, prefix=f"rows-{tmp_path.name}", clock=lambda: NOW, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+class Twin:
+    """The record path's session beside the store's: what each value should give."""
+
+    def __init__(self, forecaster: Forecaster, policy: IntervalPolicy) -> None:
+        self.forecaster, self.policy = forecaster, policy
+        self.record: SessionRecord | None = None
+
+    def feed(self, value: float) -> FeedOutcome:
+        new, outcome = feed(
+            self.record, self.forecaster, self.policy, [value], None, NOW, history=HISTORY
+        )
+        self.record = new
+        return outcome
+
+    def compute(self, value: float) -> Callable[[SessionRecord | None], Any]:
+        def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
+            return feed(record, self.forecaster, self.policy, [value], None, NOW, history=HISTORY)
+
+        return compute
+
+
+async def feed_in_place(
+    store: RedisStore, twin: Twin, value: float, key: str = KEY, step: int | None = None
+) -> list[int]:
+    stepped = await store.feed_in_place(
+        [key], [value], [step], twin.forecaster, twin.policy, HISTORY, NOW
+    )
+    return stepped.indexes
+
+
+async def test_rows_step_as_records_do_and_another_replica_reads_them(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, reader, twin = make_store(), make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))  # created by the record path: cached
+    twin.feed(0.3)
+    for index in range(3 * HISTORY):  # the window fills, then wraps
+        value = 0.05 * index
+        expected = twin.feed(value)
+        stepped = await store.feed_in_place(
+            [KEY], [value], [None], forecaster, policy, HISTORY, NOW
+        )
+        assert stepped.indexes == [0]
+        assert stepped.predictions == [expected.predictions[-1]]
+        assert stepped.steps == [expected.step]
+        assert_same_record(comparable_record(await reader.get(KEY)), comparable_record(twin.record))
+    assert store.rows_in_use() == 1
+
+
+async def test_a_full_window_writes_the_two_rows_of_its_step(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy, redis_server: RedisServer
+) -> None:
+    store, twin = make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))
+    for value in [0.1] * (HISTORY + 2):  # a full window
+        assert await feed_in_place(store, twin, value) == [0]
+    before = await redis_command_calls(redis_server.url, "setrange")
+    assert await feed_in_place(store, twin, 0.2) == [0]
+    assert await redis_command_calls(redis_server.url, "setrange") - before == 2
+
+
+async def test_a_session_another_replica_stepped_takes_the_record_path(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    mine, other, twin = make_store(), make_store(), Twin(forecaster, policy)
+    await mine.apply(KEY, twin.compute(0.3))
+    twin.feed(0.3)
+    assert await feed_in_place(mine, twin, 0.4) == [0]
+    twin.feed(0.4)
+    await other.apply(KEY, twin.compute(0.5))
+    twin.feed(0.5)
+    # Its compare-and-set fails: left out (not applied), and no longer a row.
+    assert await feed_in_place(mine, twin, 0.6) == []
+    assert mine.rows_in_use() == 0
+    await mine.apply(KEY, twin.compute(0.6))  # the record path, from what Redis answered
+    twin.feed(0.6)
+    assert_same_record(comparable_record(await other.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_session_the_replica_has_not_served_is_left_to_the_record_path(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    mine, other, twin = make_store(), make_store(), Twin(forecaster, policy)
+    await other.apply(KEY, twin.compute(0.3))
+    assert await feed_in_place(mine, twin, 0.4) == []
+    await mine.apply(KEY, twin.compute(0.4))  # read, written: now cached
+    assert await feed_in_place(mine, twin, 0.5) == [0]
+
+
+async def test_a_session_stepped_in_place_is_a_row_not_a_cached_record(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, twin = make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))
+    assert store.cached(KEY) is not None
+    assert await feed_in_place(store, twin, 0.4) == [0]
+    assert store.cached(KEY) is None  # a stale record would cost the record path a retry
+
+
+async def test_a_step_not_the_sessions_own_is_left_to_the_record_path(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, twin = make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))
+    assert await feed_in_place(store, twin, 0.4, step=1) == [0]
+    assert await feed_in_place(store, twin, 0.5, step=1) == []  # a resend: the record path
+    assert await feed_in_place(store, twin, 0.5, step=2) == [0]
+
+
+async def test_a_record_path_read_ends_the_row(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, twin = make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))
+    twin.feed(0.3)
+    assert await feed_in_place(store, twin, 0.4) == [0]
+    twin.feed(0.4)
+    await store.get(KEY)
+    assert store.rows_in_use() == 0
+    await store.apply(KEY, twin.compute(0.5))
+    twin.feed(0.5)
+    assert_same_record(comparable_record(await store.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_deleted_session_is_not_stepped_again(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    store, twin = make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))
+    assert await feed_in_place(store, twin, 0.4) == [0]
+    assert await store.delete(KEY)
+    assert store.rows_in_use() == 0
+    assert await feed_in_place(store, twin, 0.5) == []
+    assert await store.get(KEY) is None
+
+
+async def test_with_min_replicas_every_session_takes_the_record_path(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    plain, confirming, twin = make_store(), make_store(min_replicas=1), Twin(forecaster, policy)
+    await plain.apply(KEY, twin.compute(0.3))
+    confirming._cache.remember(KEY, await plain.get(KEY))
+    assert await feed_in_place(confirming, twin, 0.4) == []
+
+
+async def test_an_unreachable_redis_fails_the_feed_and_drops_its_rows(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path, durable=False)
+    server.start()
+    try:
+        store, twin = make_store(server.url), Twin(forecaster, policy)
+        await store.apply(KEY, twin.compute(0.3))
+        assert await feed_in_place(store, twin, 0.4) == [0]
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await feed_in_place(store, twin, 0.5)
+        assert store.rows_in_use() == 0
+    finally:
+        server.stop()

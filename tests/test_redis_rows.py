@@ -7,14 +7,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.errors import StoreUnavailable
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
+from app.main import create_app
 from app.session_rules import FeedOutcome, SessionRecord, feed
+from app.settings import Settings
 from app.stores.redis import RedisStore
-from bench.local import RedisServer
+from bench.local import RedisServer, SwitchableModels
 from tests.helpers import assert_same_record, comparable_record, redis_command_calls
 
 pytestmark = pytest.mark.anyio
@@ -202,3 +207,94 @@ async def test_an_unreachable_redis_fails_the_feed_and_drops_its_rows(
         assert store.rows_in_use() == 0
     finally:
         server.stop()
+
+
+async def test_a_row_whose_write_could_not_be_built_is_dropped(
+    make_store: MakeStore,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, twin = make_store(), Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.3))
+    twin.feed(0.3)
+
+    def broken(*_args: object) -> list[list[Any]]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "_rows_args", broken)
+    with pytest.raises(RuntimeError):
+        await feed_in_place(store, twin, 0.4)
+    monkeypatch.undo()
+    assert store.rows_in_use() == 0  # stepped in memory, never written: not trusted
+    await store.apply(KEY, twin.compute(0.5))
+    twin.feed(0.5)
+    assert_same_record(comparable_record(await store.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_ring_of_another_size_is_written_whole_when_made_a_row(
+    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+) -> None:
+    longer, store = make_store(history=HISTORY + 3), make_store()
+    for value in [0.1] * (HISTORY + 5):  # a full window of the longer history: a larger ring
+        await longer.apply(KEY, Twin(forecaster, policy).compute(value))
+    twin = Twin(forecaster, policy)
+    await store.apply(KEY, twin.compute(0.2))  # its window cut to this store's, in that ring
+    assert await feed_in_place(store, twin, 0.3) == [0]
+    assert await feed_in_place(store, twin, 0.4) == [0]
+
+
+async def test_a_model_whose_write_failed_refuses_only_its_items(
+    tmp_path: Path,
+    tutorial_models_dir: Path,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each model's sessions are written by a pipeline of their own: when the second fails, the
+    first's items are answered as applied, the others refused (a resend without steps would
+    otherwise apply the first ones twice)."""
+    root = tmp_path / "models"
+    for name in ("default", "alpha", "beta"):
+        models = SwitchableModels(root, None if name == "default" else name)
+        models.point_at(models.add(tutorial_models_dir / "latest"))
+    history = Settings.model_fields["session_history"].default
+    store = RedisStore(
+        redis_server.url,
+        prefix=f"models-{tmp_path.name}",
+        ttl_s=60,
+        max_sessions=10,
+        history=history,
+    )
+    settings = Settings(model_dir=root, store="redis", redis_url=redis_server.url)
+    items = [
+        {"session_id": "a", "value": 0.1, "model": "alpha"},
+        {"session_id": "b", "value": 0.2, "model": "beta"},
+    ]
+    send = store._send_scripted
+    sent = 0
+
+    async def the_second_fails(calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        nonlocal sent
+        sent += 1
+        if sent == 2:
+            raise RedisConnectionError("Connection reset by peer")
+        return await send(calls)
+
+    try:
+        async with LifespanManager(create_app(settings, store=store), startup_timeout=120) as app:
+            transport = httpx.ASGITransport(app=app.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                for _ in range(2):  # created, then rows
+                    await client.post("/predict/many", json={"items": items})
+                assert store.rows_in_use() == 2
+                monkeypatch.setattr(store, "_send_scripted", the_second_fails)
+                response = await client.post("/predict/many", json={"items": items})
+                applied, refused = response.json()["results"]
+                assert applied["step"] == 3
+                assert refused["error"]["code"] == "store_unavailable"
+                monkeypatch.undo()
+                for session, model, step in (("a", "alpha", 3), ("b", "beta", 2)):
+                    found = await client.get(f"/sessions/{session}", params={"model": model})
+                    assert found.json()["step"] == step
+    finally:
+        await store.close()

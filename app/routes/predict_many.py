@@ -198,15 +198,24 @@ async def predict_many(
     for singles in by_model.values():
         assert in_place is not None
         served = singles.served
-        stepped = await in_place.feed_in_place(
-            singles.keys,
-            singles.values,
-            singles.steps,
-            served.require(),
-            served.intervals,
-            history,
-            now,
-        )
+        try:
+            stepped = await in_place.feed_in_place(
+                singles.keys,
+                singles.values,
+                singles.steps,
+                served.require(),
+                served.intervals,
+                history,
+                now,
+            )
+        except ServiceError as error:
+            if not stepped_in_place:
+                raise  # nothing applied: the whole request is refused, as a /predict would be
+            # Another model's sessions are applied: these items only are refused, so the
+            # answers say which items applied (as for a failure of the record path below).
+            for position in singles.positions:
+                _refuse(items, [position], answers, error, refused)
+            continue
         _answer_in_place(services, served, items, levels, singles.positions, stepped, answers)
         stepped_in_place = stepped_in_place or bool(stepped.indexes)
         done = set(stepped.indexes)

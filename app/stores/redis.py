@@ -182,7 +182,9 @@ class RedisStore(OptimisticRedisStore):
         # This replica's last view of sessions it served: one round trip per step instead of
         # two while no other replica touches the session; a record, or a row for those
         # stepped in place (feed_in_place).
-        self._rows = CachedRows(CACHED_ROWS_LIMIT)
+        # No more rows than sessions may live: the rows' arrays, allocated for that many, never
+        # grow (a copy on the event loop) for rows of sessions that expired meanwhile.
+        self._rows = CachedRows(min(max_sessions, CACHED_ROWS_LIMIT))
         self._cache = RecordCache(max_sessions, self._rows)
         self._compiling = StepRowsCompiling()
         self._stepping: set[str] = set()  # the sessions being stepped in place
@@ -232,29 +234,33 @@ class RedisStore(OptimisticRedisStore):
         chosen = self._rows_to_step(keys, steps, rows, now)
         if not chosen:
             return Stepped.nothing()
-        indexes = [index for index, _ in chosen]
-        which = np.array([row for _, row in chosen], dtype=np.int64)
-        # A window not full before the step has a ring of another size in Redis: written whole.
-        whole = rows.columns.counts[which] != self._history + 1
-        stepped = rows.step(indexes, which.tolist(), [values[index] for index in indexes], now)
+        indexes = [index for index, _, _ in chosen]
+        which = np.array([row for _, row, _ in chosen], dtype=np.int64)
+        # Rings written whole: a window not full before the step (its ring in Redis is of
+        # another size), and a session made a row now (its ring may be of another size too:
+        # written before FORECAST_SESSION_HISTORY changed).
+        whole = (rows.columns.counts[which] != self._history + 1) | np.array(
+            [adopted for _, _, adopted in chosen]
+        )
         stepped_keys = [keys[index] for index in indexes]
-        calls = [
-            (self._session_keys(key), args)
-            for key, args in zip(
-                stepped_keys, self._rows_args(rows, which, whole, stepped_keys), strict=True
-            )
-        ]
         try:
+            stepped = rows.step(indexes, which.tolist(), [values[index] for index in indexes], now)
+            calls = [
+                (self._session_keys(key), args)
+                for key, args in zip(
+                    stepped_keys, self._rows_args(rows, which, whole, stepped_keys), strict=True
+                )
+            ]
             replies = await self._send_scripted(calls)
         except BaseException as error:  # written or not, unknown: Redis keeps the truth
-            for index in indexes:
-                cached.forget(keys[index])
+            for key in stepped_keys:
+                cached.forget(key)
             if isinstance(error, self._failures):
                 raise unavailable(self._url, str(error)) from None
             raise
         kept: list[int] = []
         revisions = rows.columns.revisions
-        for position, ((index, row), reply) in enumerate(zip(chosen, replies, strict=True)):
+        for position, ((index, row, _), reply) in enumerate(zip(chosen, replies, strict=True)):
             key = keys[index]
             if reply[0] == 1:  # written: the step is applied, whatever became of the row since
                 kept.append(position)
@@ -269,12 +275,12 @@ class RedisStore(OptimisticRedisStore):
 
     def _rows_to_step(
         self, keys: Sequence[str], steps: Sequence[int | None], rows: SessionRows, now: float
-    ) -> list[tuple[int, int]]:
-        """The sessions among ``keys`` to step in place, as (position in ``keys``, row), in
-        ``keys``' order; sessions with a cached record made rows."""
+    ) -> list[tuple[int, int, bool]]:
+        """The sessions among ``keys`` to step in place, as (position in ``keys``, row, made a
+        row now), in ``keys``' order; sessions with a cached record made rows."""
         cached = self._rows
         oldest = now - self._ttl_ms / 1000
-        chosen: list[tuple[int, int]] = []
+        chosen: list[tuple[int, int, bool]] = []
         for index, key in enumerate(keys):
             step = steps[index]
             entry = cached.get(key)
@@ -283,7 +289,7 @@ class RedisStore(OptimisticRedisStore):
                     # Another model (the record path replays the window) or expired.
                     cached.forget(key)
                 elif step is None or step == rows.step_of(entry.row):
-                    chosen.append((index, entry.row))
+                    chosen.append((index, entry.row, False))
                 continue
             record = self._cache.get(key)
             if record is None or record.last_used_at <= oldest:
@@ -296,7 +302,7 @@ class RedisStore(OptimisticRedisStore):
             row = cached.adopt(key, 0, record, rows, self._stepping)
             if row is not None:
                 self._cache.take(key)
-                chosen.append((index, row))
+                chosen.append((index, row, True))
         return chosen
 
     def _rows_args(

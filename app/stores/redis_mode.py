@@ -10,9 +10,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.errors import ServiceError
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rows import Stepped
 from app.session_rules import SessionRecord
 from app.settings import Settings
-from app.stores.base import Compute, Quotas, SessionStore, T, no_quotas
+from app.stores.base import Compute, FeedsInPlace, Quotas, SessionStore, T, no_quotas
 from app.stores.redis_common import client_options, safe_url, unavailable
 
 logger = logging.getLogger(__name__)
@@ -119,6 +122,23 @@ class PendingRedisStore:
         self, items: Sequence[tuple[str, Compute[T]]], *, offload: bool = False
     ) -> list[T | ServiceError]:
         return await (await self._ready()).apply_many(items, offload=offload)
+
+    async def feed_in_place(
+        self,
+        keys: Sequence[str],
+        values: Sequence[float],
+        steps: Sequence[int | None],
+        forecaster: Forecaster,
+        policy: IntervalPolicy,
+        capacity: int,
+        now: float,
+    ) -> Stepped:
+        """The store's in-place feed once Redis answered, where its mode has one (a single
+        node's; a cluster's sessions all take the record path)."""
+        store = await self._ready()
+        if not isinstance(store, FeedsInPlace):
+            return Stepped.nothing()
+        return await store.feed_in_place(keys, values, steps, forecaster, policy, capacity, now)
 
     async def get(self, key: str) -> SessionRecord | None:
         return await (await self._ready()).get(key)

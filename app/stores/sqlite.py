@@ -166,7 +166,9 @@ class SqliteStore:
         # The writer thread's: the records it last wrote or read, by their bytes.
         self._decoded = DecodedRows(min(max_sessions, DECODED_ROWS_LIMIT))
         # The writer thread's: sessions stepped in place, as rows (see feed_in_place).
-        self._cached = CachedRows(CACHED_ROWS_LIMIT)
+        # No more rows than sessions may live: the rows' arrays, allocated for that many, never
+        # grow for rows of sessions that expired meanwhile.
+        self._cached = CachedRows(min(max_sessions, CACHED_ROWS_LIMIT))
         self._compiling = StepRowsCompiling()
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
         self._thread.start()

@@ -32,6 +32,7 @@ from app.schemas import Interval
 from app.session_history import compiled_interval_radius, compiled_window_radius
 from app.session_rules import SessionRecord
 from app.session_tracking import compiled_track_in_place
+from app.window_ring import RingWindow
 from forecast_core.arrays import FloatArray
 from forecast_core.lstm_step import compiled_finite
 from forecast_core.session_step import compiled_session_step
@@ -162,11 +163,14 @@ class SessionRows:
         return float(self.columns.used[row])
 
     def adopt(self, record: SessionRecord) -> int | None:
-        """A row holding ``record`` (to be stepped at once), or None when the record path must
-        step it: another model version, or a window or tracking of other settings."""
+        """A row holding ``record`` (to be stepped at once; its window an array or the ring a
+        store read it as), or None when the record path must step it: another model version,
+        or a window or tracking of other settings."""
         if record.model_version != self.forecaster.version:
             return None
         history = record.history
+        if isinstance(history, RingWindow):
+            history = history.array()
         if self.capacity > 0:
             if history is not None and (
                 not isinstance(history, np.ndarray)

@@ -71,6 +71,16 @@ class CachedRows:
         """The session's row, now the most recently used, or None."""
         return self._entries.use(key)
 
+    def outlived(self, key: str, entry: CachedRow, rows: SessionRows, oldest: float) -> bool:
+        """Whether ``entry``, the row of ``key``, can no longer be stepped as one of ``rows``:
+        it is of another model (the record path replays its window) or its session was last
+        used at ``oldest`` or before (expired: the record path makes it anew). Such a row is
+        forgotten."""
+        if entry.rows is rows and entry.rows.last_used(entry.row) > oldest:
+            return False
+        self.forget(key)
+        return True
+
     def peek(self, key: str) -> CachedRow | None:
         """The session's row, or None, its place in the order unchanged."""
         return self._entries.get(key)

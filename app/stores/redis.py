@@ -60,7 +60,7 @@ from app.stores.redis_common import (
 )
 from app.stores.redis_packing import pack_in_c
 from app.stores.row_codec import rows_records, rows_rings, rows_step_pieces
-from app.window_ring import RingWindow, row_size
+from app.window_ring import row_size
 
 # KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
 # session's window (app.window_ring).
@@ -285,10 +285,9 @@ class RedisStore(OptimisticRedisStore):
             step = steps[index]
             entry = cached.get(key)
             if entry is not None:
-                if entry.rows is not rows or entry.rows.last_used(entry.row) <= oldest:
-                    # Another model (the record path replays the window) or expired.
-                    cached.forget(key)
-                elif step is None or step == rows.step_of(entry.row):
+                if not cached.outlived(key, entry, rows, oldest) and (
+                    step is None or step == rows.step_of(entry.row)
+                ):
                     chosen.append((index, entry.row, False))
                 continue
             record = self._cache.get(key)
@@ -296,9 +295,6 @@ class RedisStore(OptimisticRedisStore):
                 continue
             if step is not None and step != record.step:
                 continue
-            window = record.history
-            if isinstance(window, RingWindow):
-                record = record.with_history(window.array())
             row = cached.adopt(key, 0, record, rows, self._stepping)
             if row is not None:
                 self._cache.take(key)

@@ -597,9 +597,7 @@ class SqliteStore:
             if entry is None:
                 unknown.append(index)
                 continue
-            if entry.rows is not rows or entry.rows.last_used(entry.row) <= now - self._ttl_s:
-                # Another model (the record path replays the window) or expired (made anew).
-                cached.forget(key)
+            if cached.outlived(key, entry, rows, now - self._ttl_s):
                 continue
             step = steps[index]
             if step is None or step == rows.step_of(entry.row):
@@ -618,9 +616,6 @@ class SqliteStore:
             step = steps[index]
             if step is not None and step != record.step:
                 continue
-            window = record.history
-            if isinstance(window, RingWindow):
-                record = record.with_history(window.array())
             row = cached.adopt(key, stored.rowid, record, rows, stepping)
             if row is not None:
                 chosen.append((index, row, stored.rowid))

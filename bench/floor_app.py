@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
-import pydantic_core
 from fastapi import APIRouter, FastAPI, Request
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -25,7 +24,7 @@ from starlette.websockets import WebSocket
 from app.collector import collector_tuned_for_serving
 from app.json_body_route import JsonBodyRoute
 from app.main import NO_TELEMETRY
-from app.responses import JsonBytesResponse
+from app.responses import JsonBytesResponse, json_bytes
 from app.schemas import PredictManyRequest, PredictRequest, PredictResponse, RequestBodies
 from app.settings import Settings
 
@@ -84,7 +83,7 @@ def create_floor_app(settings: Settings | None = None) -> FastAPI:
                 return
             body = PredictRequest.model_validate_json(message.get("text") or b"")
             answer = _answer(body.session_id, body.value)
-            await websocket.send_text(pydantic_core.to_json(answer).decode())
+            await websocket.send_text(json_bytes(answer).decode())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -12,7 +12,6 @@ An error answers its message and the socket stays open; only a handshake without
 
 from __future__ import annotations
 
-import pydantic_core
 from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -22,6 +21,7 @@ from app.auth import caller_namespace, session_key
 from app.error_handlers import service_error_body, validation_error_body
 from app.errors import BodyTooLarge, ServiceError
 from app.rate_limit import BUCKET_SCOPE_KEY, TokenBucket
+from app.responses import json_bytes
 from app.routes.stream_batch import StreamBatcher
 from app.schemas import ErrorAnswer, PredictRequest, PredictResponse
 from app.services import ServicesHolder
@@ -92,7 +92,7 @@ def stream_route(holder: ServicesHolder, batcher: StreamBatcher, audit: Audit) -
                     audit,
                 )
                 metrics.count_stream_message("error" in answer)
-                await websocket.send_text(pydantic_core.to_json(answer).decode())
+                await websocket.send_text(json_bytes(answer).decode())
         except WebSocketDisconnect:
             return  # the client went away while its answer was being sent
         finally:

@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, Response
 
 # Ends every JSON answer of the service.
 LINE_END = b"\n"
-# numpy's scalars and arrays as numbers and lists, as pydantic's serializer wrote them.
+# numpy's scalars and arrays as numbers and lists (pydantic's serializer refused all but
+# float64): a value a route left as numpy is still answered.
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -21,14 +22,15 @@ def json_bytes(content: Any) -> bytes:
 
     orjson writes the answers of ``/predict/many`` and ``/stream`` in about a third of the time
     pydantic's serializer takes (bench/request_instructions.py), and the same bytes for them;
-    what orjson does not know (a pydantic model, an integer over 64 bits) goes through
-    pydantic's. A NaN or an infinity is written ``null``, which every JSON parser reads (JSON
-    has no NaN; pydantic's serializer wrote ``NaN``, which strict parsers refuse).
+    what orjson does not know (a pydantic model) goes through pydantic's, and what it refuses
+    (keys that are not strings, an integer over 64 bits) goes to pydantic's whole. A NaN or an
+    infinity is written ``null`` either way, which every JSON parser reads (JSON has no NaN;
+    pydantic's serializer wrote ``NaN``, which strict parsers refuse).
     """
     try:
         return orjson.dumps(content, default=pydantic_core.to_jsonable_python, option=_JSON_OPTIONS)
     except orjson.JSONEncodeError:
-        return pydantic_core.to_json(content)
+        return pydantic_core.to_json(content, inf_nan_mode="null")
 
 
 class JsonBytesResponse(Response):

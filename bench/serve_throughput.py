@@ -96,9 +96,13 @@ def _wrk(
     script: Path = LUA,
     env: dict[str, str] | None = None,
     api_key: str = "",
+    timeout_s: int = 2,
 ) -> str:
+    """wrk's output; ``timeout_s``: a request slower than this is counted as a timeout and left
+    out of the latencies (wrk's default, 2 s)."""
     command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base,
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s", "--latency",
+        "-s", str(script), base,
     ]  # fmt: skip
     result = subprocess.run(
         _pinned(command, 1),
@@ -106,7 +110,7 @@ def _wrk(
         text=True,
         check=True,
         env={**os.environ, "SESSIONS": str(sessions), "API_KEY": api_key, **(env or {})},
-        timeout=seconds + 60,
+        timeout=seconds + timeout_s + 60,
     )
     return result.stdout
 

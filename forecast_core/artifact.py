@@ -112,7 +112,9 @@ class Candidate(_Strict):
     epochs: int  # the best epoch, whose weights were kept
     epochs_run: int
     shrink: float | None
-    selection_rmse: float
+    # None: the candidate diverged (no finite error; JSON has no infinity, and pydantic writes
+    # one as null, which a float field would refuse when the manifest is read back).
+    selection_rmse: float | None
     seconds: float
 
 

@@ -120,3 +120,13 @@ def test_shrink_outside_0_1_is_incompatible(artifact_copy: Path) -> None:
     _edit_manifest(artifact_copy, lambda m: m.update(transform={"kind": "difference", "shrink": 2}))
     with pytest.raises(ArtifactError, match="incompatible"):
         load_artifact(artifact_copy)
+
+
+def test_a_diverged_candidate_loads_with_no_error_figure(artifact_copy: Path) -> None:
+    # JSON has no infinity: the trainer writes a diverged candidate's selection RMSE as null.
+    def diverge_last(manifest: dict[str, Any]) -> None:
+        manifest["search"][-1]["selection_rmse"] = None
+
+    _edit_manifest(artifact_copy, diverge_last)
+
+    assert load_artifact(artifact_copy).manifest.search[-1].selection_rmse is None

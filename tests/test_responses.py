@@ -66,3 +66,10 @@ def test_a_pydantic_model_is_its_fields() -> None:
 
 def test_an_integer_over_64_bits_is_written_whole() -> None:
     assert json_bytes({"count": 2**70}) == b'{"count":1180591620717411303424}'
+
+
+def test_what_orjson_refuses_is_still_valid_json() -> None:
+    # Keys that are not strings go to pydantic's serializer, which must not write NaN either.
+    written = json_bytes({1: math.nan, "big": 2**70})
+
+    assert json.loads(written, parse_constant=pytest.fail) == {"1": None, "big": 2**70}

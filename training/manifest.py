@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def _candidate(result: CandidateResult) -> Candidate:
         epochs=result.best_epoch,
         epochs_run=result.epochs_run,
         shrink=result.transform.shrink if result.transform.is_difference else None,
-        selection_rmse=result.selection_rmse,
+        selection_rmse=result.selection_rmse if math.isfinite(result.selection_rmse) else None,
         seconds=round(result.seconds, 3),
     )
 

@@ -20,12 +20,12 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 def json_bytes(content: Any) -> bytes:
     """``content`` as JSON: the one serializer of every answer, HTTP and WebSocket alike.
 
-    orjson writes the answers of ``/predict/many`` and ``/stream`` in about a third of the time
-    pydantic's serializer takes (bench/request_instructions.py), and the same bytes for them;
-    what orjson does not know (a pydantic model) goes through pydantic's, and what it refuses
-    (keys that are not strings, an integer over 64 bits) goes to pydantic's whole. A NaN or an
-    infinity is written ``null`` either way, which every JSON parser reads (JSON has no NaN;
-    pydantic's serializer wrote ``NaN``, which strict parsers refuse).
+    orjson writes the service's answers faster than pydantic's serializer did, and the same
+    bytes (README, "Answers written by orjson"); what orjson does not know (a pydantic model)
+    goes through pydantic's, and what it refuses (keys that are not strings, an integer over 64
+    bits) goes to pydantic's whole. A NaN or an infinity is written ``null`` either way, which
+    every JSON parser reads (JSON has no NaN; pydantic's serializer wrote ``NaN``, which strict
+    parsers refuse).
     """
     try:
         return orjson.dumps(content, default=pydantic_core.to_jsonable_python, option=_JSON_OPTIONS)

@@ -42,6 +42,7 @@ from app.stores.redis_common import (
     CONFIRMABLE_READ,
     READ,
     SCAN_COUNT,
+    WRITTEN_BEFORE_CHANGED,
     CompareAndSet,
     OptimisticRedisStore,
     RecordCache,
@@ -57,6 +58,8 @@ from app.stores.redis_common import (
     unavailable,
     window_script_parts,
     window_write,
+    write_token_script_parts,
+    write_tokens,
 )
 from app.stores.redis_packing import pack_in_c
 from app.stores.row_codec import rows_records, rows_rings, rows_step_pieces
@@ -65,24 +68,28 @@ from app.window_ring import row_size
 # KEYS: session hash, revision counter, live-sessions sorted set, the namespace's sorted set, the
 # session's window (app.window_ring).
 # ARGV: expected revision ("0": must not exist), record, now (s), ttl (ms), max sessions, member,
-# the namespace's quota ("0": none), then the window's (redis_common.window_write).
+# the namespace's quota ("0": none), the call's write token (redis_common.write_tokens), then
+# the window's (redis_common.window_write).
 # Returns {1, new revision}; {0, revision, record, window} with what is there now when the
-# revision moved on (so the caller can retry without another read); {-3} at the key's quota,
-# {-2} at the cap, {-4} when the window's ring is not as its rows assumed (nothing written).
-# The namespace's set is counted in the same script as the session is created: the quota is
-# exact across replicas. Only the revision is read to compare: the record is fetched only to
-# answer a lost race.
-_WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=5, at=8, ttl=4)
+# revision moved on (so the caller can retry without another read), or {3, ...} the same when
+# that was this call's own write, run before (redis_common.WRITTEN_BEFORE_CHANGED); {-3} at the
+# key's quota, {-2} at the cap, {-4} when the window's ring is not as its rows assumed (nothing
+# written). The namespace's set is counted in the same script as the session is created: the
+# quota is exact across replicas. Only the revision is read to compare: the record is fetched
+# only to answer a lost race.
+_WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=5, at=9, ttl=4)
+_MOVED_ON, _READ_REVISION, _KEPT_TOKENS = write_token_script_parts(token=8, window=5)
 # A Lua function of its keys and arguments (its parameters shadow the script's KEYS and ARGV), so
 # that one definition serves a session's script and the script of many sessions.
 _COMPARE_AND_SET_FUNCTION = (
-    """
+    _MOVED_ON
+    + """
 local function compare_and_set(KEYS, ARGV)
-local current = redis.call('HGET', KEYS[1], 'rev')
+"""
+    + _READ_REVISION
+    + """
 if ARGV[1] == '0' then
-  if current then
-    return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[5])}
-  end
+  if current then return moved_on(KEYS, ARGV, current, tokens) end
   local oldest = tonumber(ARGV[3]) - tonumber(ARGV[4]) / 1000
   local quota = tonumber(ARGV[7])
   if quota > 0 then
@@ -92,13 +99,13 @@ if ARGV[1] == '0' then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
   if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {-2} end
 elseif current ~= ARGV[1] then
-  return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[5])}
+  return moved_on(KEYS, ARGV, current, tokens)
 end
 """
     + _WINDOW_CHECK
-    + """
+    + f"""
 local revision = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2])
+redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2], 'tok', {_KEPT_TOKENS})
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 """
     + _WINDOW_WRITE
@@ -269,7 +276,10 @@ class RedisStore(OptimisticRedisStore):
                     revisions[row] = int(reply[1])
                 continue
             cached.forget(key)
-            if reply[0] == 0:  # another replica's write won: the record path goes on from it
+            if reply[0] == WRITTEN_BEFORE_CHANGED:  # written by a resend's first run, and
+                # written again since: the step is applied; the record path goes on from now
+                kept.append(position)
+            if reply[0] in (0, WRITTEN_BEFORE_CHANGED):  # another write came after the read
                 self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
         return stepped if len(kept) == len(chosen) else stepped.only(kept)
 
@@ -326,9 +336,19 @@ class RedisStore(OptimisticRedisStore):
         used = rows.columns.used[which].tolist()
         previous = rows.columns.revisions[which].tolist()
         return [
-            [revision, record, repr(last_used), self._ttl_ms, self._max_sessions, key, 0, *window]
-            for revision, record, last_used, window, key in zip(
-                previous, records, used, windows, keys, strict=True
+            [
+                revision,
+                record,
+                repr(last_used),
+                self._ttl_ms,
+                self._max_sessions,
+                key,
+                0,
+                token,
+                *window,
+            ]
+            for revision, record, last_used, window, key, token in zip(
+                previous, records, used, windows, keys, write_tokens(count), strict=True
             )
         ]
 
@@ -388,6 +408,7 @@ class RedisStore(OptimisticRedisStore):
             self._max_sessions,
             key,
             quota or 0,
+            write_tokens(1)[0],
             *window.args,
         ]
         return CompareAndSet(keys, args, None, quota, kept_record(new, window))

@@ -67,30 +67,35 @@ from app.stores.redis_common import (
     unavailable,
     window_script_parts,
     window_write,
+    write_token_script_parts,
+    write_tokens,
 )
 
 # KEYS: the session hash, its window (app.window_ring; same slot). ARGV: expected
 # revision ("0": must not exist), new revision, record, ttl (ms), keys a primary may hold before
-# it refuses new sessions, then the window's (redis_common.window_write).
-# Returns {1} when written; {0, revision, record, window} with what is there now when the
-# revision moved on (so the caller can retry without another read); {-2} at the shard's cap;
-# {-4} when the window's ring is not as its rows assumed (nothing written).
-_WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=2, at=6, ttl=4)
+# it refuses new sessions, the call's write token (redis_common.write_tokens), then the window's
+# (redis_common.window_write).
+# Returns {1} when written ({1, revision} when an earlier run of this call wrote it: a resend);
+# {0, revision, record, window} with what is there now when the revision moved on (so the caller
+# can retry without another read), or {3, ...} the same when that was this call's own write, run
+# before (redis_common.WRITTEN_BEFORE_CHANGED); {-2} at the shard's cap; {-4} when the window's
+# ring is not as its rows assumed (nothing written).
+_WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=2, at=7, ttl=4)
+_MOVED_ON, _READ_REVISION, _KEPT_TOKENS = write_token_script_parts(token=6, window=2)
 _COMPARE_AND_SET = (
-    """
-local current = redis.call('HGET', KEYS[1], 'rev')
+    _MOVED_ON
+    + _READ_REVISION
+    + """
 if ARGV[1] == '0' then
-  if current then
-    return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[2])}
-  end
+  if current then return moved_on(KEYS, ARGV, current, tokens) end
   if redis.call('DBSIZE') >= tonumber(ARGV[5]) then return {-2} end
 elseif current ~= ARGV[1] then
-  return {0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[2])}
+  return moved_on(KEYS, ARGV, current, tokens)
 end
 """
     + _WINDOW_CHECK
-    + """
-redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'rec', ARGV[3])
+    + f"""
+redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'rec', ARGV[3], 'tok', {_KEPT_TOKENS})
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 """
     + _WINDOW_WRITE
@@ -261,6 +266,7 @@ class RedisClusterStore(OptimisticRedisStore):
             encode_record(new, window_apart=True),
             self._ttl_ms,
             self._shard_cap() if expected is None else 0,
+            write_tokens(1)[0],
             *window.args,
         ]
         keys = [self._key(key), self._window_key(key)]

@@ -4,6 +4,7 @@ per-replica record cache, decoding what Redis returns, and confirming writes on 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -92,6 +93,62 @@ def window_script_parts(*, key: int, at: int, ttl: int) -> tuple[str, str]:
 # The compare-and-set scripts' answer when the ring was not as the rows assumed (written by a
 # replica with another window size, or by a version that kept the window in the record).
 RING_MISMATCH = -4
+
+# Each compare-and-set call carries a token drawn for it alone, and the session keeps the tokens
+# of its last writes (hash field 'tok', newest first). redis-py sends a command again when its
+# answer was lost (a dropped connection, a timeout: client_options' retry), and the script then
+# runs a second time, finds the revision moved on (by its own first run) and would answer a lost
+# race: the caller would compute the step again and apply it twice. The token tells that run
+# that the write is its own, already applied.
+WRITE_TOKEN_BYTES = 8
+_TOKENS_KEPT = 4
+# The answer of a call whose write an earlier run of it applied, after which the session was
+# written again: {WRITTEN_BEFORE_CHANGED, revision, record, window}, what is there now. (When
+# its write is still the last, the answer is a write's own, {1, revision}.)
+WRITTEN_BEFORE_CHANGED = 3
+# Lua: the session's revision and tokens, read first by the compare-and-set scripts.
+_READ_REVISION_AND_TOKENS = """
+local stored = redis.call('HMGET', KEYS[1], 'rev', 'tok')
+local current, tokens = stored[1], stored[2]
+"""
+# Lua: the answer when the revision moved on: this call's own write (a run of it before, whose
+# answer was lost), or a lost race, with what is there now.
+_MOVED_ON = """
+local function moved_on(KEYS, ARGV, current, tokens)
+  local at = tokens and string.find(tokens, ARGV[{token}], 1, true)
+  if at == 1 then return {{1, current}} end
+  local now = {{0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[{window}])}}
+  if at and (at - 1) % {size} == 0 then now[1] = {written_before} end
+  return now
+end
+"""
+# Lua: the tokens to keep with a write (this call's first).
+_KEPT_TOKENS = "ARGV[{token}] .. string.sub(tokens or '', 1, {kept})"
+
+
+def write_token_script_parts(*, token: int, window: int) -> tuple[str, str, str]:
+    """The Lua of the write tokens: a ``moved_on(KEYS, ARGV, current, tokens)`` function (to
+    define before the script's body), the read of ``current`` and ``tokens`` (the body's
+    first), and the expression of the tokens its write keeps. The call's token is ARGV[token],
+    the session's window KEYS[window]."""
+    return (
+        _MOVED_ON.format(
+            token=token,
+            window=window,
+            size=WRITE_TOKEN_BYTES,
+            written_before=WRITTEN_BEFORE_CHANGED,
+        ),
+        _READ_REVISION_AND_TOKENS,
+        _KEPT_TOKENS.format(token=token, kept=WRITE_TOKEN_BYTES * (_TOKENS_KEPT - 1)),
+    )
+
+
+def write_tokens(count: int) -> list[bytes]:
+    """``count`` write tokens, each drawn at random (a token repeats with odds of 2**-64)."""
+    data = random.randbytes(WRITE_TOKEN_BYTES * count)
+    return [
+        data[start : start + WRITE_TOKEN_BYTES] for start in range(0, len(data), WRITE_TOKEN_BYTES)
+    ]
 
 
 class WindowWrite(NamedTuple):
@@ -288,7 +345,7 @@ def session_found(result: Any) -> bool:
 
 def session_written(result: Any) -> bool:
     """The compare-and-set wrote (a lost race or a refusal acknowledged nothing)."""
-    return bool(result[0] == 1)
+    return bool(result[0] == 1 or result[0] == WRITTEN_BEFORE_CHANGED)
 
 
 def session_removed(result: Any) -> bool:
@@ -520,7 +577,9 @@ class OptimisticRedisStore(ABC):
     def _compare_and_set_outcome(
         self, key: str, new: SessionRecord, call: CompareAndSet, reply: Any
     ) -> tuple[bool, SessionRecord | None]:
-        """What the script answered: (True, as written) or (False, what Redis holds now)."""
+        """What the script answered: (True, as written), (True, what Redis holds now) when an
+        earlier run of this call wrote and the session was written again since, or (False, what
+        Redis holds now)."""
         if reply[0] == -3:
             raise SessionQuotaReached(call.quota or 0)
         if reply[0] == -2:
@@ -528,7 +587,8 @@ class OptimisticRedisStore(ABC):
         if reply[0] == 1:
             revision = call.revision if call.revision is not None else int(reply[1])
             return True, self._cache.remember(key, call.kept.with_revision(revision))
-        return False, self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
+        now = self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
+        return reply[0] == WRITTEN_BEFORE_CHANGED, now
 
     # -- what each store says for itself -------------------------------------------------------
 

@@ -1,0 +1,302 @@
+"""A compare-and-set whose answer was lost is sent again by redis-py (client_options' retry) and
+runs a second time: its write token makes that run answer the write it made, so the step is
+applied once, never computed and written again as if it had lost a race."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
+from app.session_rules import FeedOutcome, SessionRecord, feed
+from app.stores.redis import RedisStore
+from app.stores.redis_cluster import RedisClusterStore
+from app.stores.redis_common import WRITTEN_BEFORE_CHANGED
+from bench.local import RedisCluster, RedisServer
+from tests.answer_dropping_proxy import AnswerDroppingProxy
+from tests.helpers import assert_same_record, comparable_record
+
+pytestmark = pytest.mark.anyio
+
+HISTORY = 5
+NOW = 1_000.0
+KEY = "ns/k"
+OTHER_KEY = "ns/other"
+
+ScriptStore = RedisStore | RedisClusterStore
+
+
+class Twin:
+    """The session as the record path computes it, value by value: what the store should hold."""
+
+    def __init__(self, forecaster: Forecaster, policy: IntervalPolicy) -> None:
+        self.forecaster, self.policy = forecaster, policy
+        self.record: SessionRecord | None = None
+
+    def compute(
+        self, value: float
+    ) -> Callable[[SessionRecord | None], tuple[SessionRecord | None, FeedOutcome]]:
+        def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
+            return feed(record, self.forecaster, self.policy, [value], None, NOW, history=HISTORY)
+
+        return compute
+
+    def next_record(self, value: float, record: SessionRecord | None) -> SessionRecord:
+        """What ``value`` makes of ``record``."""
+        new, _ = self.compute(value)(record)
+        assert new is not None
+        return new
+
+    def feed(self, value: float) -> FeedOutcome:
+        self.record, outcome = self.compute(value)(self.record)
+        return outcome
+
+
+async def step_through(store: ScriptStore, twin: Twin, *values: float) -> None:
+    """Feed ``values`` to the session KEY through the record path, and to its twin."""
+    for value in values:
+        await store.apply(KEY, twin.compute(value))
+        twin.feed(value)
+
+
+async def feed_in_place(store: RedisStore, twin: Twin, value: float) -> list[int]:
+    """Step the session KEY in place: the positions of the values applied."""
+    stepped = await store.feed_in_place(
+        [KEY], [value], [None], twin.forecaster, twin.policy, HISTORY, NOW
+    )
+    return stepped.indexes
+
+
+@pytest.fixture
+def twin(forecaster: Forecaster, policy: IntervalPolicy) -> Twin:
+    return Twin(forecaster, policy)
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer) -> AsyncIterator[AnswerDroppingProxy]:
+    async with AnswerDroppingProxy(redis_server.port) as started:
+        yield started
+
+
+@pytest.fixture
+async def stores(
+    redis_server: RedisServer, proxy: AnswerDroppingProxy, tmp_path: Path
+) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """A replica whose answers may be lost (through the proxy), and another reaching Redis
+    directly, over one key prefix."""
+    options: dict[str, Any] = {"ttl_s": 60, "max_sessions": 100, "history": HISTORY}
+    prefix = f"resend-{tmp_path.name}"
+    lossy = RedisStore(proxy.url, prefix=prefix, clock=lambda: NOW, **options)
+    direct = RedisStore(redis_server.url, prefix=prefix, clock=lambda: NOW, **options)
+    yield lossy, direct
+    await lossy.close()
+    await direct.close()
+
+
+async def test_a_step_whose_answer_was_lost_is_applied_once(
+    stores: tuple[RedisStore, RedisStore],
+    proxy: AnswerDroppingProxy,
+    twin: Twin,
+) -> None:
+    lossy, direct = stores
+    await step_through(lossy, twin, 0.3)
+    proxy.drop_next_script_answer()
+    answer = await lossy.apply(KEY, twin.compute(0.4))
+    expected = twin.feed(0.4)
+    assert proxy.dropped == 1
+    assert answer.step == expected.step == 2
+    assert_same_record(comparable_record(await direct.get(KEY)), comparable_record(twin.record))
+
+
+async def test_the_steps_of_many_sessions_whose_answers_were_lost_are_applied_once(
+    stores: tuple[RedisStore, RedisStore],
+    proxy: AnswerDroppingProxy,
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+) -> None:
+    lossy, direct = stores
+    twins = {key: Twin(forecaster, policy) for key in (KEY, OTHER_KEY)}
+    await lossy.apply_many([(key, twin.compute(0.3)) for key, twin in twins.items()])
+    proxy.drop_next_script_answer()
+    await lossy.apply_many([(key, twin.compute(0.4)) for key, twin in twins.items()])
+    assert proxy.dropped == 1
+    for key, twin in twins.items():
+        twin.feed(0.3)
+        twin.feed(0.4)
+        assert_same_record(comparable_record(await direct.get(key)), comparable_record(twin.record))
+
+
+async def test_a_row_stepped_in_place_whose_answer_was_lost_is_applied_once(
+    stores: tuple[RedisStore, RedisStore],
+    proxy: AnswerDroppingProxy,
+    twin: Twin,
+) -> None:
+    lossy, direct = stores
+    await step_through(lossy, twin, 0.3, 0.4)  # created by the record path, then a row
+    proxy.drop_next_script_answer()
+    applied = await feed_in_place(lossy, twin, 0.5)
+    twin.feed(0.5)
+    assert proxy.dropped == 1
+    assert applied == [0]  # applied: the caller does not apply it again
+    assert_same_record(comparable_record(await direct.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_lost_answer_after_which_another_replica_wrote_is_still_the_step_applied(
+    stores: tuple[RedisStore, RedisStore],
+    proxy: AnswerDroppingProxy,
+    twin: Twin,
+) -> None:
+    lossy, direct = stores
+    await step_through(lossy, twin, 0.3)
+
+    async def another_replica_steps() -> None:
+        await direct.apply(KEY, twin.compute(0.5))
+
+    proxy.drop_next_script_answer(another_replica_steps)
+    answer = await lossy.apply(KEY, twin.compute(0.4))
+    assert proxy.dropped == 1
+    assert answer.step == twin.feed(0.4).step == 2
+    twin.feed(0.5)
+    assert_same_record(comparable_record(await direct.get(KEY)), comparable_record(twin.record))
+    # That replica's cache holds what Redis answered: its next step needs no read to succeed.
+    assert_same_record(comparable_record(lossy.cached(KEY)), comparable_record(twin.record))
+
+
+async def test_a_row_whose_lost_write_another_replica_followed_is_applied_and_dropped(
+    stores: tuple[RedisStore, RedisStore],
+    proxy: AnswerDroppingProxy,
+    twin: Twin,
+) -> None:
+    lossy, direct = stores
+    await step_through(lossy, twin, 0.3, 0.4)
+
+    async def another_replica_steps() -> None:
+        await direct.apply(KEY, twin.compute(0.6))
+
+    proxy.drop_next_script_answer(another_replica_steps)
+    applied = await feed_in_place(lossy, twin, 0.5)
+    assert applied == [0]
+    assert lossy.rows_in_use() == 0  # the row is behind Redis now: the record path goes on
+    twin.feed(0.5)
+    twin.feed(0.6)
+    assert_same_record(comparable_record(await direct.get(KEY)), comparable_record(twin.record))
+
+
+# -- the scripts themselves, on a single node and on a cluster ----------------------------------
+
+
+class ResentScript:
+    """A store's compare-and-set script as redis-py runs it when the first answer is lost: the
+    same call twice, ``meanwhile`` between the two; the second run's answer."""
+
+    def __init__(self, script: Any, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self._script, self._meanwhile = script, meanwhile
+
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+        await self._script(keys=keys, args=args)
+        await self._meanwhile()
+        return await self._script(keys=keys, args=args)
+
+
+async def nothing() -> None:
+    return None
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def script_stores(
+    request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: Path
+) -> AsyncIterator[tuple[ScriptStore, ScriptStore]]:
+    """Two replicas of one store kind over one key prefix."""
+    options: dict[str, Any] = {"ttl_s": 60, "max_sessions": 100, "history": HISTORY}
+    prefix = f"resent-{tmp_path.name}"
+    if request.param == "redis":
+        made: list[ScriptStore] = [
+            RedisStore(redis_server.url, prefix=prefix, clock=lambda: NOW, **options)
+            for _ in range(2)
+        ]
+    else:
+        cluster: RedisCluster = request.getfixturevalue("empty_redis_cluster")
+        made = [RedisClusterStore(cluster.url, prefix=prefix, **options) for _ in range(2)]
+    yield made[0], made[1]
+    for store in made:
+        await store.close()
+
+
+async def test_a_resent_compare_and_set_answers_its_own_write(
+    script_stores: tuple[ScriptStore, ScriptStore],
+    twin: Twin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, reader = script_stores
+    await step_through(store, twin, 0.3)
+    monkeypatch.setattr(
+        store, "_compare_and_set_script", ResentScript(store._compare_and_set_script, nothing)
+    )
+    expected = await store.read(KEY)
+    new = twin.next_record(0.4, expected)
+    assert (await store.write_if_unchanged(KEY, expected, new))[0]
+    twin.feed(0.4)
+    assert_same_record(comparable_record(await reader.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_resent_compare_and_set_overtaken_by_another_write_says_it_wrote(
+    script_stores: tuple[ScriptStore, ScriptStore],
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, other = script_stores
+    twin = Twin(forecaster, policy)
+    await step_through(store, twin, 0.3)
+
+    async def another_replica_steps() -> None:
+        await other.apply(KEY, twin.compute(0.5))
+
+    replies: list[Any] = []
+    resent = ResentScript(store._compare_and_set_script, another_replica_steps)
+
+    async def recorded(*, keys: list[str], args: list[Any]) -> Any:
+        replies.append(await resent(keys=keys, args=args))
+        return replies[-1]
+
+    monkeypatch.setattr(store, "_compare_and_set_script", recorded)
+    expected = await store.read(KEY)
+    new = twin.next_record(0.4, expected)
+    written, now = await store.write_if_unchanged(KEY, expected, new)
+    assert replies[0][0] == WRITTEN_BEFORE_CHANGED
+    twin.feed(0.4)
+    twin.feed(0.5)
+    assert written
+    assert_same_record(comparable_record(now), comparable_record(twin.record))
+    assert_same_record(comparable_record(await other.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_write_whose_token_was_pushed_out_is_a_lost_race(
+    script_stores: tuple[ScriptStore, ScriptStore],
+    forecaster: Forecaster,
+    policy: IntervalPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the last few writes' tokens are kept: a resend that late (never, in practice: it
+    follows the lost answer at once) is answered as a race lost, not as a write."""
+    store, other = script_stores
+    twin = Twin(forecaster, policy)
+    await step_through(store, twin, 0.3)
+
+    async def many_steps_elsewhere() -> None:
+        for value in (0.5, 0.6, 0.7, 0.8):
+            await other.apply(KEY, twin.compute(value))
+
+    monkeypatch.setattr(
+        store,
+        "_compare_and_set_script",
+        ResentScript(store._compare_and_set_script, many_steps_elsewhere),
+    )
+    expected = await store.read(KEY)
+    new = twin.next_record(0.4, expected)
+    written, _now = await store.write_if_unchanged(KEY, expected, new)
+    assert not written

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
@@ -18,7 +19,7 @@ from app.stores.redis_cluster import RedisClusterStore
 from app.stores.redis_common import WRITTEN_BEFORE_CHANGED
 from bench.local import RedisCluster, RedisServer
 from tests.answer_dropping_proxy import AnswerDroppingProxy
-from tests.helpers import assert_same_record, comparable_record
+from tests.helpers import assert_same_record, comparable_record, redis_command_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -243,18 +244,18 @@ async def test_a_resent_compare_and_set_answers_its_own_write(
     assert_same_record(comparable_record(await reader.get(KEY)), comparable_record(twin.record))
 
 
-async def test_a_resent_compare_and_set_overtaken_by_another_write_says_it_wrote(
-    script_stores: tuple[ScriptStore, ScriptStore],
-    forecaster: Forecaster,
-    policy: IntervalPolicy,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    store, other = script_stores
-    twin = Twin(forecaster, policy)
-    await step_through(store, twin, 0.3)
+OTHER_VALUES = (0.5, 0.6, 0.7, 0.8)
+
+
+async def resend_after_other_writes(
+    store: ScriptStore, other: ScriptStore, twin: Twin, writes: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[bool, SessionRecord | None, Any]:
+    """Step the session by 0.4 with a compare-and-set run twice, ``writes`` steps of another
+    replica between the two runs: what write_if_unchanged said, and the second run's reply."""
 
     async def another_replica_steps() -> None:
-        await other.apply(KEY, twin.compute(0.5))
+        for value in OTHER_VALUES[:writes]:
+            await other.apply(KEY, twin.compute(value))
 
     replies: list[Any] = []
     resent = ResentScript(store._compare_and_set_script, another_replica_steps)
@@ -265,38 +266,101 @@ async def test_a_resent_compare_and_set_overtaken_by_another_write_says_it_wrote
 
     monkeypatch.setattr(store, "_compare_and_set_script", recorded)
     expected = await store.read(KEY)
-    new = twin.next_record(0.4, expected)
-    written, now = await store.write_if_unchanged(KEY, expected, new)
-    assert replies[0][0] == WRITTEN_BEFORE_CHANGED
-    twin.feed(0.4)
-    twin.feed(0.5)
+    written, now = await store.write_if_unchanged(KEY, expected, twin.next_record(0.4, expected))
+    return written, now, replies[0]
+
+
+@pytest.mark.parametrize("writes", [1, 3])
+async def test_a_resend_after_other_writes_says_it_wrote_and_what_is_there_now(
+    script_stores: tuple[ScriptStore, ScriptStore],
+    twin: Twin,
+    monkeypatch: pytest.MonkeyPatch,
+    writes: int,
+) -> None:
+    store, other = script_stores
+    await step_through(store, twin, 0.3)
+    written, now, reply = await resend_after_other_writes(store, other, twin, writes, monkeypatch)
+    assert reply[0] == WRITTEN_BEFORE_CHANGED
     assert written
+    for value in (0.4, *OTHER_VALUES[:writes]):
+        twin.feed(value)
     assert_same_record(comparable_record(now), comparable_record(twin.record))
     assert_same_record(comparable_record(await other.get(KEY)), comparable_record(twin.record))
 
 
 async def test_a_write_whose_token_was_pushed_out_is_a_lost_race(
     script_stores: tuple[ScriptStore, ScriptStore],
-    forecaster: Forecaster,
-    policy: IntervalPolicy,
+    twin: Twin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Only the last few writes' tokens are kept: a resend that late (never, in practice: it
+    """Only the last four writes' tokens are kept: a resend that late (never, in practice: it
     follows the lost answer at once) is answered as a race lost, not as a write."""
     store, other = script_stores
-    twin = Twin(forecaster, policy)
     await step_through(store, twin, 0.3)
-
-    async def many_steps_elsewhere() -> None:
-        for value in (0.5, 0.6, 0.7, 0.8):
-            await other.apply(KEY, twin.compute(value))
-
-    monkeypatch.setattr(
-        store,
-        "_compare_and_set_script",
-        ResentScript(store._compare_and_set_script, many_steps_elsewhere),
-    )
-    expected = await store.read(KEY)
-    new = twin.next_record(0.4, expected)
-    written, _now = await store.write_if_unchanged(KEY, expected, new)
+    written, _now, reply = await resend_after_other_writes(store, other, twin, 4, monkeypatch)
+    assert reply[0] == 0
     assert not written
+
+
+async def test_a_resend_after_a_write_that_kept_no_token_answers_that_write(
+    stores: tuple[RedisStore, RedisStore], twin: Twin, redis_server: RedisServer
+) -> None:
+    """A replica of a version without tokens writes the session, leaving its tokens as they
+    were: the resend finds its token newest, yet the session is that replica's now, and the
+    next step goes on from it."""
+    store, other = stores
+    await step_through(store, twin, 0.3)
+    client = Redis.from_url(redis_server.url)
+    session = store._key(KEY)
+
+    async def a_replica_without_tokens_steps() -> None:
+        tokens = await client.hget(session, "tok")
+        await other.apply(KEY, twin.compute(0.5))
+        await client.hset(session, "tok", tokens)
+
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            store,
+            "_compare_and_set_script",
+            ResentScript(store._compare_and_set_script, a_replica_without_tokens_steps),
+        )
+        expected = await store.read(KEY)
+        written, _now = await store.write_if_unchanged(
+            KEY, expected, twin.next_record(0.4, expected)
+        )
+    await client.aclose()
+    assert written
+    await store.apply(KEY, twin.compute(0.6))
+    for value in (0.4, 0.5, 0.6):
+        twin.feed(value)
+    assert_same_record(comparable_record(await other.get(KEY)), comparable_record(twin.record))
+
+
+async def test_a_resend_that_found_its_write_makes_a_replicated_write(
+    stores: tuple[RedisStore, RedisStore], twin: Twin, redis_server: RedisServer
+) -> None:
+    """So that a WAIT sent with it (min_replicas) covers the first run's write: from Redis 7.2,
+    WAIT on a connection that wrote nothing answers at once."""
+    store, _ = stores
+    await step_through(store, twin, 0.3)
+    expected = await store.read(KEY)
+    call = store._call(KEY, expected, twin.next_record(0.4, expected))
+    script = store._compare_and_set_script
+    assert (await script(keys=call.keys, args=call.args))[0] == 1
+    before = await redis_command_calls(redis_server.url, "pexpire")
+    assert (await script(keys=call.keys, args=call.args))[0] == WRITTEN_BEFORE_CHANGED
+    assert await redis_command_calls(redis_server.url, "pexpire") - before == 1
+
+
+async def test_a_resent_creation_is_applied_once(
+    stores: tuple[RedisStore, RedisStore], proxy: AnswerDroppingProxy, twin: Twin
+) -> None:
+    lossy, direct = stores
+    await lossy.apply(OTHER_KEY, twin.compute(0.1))  # the scripts are loaded
+    proxy.drop_next_script_answer()
+    answer = await lossy.apply(KEY, twin.compute(0.3))
+    expected = twin.feed(0.3)
+    assert proxy.dropped == 1
+    assert answer.step == expected.step
+    assert_same_record(comparable_record(await direct.get(KEY)), comparable_record(twin.record))

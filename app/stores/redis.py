@@ -276,10 +276,10 @@ class RedisStore(OptimisticRedisStore):
                     revisions[row] = int(reply[1])
                 continue
             cached.forget(key)
-            if reply[0] == WRITTEN_BEFORE_CHANGED:  # written by a resend's first run, and
-                # written again since: the step is applied; the record path goes on from now
+            if reply[0] == WRITTEN_BEFORE_CHANGED:  # written by a resend's first run: the step
+                # is applied; the record path goes on from what Redis holds now
                 kept.append(position)
-            if reply[0] in (0, WRITTEN_BEFORE_CHANGED):  # another write came after the read
+            if reply[0] in (0, WRITTEN_BEFORE_CHANGED):  # what Redis holds now, whoever wrote it
                 self._cache.remember(key, record_from(reply[1], reply[2], reply[3]))
         return stepped if len(kept) == len(chosen) else stepped.only(kept)
 

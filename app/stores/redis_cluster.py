@@ -75,11 +75,10 @@ from app.stores.redis_common import (
 # revision ("0": must not exist), new revision, record, ttl (ms), keys a primary may hold before
 # it refuses new sessions, the call's write token (redis_common.write_tokens), then the window's
 # (redis_common.window_write).
-# Returns {1} when written ({1, revision} when an earlier run of this call wrote it: a resend);
-# {0, revision, record, window} with what is there now when the revision moved on (so the caller
-# can retry without another read), or {3, ...} the same when that was this call's own write, run
-# before (redis_common.WRITTEN_BEFORE_CHANGED); {-2} at the shard's cap; {-4} when the window's
-# ring is not as its rows assumed (nothing written).
+# Returns {1} when written; {0, revision, record, window} with what is there now when the
+# revision moved on (so the caller can retry without another read), or {3, ...} the same when an
+# earlier run of this call wrote (a resend: redis_common.WRITTEN_BEFORE_CHANGED); {-2} at the
+# shard's cap; {-4} when the window's ring is not as its rows assumed (nothing written).
 _WINDOW_CHECK, _WINDOW_WRITE = window_script_parts(key=2, at=7, ttl=4)
 _MOVED_ON, _READ_REVISION, _KEPT_TOKENS = write_token_script_parts(token=6, window=2)
 _COMPARE_AND_SET = (

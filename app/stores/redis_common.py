@@ -4,7 +4,7 @@ per-replica record cache, decoding what Redis returns, and confirming writes on 
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,9 +102,9 @@ RING_MISMATCH = -4
 # that the write is its own, already applied.
 WRITE_TOKEN_BYTES = 8
 _TOKENS_KEPT = 4
-# The answer of a call whose write an earlier run of it applied, after which the session was
-# written again: {WRITTEN_BEFORE_CHANGED, revision, record, window}, what is there now. (When
-# its write is still the last, the answer is a write's own, {1, revision}.)
+# The answer of a call whose write an earlier run of it applied: {WRITTEN_BEFORE_CHANGED,
+# revision, record, window}, what is there now. Always what is there now, even when the token is
+# the newest: a replica of a version that keeps no tokens may have written since.
 WRITTEN_BEFORE_CHANGED = 3
 # Lua: the session's revision and tokens, read first by the compare-and-set scripts.
 _READ_REVISION_AND_TOKENS = """
@@ -112,13 +112,21 @@ local stored = redis.call('HMGET', KEYS[1], 'rev', 'tok')
 local current, tokens = stored[1], stored[2]
 """
 # Lua: the answer when the revision moved on: this call's own write (a run of it before, whose
-# answer was lost), or a lost race, with what is there now.
+# answer was lost), or a lost race, with what is there now. Its own write found, it rewrites the
+# session's expiry unchanged: a replicated write on this connection, so that a WAIT sent with
+# the resend (min_replicas) waits for the replicas to have everything before it, the first
+# run's write included (from Redis 7.2, WAIT on a connection that wrote nothing answers at once).
 _MOVED_ON = """
 local function moved_on(KEYS, ARGV, current, tokens)
-  local at = tokens and string.find(tokens, ARGV[{token}], 1, true)
-  if at == 1 then return {{1, current}} end
   local now = {{0, current, redis.call('HGET', KEYS[1], 'rec'), redis.call('GET', KEYS[{window}])}}
-  if at and (at - 1) % {size} == 0 then now[1] = {written_before} end
+  for at = 1, tokens and #tokens or 0, {size} do
+    if string.sub(tokens, at, at + {size} - 1) == ARGV[{token}] then
+      now[1] = {written_before}
+      local ttl = redis.call('PTTL', KEYS[1])
+      if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+      break
+    end
+  end
   return now
 end
 """
@@ -144,8 +152,9 @@ def write_token_script_parts(*, token: int, window: int) -> tuple[str, str, str]
 
 
 def write_tokens(count: int) -> list[bytes]:
-    """``count`` write tokens, each drawn at random (a token repeats with odds of 2**-64)."""
-    data = random.randbytes(WRITE_TOKEN_BYTES * count)
+    """``count`` write tokens, each drawn from the system's random source (not the seedable
+    ``random``: a seeded generator would draw the same tokens in every process)."""
+    data = os.urandom(WRITE_TOKEN_BYTES * count)
     return [
         data[start : start + WRITE_TOKEN_BYTES] for start in range(0, len(data), WRITE_TOKEN_BYTES)
     ]
@@ -578,8 +587,7 @@ class OptimisticRedisStore(ABC):
         self, key: str, new: SessionRecord, call: CompareAndSet, reply: Any
     ) -> tuple[bool, SessionRecord | None]:
         """What the script answered: (True, as written), (True, what Redis holds now) when an
-        earlier run of this call wrote and the session was written again since, or (False, what
-        Redis holds now)."""
+        earlier run of this call wrote (a resend), or (False, what Redis holds now)."""
         if reply[0] == -3:
             raise SessionQuotaReached(call.quota or 0)
         if reply[0] == -2:

@@ -8,8 +8,10 @@ each another session), then timed there (the server's CPU per item: rules, codec
 Then, on the same file, the store's SQL alone with the rows as the store wrote them: per
 transaction of ``--items`` sessions (WAL, ``synchronous=FULL``, as the store), one SELECT of
 their rows and one UPDATE each writing their own bytes back; and the same with the record alone
-(the window's ring set aside), the least any layout writes per step (the LSTM state changes at
-every step). CPU time of this process, per session step; best of 3.
+(the window's ring set aside), the least any layout of one row a session writes per step (the
+LSTM state changes at every step); and a row of four numbers appended to a log per step (no
+read), what a store that logged values and folded them into the rows later would write at the
+least. CPU time of this process, per session step; best of 3.
 
 Issue 17's SQLite target, /predict/many at 10x /predict's requests/s, allows one-tenth of a
 /predict request per item (README, "Many sessions per request"): this measures how much of that
@@ -109,6 +111,37 @@ def _sql_alone(path: Path, args: argparse.Namespace, *, ring: bool) -> tuple[flo
     return float(best / (args.batches * args.items) * 1e6), row_bytes
 
 
+def _log_alone(path: Path, args: argparse.Namespace) -> float:
+    """CPU µs per session step of appending the step's value to a log (a row of four numbers
+    per step, 100 a transaction), with no read and no fold: what a store that logged values and
+    folded them into the sessions' rows later would write per step at the least."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute(
+        "CREATE TABLE value_log (id INTEGER PRIMARY KEY, session INTEGER, step INTEGER, "
+        "value REAL, at REAL)"
+    )
+    sessions = [rowid for (rowid,) in connection.execute("SELECT rowid FROM sessions")]
+    best = math.inf
+    step = 0
+    for _ in range(_REPEATS):
+        started = time.process_time()
+        for batch in range(args.batches):
+            at = batch * args.items % len(sessions)
+            chosen = (sessions + sessions)[at : at + args.items]
+            step += 1
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(
+                "INSERT INTO value_log (session, step, value, at) VALUES (?, ?, ?, ?)",
+                [(session, step, 0.5, 1000.0 + step) for session in chosen],
+            )
+            connection.execute("COMMIT")
+        best = min(best, time.process_time() - started)
+    connection.close()
+    return float(best / (args.batches * args.items) * 1e6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -125,6 +158,7 @@ def main() -> None:
         path = data_dir / "sessions.sqlite3"
         with_ring, row_bytes = _sql_alone(path, args, ring=True)
         record_alone, record_bytes = _sql_alone(path, args, ring=False)
+        log_alone = _log_alone(path, args)
     print(
         f"{args.sessions} sessions, full windows, {args.items} a transaction; CPU µs per "
         f"session step, best of {_REPEATS}:"
@@ -133,6 +167,7 @@ def main() -> None:
         ("/predict/many item, in process (rules, codec, SQL, JSON)", whole),
         (f"SQL alone, rows as the store writes them ({row_bytes} bytes)", with_ring),
         (f"SQL alone, the record alone ({record_bytes} bytes)", record_alone),
+        ("SQL alone, the value appended to a log (no read, no fold)", log_alone),
     ):
         print(f"  {label:<60}{value:7.1f}")
 

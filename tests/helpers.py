@@ -16,10 +16,12 @@ import numpy as np
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
+from app.forecaster import Forecaster
+from app.intervals import IntervalPolicy
 from app.main import create_app
 from app.services import ModelSlot
 from app.session_history import as_array
-from app.session_rules import SessionRecord
+from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.settings import Settings
 from app.window_ring import RingWindow
 from bench.local import free_port, wait_for_200
@@ -35,6 +37,41 @@ def window_rows(record: SessionRecord | None) -> FloatArray:
     rows = as_array(record.history)
     assert rows is not None
     return rows
+
+
+Compute = Callable[[SessionRecord | None], tuple[SessionRecord | None, FeedOutcome]]
+
+
+class Twin:
+    """A session as the record path computes it, value by value: what a store should hold."""
+
+    def __init__(
+        self, forecaster: Forecaster, policy: IntervalPolicy, *, history: int, now: float
+    ) -> None:
+        self.forecaster, self.policy = forecaster, policy
+        self.history, self.now = history, now
+        self.record: SessionRecord | None = None
+
+    def compute(self, value: float) -> Compute:
+        """What a store's ``apply`` is given to feed ``value``."""
+
+        def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
+            return feed(
+                record, self.forecaster, self.policy, [value], None, self.now, history=self.history
+            )
+
+        return compute
+
+    def next_record(self, value: float, record: SessionRecord | None) -> SessionRecord:
+        """What ``value`` makes of ``record``."""
+        new, _ = self.compute(value)(record)
+        assert new is not None
+        return new
+
+    def feed(self, value: float) -> FeedOutcome:
+        """Feed ``value`` to the twin itself."""
+        self.record, outcome = self.compute(value)(self.record)
+        return outcome
 
 
 class Clock:

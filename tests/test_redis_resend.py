@@ -13,13 +13,13 @@ from redis.asyncio import Redis
 
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
-from app.session_rules import FeedOutcome, SessionRecord, feed
+from app.session_rules import SessionRecord
 from app.stores.redis import RedisStore
 from app.stores.redis_cluster import RedisClusterStore
 from app.stores.redis_common import WRITTEN_BEFORE_CHANGED
 from bench.local import RedisCluster, RedisServer
 from tests.answer_dropping_proxy import AnswerDroppingProxy
-from tests.helpers import assert_same_record, comparable_record, redis_command_calls
+from tests.helpers import Twin, assert_same_record, comparable_record, redis_command_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -29,32 +29,6 @@ KEY = "ns/k"
 OTHER_KEY = "ns/other"
 
 ScriptStore = RedisStore | RedisClusterStore
-
-
-class Twin:
-    """The session as the record path computes it, value by value: what the store should hold."""
-
-    def __init__(self, forecaster: Forecaster, policy: IntervalPolicy) -> None:
-        self.forecaster, self.policy = forecaster, policy
-        self.record: SessionRecord | None = None
-
-    def compute(
-        self, value: float
-    ) -> Callable[[SessionRecord | None], tuple[SessionRecord | None, FeedOutcome]]:
-        def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
-            return feed(record, self.forecaster, self.policy, [value], None, NOW, history=HISTORY)
-
-        return compute
-
-    def next_record(self, value: float, record: SessionRecord | None) -> SessionRecord:
-        """What ``value`` makes of ``record``."""
-        new, _ = self.compute(value)(record)
-        assert new is not None
-        return new
-
-    def feed(self, value: float) -> FeedOutcome:
-        self.record, outcome = self.compute(value)(self.record)
-        return outcome
 
 
 async def step_through(store: ScriptStore, twin: Twin, *values: float) -> None:
@@ -74,7 +48,7 @@ async def feed_in_place(store: RedisStore, twin: Twin, value: float) -> list[int
 
 @pytest.fixture
 def twin(forecaster: Forecaster, policy: IntervalPolicy) -> Twin:
-    return Twin(forecaster, policy)
+    return Twin(forecaster, policy, history=HISTORY, now=NOW)
 
 
 @pytest.fixture
@@ -120,7 +94,7 @@ async def test_the_steps_of_many_sessions_whose_answers_were_lost_are_applied_on
     policy: IntervalPolicy,
 ) -> None:
     lossy, direct = stores
-    twins = {key: Twin(forecaster, policy) for key in (KEY, OTHER_KEY)}
+    twins = {key: Twin(forecaster, policy, history=HISTORY, now=NOW) for key in (KEY, OTHER_KEY)}
     await lossy.apply_many([(key, twin.compute(0.3)) for key, twin in twins.items()])
     proxy.drop_next_script_answer()
     await lossy.apply_many([(key, twin.compute(0.4)) for key, twin in twins.items()])

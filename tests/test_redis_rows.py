@@ -16,11 +16,10 @@ from app.errors import StoreUnavailable
 from app.forecaster import Forecaster
 from app.intervals import IntervalPolicy
 from app.main import create_app
-from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.settings import Settings
 from app.stores.redis import RedisStore
 from bench.local import RedisServer, SwitchableModels
-from tests.helpers import assert_same_record, comparable_record, redis_command_calls
+from tests.helpers import Twin, assert_same_record, comparable_record, redis_command_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -47,27 +46,6 @@ async def make_store(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator
         await store.close()
 
 
-class Twin:
-    """The record path's session beside the store's: what each value should give."""
-
-    def __init__(self, forecaster: Forecaster, policy: IntervalPolicy) -> None:
-        self.forecaster, self.policy = forecaster, policy
-        self.record: SessionRecord | None = None
-
-    def feed(self, value: float) -> FeedOutcome:
-        new, outcome = feed(
-            self.record, self.forecaster, self.policy, [value], None, NOW, history=HISTORY
-        )
-        self.record = new
-        return outcome
-
-    def compute(self, value: float) -> Callable[[SessionRecord | None], Any]:
-        def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
-            return feed(record, self.forecaster, self.policy, [value], None, NOW, history=HISTORY)
-
-        return compute
-
-
 async def feed_in_place(
     store: RedisStore, twin: Twin, value: float, key: str = KEY, step: int | None = None
 ) -> list[int]:
@@ -80,7 +58,11 @@ async def feed_in_place(
 async def test_rows_step_as_records_do_and_another_replica_reads_them(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    store, reader, twin = make_store(), make_store(), Twin(forecaster, policy)
+    store, reader, twin = (
+        make_store(),
+        make_store(),
+        Twin(forecaster, policy, history=HISTORY, now=NOW),
+    )
     await store.apply(KEY, twin.compute(0.3))  # created by the record path: cached
     twin.feed(0.3)
     for index in range(3 * HISTORY):  # the window fills, then wraps
@@ -99,7 +81,7 @@ async def test_rows_step_as_records_do_and_another_replica_reads_them(
 async def test_a_full_window_writes_the_two_rows_of_its_step(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy, redis_server: RedisServer
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy)
+    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.3))
     for value in [0.1] * (HISTORY + 2):  # a full window
         assert await feed_in_place(store, twin, value) == [0]
@@ -111,7 +93,11 @@ async def test_a_full_window_writes_the_two_rows_of_its_step(
 async def test_a_session_another_replica_stepped_takes_the_record_path(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    mine, other, twin = make_store(), make_store(), Twin(forecaster, policy)
+    mine, other, twin = (
+        make_store(),
+        make_store(),
+        Twin(forecaster, policy, history=HISTORY, now=NOW),
+    )
     await mine.apply(KEY, twin.compute(0.3))
     twin.feed(0.3)
     assert await feed_in_place(mine, twin, 0.4) == [0]
@@ -129,7 +115,11 @@ async def test_a_session_another_replica_stepped_takes_the_record_path(
 async def test_a_session_the_replica_has_not_served_is_left_to_the_record_path(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    mine, other, twin = make_store(), make_store(), Twin(forecaster, policy)
+    mine, other, twin = (
+        make_store(),
+        make_store(),
+        Twin(forecaster, policy, history=HISTORY, now=NOW),
+    )
     await other.apply(KEY, twin.compute(0.3))
     assert await feed_in_place(mine, twin, 0.4) == []
     await mine.apply(KEY, twin.compute(0.4))  # read, written: now cached
@@ -139,7 +129,7 @@ async def test_a_session_the_replica_has_not_served_is_left_to_the_record_path(
 async def test_a_session_stepped_in_place_is_a_row_not_a_cached_record(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy)
+    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.3))
     assert store.cached(KEY) is not None
     assert await feed_in_place(store, twin, 0.4) == [0]
@@ -149,7 +139,7 @@ async def test_a_session_stepped_in_place_is_a_row_not_a_cached_record(
 async def test_a_step_not_the_sessions_own_is_left_to_the_record_path(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy)
+    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.3))
     assert await feed_in_place(store, twin, 0.4, step=1) == [0]
     assert await feed_in_place(store, twin, 0.5, step=1) == []  # a resend: the record path
@@ -159,7 +149,7 @@ async def test_a_step_not_the_sessions_own_is_left_to_the_record_path(
 async def test_a_record_path_read_ends_the_row(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy)
+    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.3))
     twin.feed(0.3)
     assert await feed_in_place(store, twin, 0.4) == [0]
@@ -174,7 +164,7 @@ async def test_a_record_path_read_ends_the_row(
 async def test_a_deleted_session_is_not_stepped_again(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy)
+    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.3))
     assert await feed_in_place(store, twin, 0.4) == [0]
     assert await store.delete(KEY)
@@ -186,7 +176,11 @@ async def test_a_deleted_session_is_not_stepped_again(
 async def test_with_min_replicas_every_session_takes_the_record_path(
     make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
 ) -> None:
-    plain, confirming, twin = make_store(), make_store(min_replicas=1), Twin(forecaster, policy)
+    plain, confirming, twin = (
+        make_store(),
+        make_store(min_replicas=1),
+        Twin(forecaster, policy, history=HISTORY, now=NOW),
+    )
     await plain.apply(KEY, twin.compute(0.3))
     confirming._cache.remember(KEY, await plain.get(KEY))
     assert await feed_in_place(confirming, twin, 0.4) == []
@@ -198,7 +192,7 @@ async def test_an_unreachable_redis_fails_the_feed_and_drops_its_rows(
     server = RedisServer(tmp_path, durable=False)
     server.start()
     try:
-        store, twin = make_store(server.url), Twin(forecaster, policy)
+        store, twin = make_store(server.url), Twin(forecaster, policy, history=HISTORY, now=NOW)
         await store.apply(KEY, twin.compute(0.3))
         assert await feed_in_place(store, twin, 0.4) == [0]
         server.stop()
@@ -215,7 +209,7 @@ async def test_a_row_whose_write_could_not_be_built_is_dropped(
     policy: IntervalPolicy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy)
+    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.3))
     twin.feed(0.3)
 
@@ -237,8 +231,8 @@ async def test_a_ring_of_another_size_is_written_whole_when_made_a_row(
 ) -> None:
     longer, store = make_store(history=HISTORY + 3), make_store()
     for value in [0.1] * (HISTORY + 5):  # a full window of the longer history: a larger ring
-        await longer.apply(KEY, Twin(forecaster, policy).compute(value))
-    twin = Twin(forecaster, policy)
+        await longer.apply(KEY, Twin(forecaster, policy, history=HISTORY, now=NOW).compute(value))
+    twin = Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.2))  # its window cut to this store's, in that ring
     assert await feed_in_place(store, twin, 0.3) == [0]
     assert await feed_in_place(store, twin, 0.4) == [0]

@@ -4,9 +4,11 @@ A session is a hash ``{prefix}:s:{key}`` holding its encoded record (without its
 and its revision, and a string ``{prefix}:w:{key}`` holding the window as a ring of rows
 (:mod:`app.window_ring`): a step writes the rows it changed, not the whole window. A
 change is read, computed in the replica, and written by a Lua script only if the revision is
-still the one read (compare-and-set, retried on a lost race). Revisions come from one ``INCR``
-counter, so they only ever increase: a reset or a delete-and-recreate between read and write
-can never make an old revision current again. Expiry is Redis key expiry; a sorted set by last
+still the one read (compare-and-set, retried on a lost race). Revisions come from one counter
+that never falls behind Redis's clock in microseconds, so they only ever increase: a reset or a
+delete-and-recreate between read and write can never make an old revision current again, nor
+can a Redis that lost its last writes (a restart without its AOF's last second) hand out again a
+revision a replica cached before. Expiry is Redis key expiry; a sorted set by last
 use counts live sessions for the cap. (A Redis Cluster gets :mod:`app.stores.redis_cluster`,
 which needs no key shared by all sessions.)
 
@@ -104,8 +106,13 @@ end
 """
     + _WINDOW_CHECK
     + f"""
-local revision = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'rev', revision, 'rec', ARGV[2], 'tok', {_KEPT_TOKENS})
+local clock = redis.call('TIME')
+local revision = math.max(
+  tonumber(redis.call('GET', KEYS[2]) or '0') + 1, clock[1] * 1000000 + clock[2])
+-- Written as digits, whatever form a Redis version gives a Lua number passed as an argument.
+local digits = string.format('%d', revision)
+redis.call('SET', KEYS[2], digits)
+redis.call('HSET', KEYS[1], 'rev', digits, 'rec', ARGV[2], 'tok', {_KEPT_TOKENS})
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 """
     + _WINDOW_WRITE

@@ -23,6 +23,7 @@ from app.services import ModelSlot
 from app.session_history import as_array
 from app.session_rules import FeedOutcome, SessionRecord, feed
 from app.settings import Settings
+from app.stores.base import Compute, FeedsInPlace, SessionStore
 from app.window_ring import RingWindow
 from bench.local import free_port, wait_for_200
 from forecast_core.arrays import FloatArray
@@ -39,9 +40,6 @@ def window_rows(record: SessionRecord | None) -> FloatArray:
     return rows
 
 
-Compute = Callable[[SessionRecord | None], tuple[SessionRecord | None, FeedOutcome]]
-
-
 class Twin:
     """A session as the record path computes it, value by value: what a store should hold."""
 
@@ -52,7 +50,7 @@ class Twin:
         self.history, self.now = history, now
         self.record: SessionRecord | None = None
 
-    def compute(self, value: float) -> Compute:
+    def compute(self, value: float) -> Compute[FeedOutcome]:
         """What a store's ``apply`` is given to feed ``value``."""
 
         def compute(record: SessionRecord | None) -> tuple[SessionRecord | None, FeedOutcome]:
@@ -72,6 +70,23 @@ class Twin:
         """Feed ``value`` to the twin itself."""
         self.record, outcome = self.compute(value)(self.record)
         return outcome
+
+    async def step(self, store: SessionStore, key: str, *values: float) -> None:
+        """Feed ``values`` to the session ``key`` through the store's record path, and to the
+        twin itself."""
+        for value in values:
+            await store.apply(key, self.compute(value))
+            self.feed(value)
+
+    async def feed_in_place(
+        self, store: FeedsInPlace, key: str, value: float, step: int | None = None
+    ) -> list[int]:
+        """Step the session ``key`` in the store's rows (not the twin): the positions of the
+        values applied."""
+        stepped = await store.feed_in_place(
+            [key], [value], [step], self.forecaster, self.policy, self.history, self.now
+        )
+        return stepped.indexes
 
 
 class Clock:

@@ -31,21 +31,6 @@ OTHER_KEY = "ns/other"
 ScriptStore = RedisStore | RedisClusterStore
 
 
-async def step_through(store: ScriptStore, twin: Twin, *values: float) -> None:
-    """Feed ``values`` to the session KEY through the record path, and to its twin."""
-    for value in values:
-        await store.apply(KEY, twin.compute(value))
-        twin.feed(value)
-
-
-async def feed_in_place(store: RedisStore, twin: Twin, value: float) -> list[int]:
-    """Step the session KEY in place: the positions of the values applied."""
-    stepped = await store.feed_in_place(
-        [KEY], [value], [None], twin.forecaster, twin.policy, HISTORY, NOW
-    )
-    return stepped.indexes
-
-
 @pytest.fixture
 def twin(forecaster: Forecaster, policy: IntervalPolicy) -> Twin:
     return Twin(forecaster, policy, history=HISTORY, now=NOW)
@@ -78,7 +63,7 @@ async def test_a_step_whose_answer_was_lost_is_applied_once(
     twin: Twin,
 ) -> None:
     lossy, direct = stores
-    await step_through(lossy, twin, 0.3)
+    await twin.step(lossy, KEY, 0.3)
     proxy.drop_next_script_answer()
     answer = await lossy.apply(KEY, twin.compute(0.4))
     expected = twin.feed(0.4)
@@ -111,9 +96,9 @@ async def test_a_row_stepped_in_place_whose_answer_was_lost_is_applied_once(
     twin: Twin,
 ) -> None:
     lossy, direct = stores
-    await step_through(lossy, twin, 0.3, 0.4)  # created by the record path, then a row
+    await twin.step(lossy, KEY, 0.3, 0.4)  # created by the record path, then a row
     proxy.drop_next_script_answer()
-    applied = await feed_in_place(lossy, twin, 0.5)
+    applied = await twin.feed_in_place(lossy, KEY, 0.5)
     twin.feed(0.5)
     assert proxy.dropped == 1
     assert applied == [0]  # applied: the caller does not apply it again
@@ -126,7 +111,7 @@ async def test_a_lost_answer_after_which_another_replica_wrote_is_still_the_step
     twin: Twin,
 ) -> None:
     lossy, direct = stores
-    await step_through(lossy, twin, 0.3)
+    await twin.step(lossy, KEY, 0.3)
 
     async def another_replica_steps() -> None:
         await direct.apply(KEY, twin.compute(0.5))
@@ -147,13 +132,13 @@ async def test_a_row_whose_lost_write_another_replica_followed_is_applied_and_dr
     twin: Twin,
 ) -> None:
     lossy, direct = stores
-    await step_through(lossy, twin, 0.3, 0.4)
+    await twin.step(lossy, KEY, 0.3, 0.4)
 
     async def another_replica_steps() -> None:
         await direct.apply(KEY, twin.compute(0.6))
 
     proxy.drop_next_script_answer(another_replica_steps)
-    applied = await feed_in_place(lossy, twin, 0.5)
+    applied = await twin.feed_in_place(lossy, KEY, 0.5)
     assert applied == [0]
     assert lossy.rows_in_use() == 0  # the row is behind Redis now: the record path goes on
     twin.feed(0.5)
@@ -207,7 +192,7 @@ async def test_a_resent_compare_and_set_answers_its_own_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store, reader = script_stores
-    await step_through(store, twin, 0.3)
+    await twin.step(store, KEY, 0.3)
     monkeypatch.setattr(
         store, "_compare_and_set_script", ResentScript(store._compare_and_set_script, nothing)
     )
@@ -252,7 +237,7 @@ async def test_a_resend_after_other_writes_says_it_wrote_and_what_is_there_now(
     writes: int,
 ) -> None:
     store, other = script_stores
-    await step_through(store, twin, 0.3)
+    await twin.step(store, KEY, 0.3)
     written, now, reply = await resend_after_other_writes(store, other, twin, writes, monkeypatch)
     assert reply[0] == WRITTEN_BEFORE_CHANGED
     assert written
@@ -270,7 +255,7 @@ async def test_a_write_whose_token_was_pushed_out_is_a_lost_race(
     """Only the last four writes' tokens are kept: a resend that late (never, in practice: it
     follows the lost answer at once) is answered as a race lost, not as a write."""
     store, other = script_stores
-    await step_through(store, twin, 0.3)
+    await twin.step(store, KEY, 0.3)
     written, _now, reply = await resend_after_other_writes(store, other, twin, 4, monkeypatch)
     assert reply[0] == 0
     assert not written
@@ -283,7 +268,7 @@ async def test_a_resend_after_a_write_that_kept_no_token_answers_that_write(
     were: the resend finds its token newest, yet the session is that replica's now, and the
     next step goes on from it."""
     store, other = stores
-    await step_through(store, twin, 0.3)
+    await twin.step(store, KEY, 0.3)
     client = Redis.from_url(redis_server.url)
     session = store._key(KEY)
 
@@ -317,7 +302,7 @@ async def test_a_resend_that_found_its_write_makes_a_replicated_write(
     """So that a WAIT sent with it (min_replicas) covers the first run's write: from Redis 7.2,
     WAIT on a connection that wrote nothing answers at once."""
     store, _ = stores
-    await step_through(store, twin, 0.3)
+    await twin.step(store, KEY, 0.3)
     expected = await store.read(KEY)
     call = store._call(KEY, expected, twin.next_record(0.4, expected))
     script = store._compare_and_set_script

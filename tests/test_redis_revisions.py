@@ -70,18 +70,15 @@ async def test_a_replica_never_overwrites_a_step_after_redis_lost_its_last_write
     replicas: tuple[RedisStore, RedisStore, Redis], twin: Twin
 ) -> None:
     mine, other, client = replicas
-    await mine.apply(KEY, twin.compute(0.3))
-    twin.feed(0.3)
+    await twin.step(mine, KEY, 0.3)
     snapshot = Snapshot(mine, client)
     await snapshot.take()
     await mine.apply(KEY, twin.compute(0.4))  # cached by this replica, then lost by Redis
     await snapshot.restore()
-    await other.apply(KEY, twin.compute(0.5))  # the session after the loss, stepped elsewhere
-    twin.feed(0.5)
+    await twin.step(other, KEY, 0.5)  # the session after the loss, stepped elsewhere
     # This replica's cached revision must not match the other's write: its step is computed
     # again on what Redis holds, not written over the other replica's.
-    await mine.apply(KEY, twin.compute(0.6))
-    twin.feed(0.6)
+    await twin.step(mine, KEY, 0.6)
     assert_same_record(comparable_record(await other.get(KEY)), comparable_record(twin.record))
 
 

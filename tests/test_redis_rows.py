@@ -46,13 +46,9 @@ async def make_store(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator
         await store.close()
 
 
-async def feed_in_place(
-    store: RedisStore, twin: Twin, value: float, key: str = KEY, step: int | None = None
-) -> list[int]:
-    stepped = await store.feed_in_place(
-        [key], [value], [step], twin.forecaster, twin.policy, HISTORY, NOW
-    )
-    return stepped.indexes
+@pytest.fixture
+def twin(forecaster: Forecaster, policy: IntervalPolicy) -> Twin:
+    return Twin(forecaster, policy, history=HISTORY, now=NOW)
 
 
 async def test_rows_step_as_records_do_and_another_replica_reads_them(
@@ -79,33 +75,27 @@ async def test_rows_step_as_records_do_and_another_replica_reads_them(
 
 
 async def test_a_full_window_writes_the_two_rows_of_its_step(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy, redis_server: RedisServer
+    make_store: MakeStore, twin: Twin, redis_server: RedisServer
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
+    store = make_store()
     await store.apply(KEY, twin.compute(0.3))
     for value in [0.1] * (HISTORY + 2):  # a full window
-        assert await feed_in_place(store, twin, value) == [0]
+        assert await twin.feed_in_place(store, KEY, value) == [0]
     before = await redis_command_calls(redis_server.url, "setrange")
-    assert await feed_in_place(store, twin, 0.2) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.2) == [0]
     assert await redis_command_calls(redis_server.url, "setrange") - before == 2
 
 
 async def test_a_session_another_replica_stepped_takes_the_record_path(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+    make_store: MakeStore, twin: Twin
 ) -> None:
-    mine, other, twin = (
-        make_store(),
-        make_store(),
-        Twin(forecaster, policy, history=HISTORY, now=NOW),
-    )
-    await mine.apply(KEY, twin.compute(0.3))
-    twin.feed(0.3)
-    assert await feed_in_place(mine, twin, 0.4) == [0]
+    mine, other = make_store(), make_store()
+    await twin.step(mine, KEY, 0.3)
+    assert await twin.feed_in_place(mine, KEY, 0.4) == [0]
     twin.feed(0.4)
-    await other.apply(KEY, twin.compute(0.5))
-    twin.feed(0.5)
+    await twin.step(other, KEY, 0.5)
     # Its compare-and-set fails: left out (not applied), and no longer a row.
-    assert await feed_in_place(mine, twin, 0.6) == []
+    assert await twin.feed_in_place(mine, KEY, 0.6) == []
     assert mine.rows_in_use() == 0
     await mine.apply(KEY, twin.compute(0.6))  # the record path, from what Redis answered
     twin.feed(0.6)
@@ -113,91 +103,77 @@ async def test_a_session_another_replica_stepped_takes_the_record_path(
 
 
 async def test_a_session_the_replica_has_not_served_is_left_to_the_record_path(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+    make_store: MakeStore, twin: Twin
 ) -> None:
-    mine, other, twin = (
-        make_store(),
-        make_store(),
-        Twin(forecaster, policy, history=HISTORY, now=NOW),
-    )
+    mine, other = make_store(), make_store()
     await other.apply(KEY, twin.compute(0.3))
-    assert await feed_in_place(mine, twin, 0.4) == []
+    assert await twin.feed_in_place(mine, KEY, 0.4) == []
     await mine.apply(KEY, twin.compute(0.4))  # read, written: now cached
-    assert await feed_in_place(mine, twin, 0.5) == [0]
+    assert await twin.feed_in_place(mine, KEY, 0.5) == [0]
 
 
 async def test_a_session_stepped_in_place_is_a_row_not_a_cached_record(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+    make_store: MakeStore, twin: Twin
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
+    store = make_store()
     await store.apply(KEY, twin.compute(0.3))
     assert store.cached(KEY) is not None
-    assert await feed_in_place(store, twin, 0.4) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.4) == [0]
     assert store.cached(KEY) is None  # a stale record would cost the record path a retry
 
 
 async def test_a_step_not_the_sessions_own_is_left_to_the_record_path(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+    make_store: MakeStore, twin: Twin
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
+    store = make_store()
     await store.apply(KEY, twin.compute(0.3))
-    assert await feed_in_place(store, twin, 0.4, step=1) == [0]
-    assert await feed_in_place(store, twin, 0.5, step=1) == []  # a resend: the record path
-    assert await feed_in_place(store, twin, 0.5, step=2) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.4, step=1) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.5, step=1) == []  # a resend: the record path
+    assert await twin.feed_in_place(store, KEY, 0.5, step=2) == [0]
 
 
-async def test_a_record_path_read_ends_the_row(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
-) -> None:
-    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
-    await store.apply(KEY, twin.compute(0.3))
-    twin.feed(0.3)
-    assert await feed_in_place(store, twin, 0.4) == [0]
+async def test_a_record_path_read_ends_the_row(make_store: MakeStore, twin: Twin) -> None:
+    store = make_store()
+    await twin.step(store, KEY, 0.3)
+    assert await twin.feed_in_place(store, KEY, 0.4) == [0]
     twin.feed(0.4)
     await store.get(KEY)
     assert store.rows_in_use() == 0
-    await store.apply(KEY, twin.compute(0.5))
-    twin.feed(0.5)
+    await twin.step(store, KEY, 0.5)
     assert_same_record(comparable_record(await store.get(KEY)), comparable_record(twin.record))
 
 
-async def test_a_deleted_session_is_not_stepped_again(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
-) -> None:
-    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
+async def test_a_deleted_session_is_not_stepped_again(make_store: MakeStore, twin: Twin) -> None:
+    store = make_store()
     await store.apply(KEY, twin.compute(0.3))
-    assert await feed_in_place(store, twin, 0.4) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.4) == [0]
     assert await store.delete(KEY)
     assert store.rows_in_use() == 0
-    assert await feed_in_place(store, twin, 0.5) == []
+    assert await twin.feed_in_place(store, KEY, 0.5) == []
     assert await store.get(KEY) is None
 
 
 async def test_with_min_replicas_every_session_takes_the_record_path(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy
+    make_store: MakeStore, twin: Twin
 ) -> None:
-    plain, confirming, twin = (
-        make_store(),
-        make_store(min_replicas=1),
-        Twin(forecaster, policy, history=HISTORY, now=NOW),
-    )
+    plain, confirming = make_store(), make_store(min_replicas=1)
     await plain.apply(KEY, twin.compute(0.3))
     confirming._cache.remember(KEY, await plain.get(KEY))
-    assert await feed_in_place(confirming, twin, 0.4) == []
+    assert await twin.feed_in_place(confirming, KEY, 0.4) == []
 
 
 async def test_an_unreachable_redis_fails_the_feed_and_drops_its_rows(
-    make_store: MakeStore, forecaster: Forecaster, policy: IntervalPolicy, tmp_path: Path
+    make_store: MakeStore, twin: Twin, tmp_path: Path
 ) -> None:
     server = RedisServer(tmp_path, durable=False)
     server.start()
     try:
-        store, twin = make_store(server.url), Twin(forecaster, policy, history=HISTORY, now=NOW)
+        store = make_store(server.url)
         await store.apply(KEY, twin.compute(0.3))
-        assert await feed_in_place(store, twin, 0.4) == [0]
+        assert await twin.feed_in_place(store, KEY, 0.4) == [0]
         server.stop()
         with pytest.raises(StoreUnavailable):
-            await feed_in_place(store, twin, 0.5)
+            await twin.feed_in_place(store, KEY, 0.5)
         assert store.rows_in_use() == 0
     finally:
         server.stop()
@@ -205,24 +181,21 @@ async def test_an_unreachable_redis_fails_the_feed_and_drops_its_rows(
 
 async def test_a_row_whose_write_could_not_be_built_is_dropped(
     make_store: MakeStore,
-    forecaster: Forecaster,
-    policy: IntervalPolicy,
+    twin: Twin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store, twin = make_store(), Twin(forecaster, policy, history=HISTORY, now=NOW)
-    await store.apply(KEY, twin.compute(0.3))
-    twin.feed(0.3)
+    store = make_store()
+    await twin.step(store, KEY, 0.3)
 
     def broken(*_args: object) -> list[list[Any]]:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(store, "_rows_args", broken)
     with pytest.raises(RuntimeError):
-        await feed_in_place(store, twin, 0.4)
+        await twin.feed_in_place(store, KEY, 0.4)
     monkeypatch.undo()
     assert store.rows_in_use() == 0  # stepped in memory, never written: not trusted
-    await store.apply(KEY, twin.compute(0.5))
-    twin.feed(0.5)
+    await twin.step(store, KEY, 0.5)
     assert_same_record(comparable_record(await store.get(KEY)), comparable_record(twin.record))
 
 
@@ -234,8 +207,8 @@ async def test_a_ring_of_another_size_is_written_whole_when_made_a_row(
         await longer.apply(KEY, Twin(forecaster, policy, history=HISTORY, now=NOW).compute(value))
     twin = Twin(forecaster, policy, history=HISTORY, now=NOW)
     await store.apply(KEY, twin.compute(0.2))  # its window cut to this store's, in that ring
-    assert await feed_in_place(store, twin, 0.3) == [0]
-    assert await feed_in_place(store, twin, 0.4) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.3) == [0]
+    assert await twin.feed_in_place(store, KEY, 0.4) == [0]
 
 
 async def test_a_model_whose_write_failed_refuses_only_its_items(
